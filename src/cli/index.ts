@@ -1,0 +1,52 @@
+/**
+ * The command tree. Each leaf lives in its own file and imports its heavy modules lazily inside
+ * its action, so `broker --help` stays instant.
+ */
+import { Command, CommanderError } from 'commander';
+import { BrokerError } from '../errors.ts';
+import { register as pkiInit } from './pki/init.ts';
+import { register as pkiIssue } from './pki/issue.ts';
+import { register as pkiServer } from './pki/server.ts';
+import { register as pkiSign } from './pki/sign.ts';
+import { register as pkiRevoke } from './pki/revoke.ts';
+import { register as pkiCrl } from './pki/crl.ts';
+import { register as pkiRenew } from './pki/renew.ts';
+import { register as pkiList } from './pki/list.ts';
+import { register as pkiInspect } from './pki/inspect.ts';
+import { register as pkiAudit } from './pki/audit.ts';
+import { register as demo } from './demo.ts';
+
+export const VERSION = '0.1.0';
+
+export function buildProgram(): Command {
+  const program = new Command('broker')
+    .description('A TLS-terminating reverse access broker with mutual TLS and its own CA.')
+    .version(VERSION, '-V, --version')
+    .configureOutput({ outputError: () => {} });
+  const pki = program.command('pki').summary('the built-in certificate authority').description('Manage the broker\'s CA: identities, server certificates, revocation, CRLs and the audit log.');
+  for (const register of [pkiInit, pkiIssue, pkiServer, pkiSign, pkiRevoke, pkiCrl, pkiRenew, pkiList, pkiInspect, pkiAudit]) register(pki);
+  demo(program);
+  const exitOverride = (cmd: Command) => {
+    cmd.exitOverride();
+    cmd.commands.forEach(exitOverride);
+  };
+  exitOverride(program);
+  return program;
+}
+
+/** Runs the CLI and returns the exit code; never exits the process itself. */
+export async function run(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      if (err.code === 'commander.executeSubCommandAsync' || err.exitCode === 0) return 0;
+      const message = err.message.replace(/^error: /, '');
+      throw new BrokerError('BRK_ERR_USAGE', message);
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,42 @@
+/** Options and steps shared by the `broker pki` leaf commands. Light imports only (help must stay instant). */
+import type { Command } from 'commander';
+import { caPassphraseSource, resolveSecret } from '../secrets.ts';
+
+export interface StoreOptions {
+  dir?: string;
+  passphraseFile?: string;
+  json?: boolean;
+}
+
+export function storeOptions(cmd: Command, o: { passphrase?: boolean; json?: boolean } = {}): Command {
+  cmd.option('--dir <dir>', 'CA store folder (default: $BROKER_PKI_DIR or ./pki)');
+  if (o.passphrase !== false) cmd.option('--passphrase-file <file>', 'file whose first line is the CA passphrase (or set BROKER_CA_PASSPHRASE)');
+  if (o.json) cmd.option('--json', 'print JSON instead of text');
+  return cmd;
+}
+
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+export function examples(...lines: string[]): string {
+  return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
+}
+
+/** Opens the store named by --dir / BROKER_PKI_DIR / ./pki (it must hold a CA). */
+export async function openStore(opts: StoreOptions) {
+  const [{ CaStore }, { resolveStoreDir }] = await Promise.all([import('../../pki/store.ts'), import('../../pki/layout.ts')]);
+  return CaStore.open(resolveStoreDir(opts.dir));
+}
+
+/** The CA passphrase for a command that signs: asked for only when the store's keys are encrypted. */
+export async function caPassphrase(store: { readInventory(): { ca: { encrypted: boolean } } }, opts: StoreOptions): Promise<string | undefined> {
+  if (!store.readInventory().ca.encrypted) return undefined;
+  return resolveSecret(caPassphraseSource(opts.passphraseFile));
+}
+
+export async function ttl(value: string | undefined, fallbackMs: number): Promise<number> {
+  if (value === undefined) return fallbackMs;
+  const { parseDuration } = await import('../../config/duration.ts');
+  return parseDuration(value, '--ttl');
+}

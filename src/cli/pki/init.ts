@@ -1,0 +1,50 @@
+import type { Command } from 'commander';
+import { examples, storeOptions, type StoreOptions } from './common.ts';
+
+interface Opts extends StoreOptions {
+  name: string;
+  keyType: string;
+  trustDomain: string;
+  passphrase: boolean;
+  crlNextUpdate?: string;
+}
+
+export function register(pki: Command): void {
+  storeOptions(pki.command('init'))
+    .summary('create the root and issuing CAs, empty CRLs and the inventory')
+    .description('Create a new CA store: a root CA (for signing the issuing CA and CRLs), an intermediate issuing CA, empty CRLs for both, the inventory and the audit log. Never overwrites an existing CA.')
+    .option('--name <name>', 'CA name, used in the CA subjects', 'Broker CA')
+    .option('--key-type <type>', 'ec-p256 | ec-p384 | rsa-3072', 'ec-p256')
+    .option('--trust-domain <domain>', 'SPIFFE trust domain for client URI SANs', 'broker.local')
+    .option('--crl-next-update <duration>', 'how long each published CRL stays valid', '30d')
+    .option('--no-passphrase', 'store the CA keys unencrypted (not for production)')
+    .addHelpText('after', examples('broker pki init --name "Acme Broker CA" --trust-domain acme.example --passphrase-file ca.pass', 'BROKER_CA_PASSPHRASE=... broker pki init --dir /etc/broker/pki --key-type ec-p384'))
+    .action(async (opts: Opts) => {
+      const [{ initCa }, { assertKeyType }, { resolveStoreDir }, { parseDuration }, secrets, out] = await Promise.all([
+        import('../../pki/init.ts'),
+        import('../../pki/keys.ts'),
+        import('../../pki/layout.ts'),
+        import('../../config/duration.ts'),
+        import('../secrets.ts'),
+        import('../output.ts'),
+      ]);
+      const { BrokerError } = await import('../../errors.ts');
+      const keyType = assertKeyType(opts.keyType);
+      const crlValidityMs = parseDuration(opts.crlNextUpdate ?? '30d', '--crl-next-update');
+      let passphrase: string | undefined;
+      if (opts.passphrase) {
+        passphrase = await secrets.resolveSecret(secrets.caPassphraseSource(opts.passphraseFile), { confirm: true });
+        if (passphrase === undefined) throw new BrokerError('BRK_ERR_USAGE_PASSPHRASE_REQUIRED', 'no CA passphrase given and no terminal to ask on');
+      } else {
+        out.warn('the CA keys will be stored UNENCRYPTED (--no-passphrase); anyone who can read the store can issue certificates');
+      }
+      const dir = resolveStoreDir(opts.dir);
+      const r = await initCa({ dir, name: opts.name, keyType, trustDomain: opts.trustDomain, passphrase, crlValidityMs });
+      out.printLines(
+        `created CA in ${dir} (${keyType}, keys ${r.encrypted ? 'encrypted' : 'NOT encrypted'})`,
+        `  root          ${r.root.subject}  expires ${r.root.notAfter.toISOString()}  sha256:${r.root.fingerprint}`,
+        `  issuing CA    ${r.intermediate.subject}  expires ${r.intermediate.notAfter.toISOString()}`,
+        `next: broker pki server broker --dns your.host.example   then   broker pki issue NAME --role ROLE`,
+      );
+    });
+}

@@ -1,0 +1,27 @@
+import type { Command } from 'commander';
+import { examples, openStore, storeOptions, type StoreOptions } from './common.ts';
+
+interface Opts extends StoreOptions {
+  expiring?: string;
+}
+
+export function register(pki: Command): void {
+  storeOptions(pki.command('list'), { passphrase: false, json: true })
+    .summary('the inventory: every certificate with its roles, dates and status')
+    .description('List every certificate the CA issued: name, type (client/server), roles, serial, notBefore, notAfter, status (valid/revoked/expired) and SHA-256 fingerprint. --json prints an array of those objects.')
+    .option('--expiring <duration>', 'only valid certificates expiring within this window, e.g. 30d')
+    .addHelpText('after', examples('broker pki list', 'broker pki list --expiring 30d --json'))
+    .action(async (opts: Opts) => {
+      const [{ listCerts }, { parseDuration }, out] = await Promise.all([import('../../pki/inspect.ts'), import('../../config/duration.ts'), import('../output.ts')]);
+      const store = await openStore(opts);
+      const rows = listCerts(store.readInventory(), opts.expiring ? { expiringMs: parseDuration(opts.expiring, '--expiring') } : {});
+      if (opts.json) return out.printJson(rows);
+      if (!rows.length) return out.printLines(opts.expiring ? 'no valid certificate expires in that window' : 'no certificates issued yet');
+      out.printLines(
+        out.table(
+          ['NAME', 'TYPE', 'ROLES', 'SERIAL', 'NOT BEFORE', 'NOT AFTER', 'STATUS', 'SHA-256'],
+          rows.map((r) => [r.name, r.type, r.roles.join(',') || '-', r.serial, r.notBefore, r.notAfter, r.status, r.fingerprint]),
+        ),
+      );
+    });
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env node
+/**
+ * The bin entry and the only place that exits the process. It checks the Node version before
+ * loading anything that needs Node 24, then runs the CLI and maps errors to exit codes:
+ * 0 ok, 1 runtime failure, 2 usage or config error (3 is reserved for `doctor` findings).
+ */
+const major = Number(process.versions.node.split('.')[0]);
+if (major < 24) {
+  process.stderr.write(
+    `error BRK_ERR_NODE_VERSION: broker needs Node 24 or later, this is Node ${process.versions.node} ` +
+      `(run it through npm — "npx broker" or "npm run" — so the project's own Node 24 is used, or install Node 24)\n`,
+  );
+  process.exit(1);
+}
+
+const { run } = await import('./cli/index.ts');
+const { BrokerError, formatError } = await import('./errors.ts');
+
+try {
+  process.exitCode = await run(process.argv.slice(2));
+} catch (err) {
+  if (err instanceof BrokerError) {
+    process.stderr.write(`${formatError(err)}\n`);
+    if (process.env.BROKER_DEBUG && err.cause) process.stderr.write(`cause: ${String((err.cause as Error).stack ?? err.cause)}\n`);
+    process.exitCode = err.exitCode;
+  } else {
+    process.stderr.write(`error BRK_ERR_INTERNAL: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * The inventory: the CA's own facts and every certificate it issued. One JSON file, rewritten
+ * atomically under the store lock; it is the source of truth for the CRLs.
+ */
+import { BrokerError } from '../errors.ts';
+import { KEY_TYPES, type KeyType } from './keys.ts';
+
+export const INVENTORY_FORMAT = 'broker-pki/1';
+
+export const REVOCATION_REASONS = ['unspecified', 'keyCompromise', 'superseded', 'cessationOfOperation', 'affiliationChanged', 'privilegeWithdrawn'] as const;
+export type RevocationReason = (typeof REVOCATION_REASONS)[number];
+
+export interface CertRecord {
+  name: string;
+  type: 'client' | 'server';
+  roles: string[];
+  serial: string;
+  notBefore: string;
+  notAfter: string;
+  fingerprint: string;
+  /** How it came to be: issue (key made here), sign (third party's CSR), renew, server. */
+  source: 'issue' | 'sign' | 'renew' | 'server';
+  /** Serial of the issuing CA certificate. */
+  issuer: string;
+  dns?: string[];
+  ip?: string[];
+  revokedAt?: string;
+  reason?: RevocationReason;
+}
+
+export interface CaFacts {
+  name: string;
+  trustDomain: string;
+  keyType: KeyType;
+  encrypted: boolean;
+  createdAt: string;
+  crlValidityMs: number;
+  crlNumber: { root: number; intermediate: number };
+  root: { serial: string; notAfter: string; fingerprint: string };
+  intermediate: { serial: string; notAfter: string; fingerprint: string };
+}
+
+export interface Inventory {
+  format: typeof INVENTORY_FORMAT;
+  ca: CaFacts;
+  certs: CertRecord[];
+}
+
+export type CertStatus = 'valid' | 'revoked' | 'expired';
+
+export function statusOf(rec: CertRecord, now = Date.now()): CertStatus {
+  if (rec.revokedAt) return 'revoked';
+  return Date.parse(rec.notAfter) <= now ? 'expired' : 'valid';
+}
+
+const isStr = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
+const isStrArray = (v: unknown): v is string[] => Array.isArray(v) && v.every(isStr);
+
+/** Checks the shape strictly enough that a hand-edited or truncated file is caught, and names where. */
+export function parseInventory(text: string, file: string): Inventory {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (cause) {
+    throw new BrokerError('BRK_ERR_PKI_INVENTORY_CORRUPT', `${file} is not valid JSON (${(cause as Error).message})`, { cause });
+  }
+  const bad = (where: string): never => {
+    throw new BrokerError('BRK_ERR_PKI_INVENTORY_CORRUPT', `${file}: ${where} is missing or malformed`);
+  };
+  const inv = data as Inventory;
+  if (!inv || typeof inv !== 'object' || inv.format !== INVENTORY_FORMAT) bad('format');
+  const ca = inv.ca;
+  if (!ca || typeof ca !== 'object') bad('ca');
+  if (!isStr(ca.name) || !isStr(ca.trustDomain)) bad('ca.name/ca.trustDomain');
+  if (!(KEY_TYPES as readonly string[]).includes(ca.keyType)) bad('ca.keyType');
+  if (typeof ca.encrypted !== 'boolean' || !Number.isSafeInteger(ca.crlValidityMs)) bad('ca.encrypted/ca.crlValidityMs');
+  if (!Number.isSafeInteger(ca.crlNumber?.root) || !Number.isSafeInteger(ca.crlNumber?.intermediate)) bad('ca.crlNumber');
+  if (!isStr(ca.root?.serial) || !isStr(ca.intermediate?.serial)) bad('ca.root/ca.intermediate');
+  if (!Array.isArray(inv.certs)) bad('certs');
+  inv.certs.forEach((c, i) => {
+    const ok =
+      c && isStr(c.name) && (c.type === 'client' || c.type === 'server') && Array.isArray(c.roles) && (c.roles.length === 0 || isStrArray(c.roles)) &&
+      /^[0-9a-f]+$/.test(c.serial) && !Number.isNaN(Date.parse(c.notBefore)) && !Number.isNaN(Date.parse(c.notAfter)) && /^[0-9a-f]{64}$/.test(c.fingerprint) &&
+      (c.revokedAt === undefined || !Number.isNaN(Date.parse(c.revokedAt)));
+    if (!ok) bad(`certs[${i}]`);
+  });
+  return inv;
+}
+
+export function serializeInventory(inv: Inventory): string {
+  return `${JSON.stringify(inv, null, 2)}\n`;
+}
+
+/** A name resolves to its certificates; a hex serial (with or without colons) to that one. */
+export function findCerts(inv: Inventory, nameOrSerial: string): CertRecord[] {
+  const serial = nameOrSerial.toLowerCase().replace(/:/g, '').replace(/^0x/, '');
+  const bySerial = inv.certs.filter((c) => c.serial === serial);
+  if (bySerial.length) return bySerial;
+  return inv.certs.filter((c) => c.name === nameOrSerial);
+}

@@ -1,0 +1,50 @@
+/** Where each file of the CA store lives. pki/README.md documents the same layout for people. */
+import { join } from 'node:path';
+
+export interface StoreLayout {
+  dir: string;
+  inventory: string;
+  rootCert: string;
+  rootKey: string;
+  intermediateCert: string;
+  intermediateKey: string;
+  rootCrl: string;
+  intermediateCrl: string;
+  /** Every CA level's CRL in one PEM: what `crl` options and `openssl verify -CRLfile` want. */
+  crlBundle: string;
+  /** The root alone: what clients trust. */
+  caCert: string;
+  /** Intermediate then root: what the broker uses to verify client chains. */
+  chain: string;
+  auditLog: string;
+  auditHead: string;
+  lock: string;
+  serverCert(name: string): string;
+  serverKey(name: string): string;
+}
+
+export function storeLayout(dir: string): StoreLayout {
+  return {
+    dir,
+    inventory: join(dir, 'inventory.json'),
+    rootCert: join(dir, 'ca', 'root.crt'),
+    rootKey: join(dir, 'ca', 'root.key'),
+    intermediateCert: join(dir, 'ca', 'intermediate.crt'),
+    intermediateKey: join(dir, 'ca', 'intermediate.key'),
+    rootCrl: join(dir, 'crl', 'root.crl'),
+    intermediateCrl: join(dir, 'crl', 'intermediate.crl'),
+    crlBundle: join(dir, 'crl.pem'),
+    caCert: join(dir, 'ca.crt'),
+    chain: join(dir, 'chain.pem'),
+    auditLog: join(dir, 'audit.log'),
+    auditHead: join(dir, 'audit.head'),
+    lock: join(dir, '.lock'),
+    serverCert: (name) => join(dir, 'servers', `${name}.crt`),
+    serverKey: (name) => join(dir, 'servers', `${name}.key`),
+  };
+}
+
+/** The store folder from a flag, then BROKER_PKI_DIR, then ./pki. */
+export function resolveStoreDir(flag?: string, env: NodeJS.ProcessEnv = process.env): string {
+  return flag ?? env.BROKER_PKI_DIR ?? 'pki';
+}

@@ -1,0 +1,50 @@
+/** `broker pki revoke` and `broker pki crl`. */
+import { BrokerError } from '../errors.ts';
+import { PUBLIC_MODE } from './files.ts';
+import { findCerts, type CertRecord, type RevocationReason } from './inventory.ts';
+import type { CaStore } from './store.ts';
+import { stageCrls } from './crl.ts';
+
+/**
+ * Revokes by serial (that one certificate) or by name (every certificate of that name not yet
+ * revoked, so "revoke acme" cuts acme off entirely, renewed overlaps included).
+ */
+export async function revoke(store: CaStore, o: { target: string; reason: RevocationReason; passphrase?: string }): Promise<CertRecord[]> {
+  return store.mutate('revoke', o.passphrase, async (ctx) => {
+    const found = findCerts(ctx.inventory, o.target);
+    if (!found.length) throw new BrokerError('BRK_ERR_PKI_IDENTITY_NOT_FOUND', `no certificate named or numbered "${o.target}"`);
+    const open = found.filter((c) => !c.revokedAt);
+    if (!open.length) throw new BrokerError('BRK_ERR_PKI_ALREADY_REVOKED', `every certificate of "${o.target}" is already revoked`);
+    const at = new Date().toISOString();
+    for (const c of open) {
+      c.revokedAt = at;
+      c.reason = o.reason;
+    }
+    await stageCrls(ctx.inventory, await ctx.keys(), ctx.layout, ctx.tx);
+    const first = open[0] as CertRecord;
+    return {
+      result: open,
+      audit: { name: first.name, serial: open.map((c) => c.serial).join(','), roles: first.roles, detail: `reason=${o.reason}` },
+    };
+  });
+}
+
+export interface CrlResult {
+  files: string[];
+  nextUpdate: Date;
+  revoked: number;
+}
+
+/** Re-signs both CRLs (new numbers, fresh nextUpdate); optionally sets the validity and copies the bundle. */
+export async function publishCrl(store: CaStore, o: { nextUpdateMs?: number; out?: string; passphrase?: string }): Promise<CrlResult> {
+  return store.mutate('crl', o.passphrase, async (ctx) => {
+    if (o.nextUpdateMs !== undefined) ctx.inventory.ca.crlValidityMs = o.nextUpdateMs;
+    const crls = await stageCrls(ctx.inventory, await ctx.keys(), ctx.layout, ctx.tx);
+    if (o.out) ctx.tx.write(o.out, crls.bundle, PUBLIC_MODE);
+    const files = ctx.tx.targets.filter((f) => f.endsWith('.crl') || f.endsWith('.pem') || f === o.out);
+    return {
+      result: { files, nextUpdate: crls.intermediate.nextUpdate as Date, revoked: crls.intermediate.entries.length },
+      audit: { detail: `crlNumber=${ctx.inventory.ca.crlNumber.intermediate}` },
+    };
+  });
+}

@@ -33,6 +33,7 @@ export const ERRORS = {
   BRK_ERR_PKI_CERT_REJECTED: { exit: 1, hint: 'this CA would refuse the certificate for the reasons given; issue or renew one with "broker pki issue/renew"' },
   BRK_ERR_PKI_SAN_INVALID: { exit: 2, hint: 'give --dns as a hostname (a leading "*." wildcard is allowed) and --ip as an IPv4 or IPv6 address' },
   BRK_ERR_PKI_CRYPTO: { exit: 1, hint: 'a cryptographic operation failed; the message has the cause' },
+  BRK_ERR_PROXY_IDENTITY_VALUE: { exit: 1, hint: 'an identity value is not safe to send as a header; check the certificate subject and the identities rules' },
   BRK_ERR_NODE_VERSION: { exit: 1, hint: 'run through npm (npx broker, npm run ...) so the project\'s Node 24 is used, or install Node 24' },
   BRK_ERR_INTERNAL: { exit: 1, hint: 'an unexpected error; please report it with the log line' },
 } as const satisfies Record<string, { exit: number; hint: string }>;

@@ -1,0 +1,220 @@
+/**
+ * The headers sent upstream: the client's own headers minus everything that could speak for the
+ * broker, plus the verified identity and forwarding facts, which only the broker may set.
+ *
+ * Built from `req.rawHeaders` in a single pass after a cheap scan for `Connection`. Names are
+ * compared lower-cased with `_` read as `-`, because CGI/WSGI-style upstreams (and nginx with
+ * `underscores_in_headers on`) read `X_Client_DN` as `X-Client-DN`. Dropped:
+ * - identity and forwarding headers a client could forge: `x-client-*`, `x-ssl-*`, `ssl-client-*`,
+ *   `x-forwarded-*` (incl. `x-forwarded-client-cert`), `client-cert`, `client-cert-chain`,
+ *   `forwarded`, `x-real-ip`, `true-client-ip`, `x-cluster-client-ip`;
+ * - path overrides some frameworks honour behind a proxy (`x-original-url`, `x-rewrite-url`,
+ *   `x-original-uri`): they would let a request name a different path than the ACL judged;
+ * - `proxy-authorization`, `proxy-connection`, the hop-by-hop headers and every header named in a
+ *   `Connection` token. Our own headers are added after filtering, so a token cannot remove them;
+ * - `host`: the proxy sets the upstream's own authority; the client's Host, already validated by
+ *   the caller, travels as `x-forwarded-host` and in `forwarded`;
+ * - names that are not RFC 9110 tokens.
+ * Repeated kept headers are joined with ", " (`cookie` with "; "), except the fields Node itself
+ * keeps only the first of in `req.headers` (`authorization`, `content-type`, `user-agent`, …): there
+ * the first wins too, so the upstream sees the value the broker saw.
+ *
+ * The broker's own values come from certificates, so they are checked, not trusted: printable
+ * ASCII only (no CR, LF, NUL), and name, serial, roles and host without spaces or commas, which a
+ * receiver could trim or split. A bad value throws BRK_ERR_PROXY_IDENTITY_VALUE rather than send a header.
+ */
+
+import { BrokerError } from '../errors.ts';
+
+export interface IdentityHeaders {
+  name: string;
+  roles: readonly string[];
+  serial: string;
+  /** SHA-256 of the certificate's DER, 64 lower-case hex digits. */
+  fingerprint: string;
+  /** Subject DN as an ASCII string (RFC 4514, non-ASCII escaped). */
+  subject: string;
+  uri?: string;
+  certDer?: never;
+}
+
+/** `host` is the Host the client sent, already validated by the caller. */
+export interface ForwardInfo {
+  clientIp: string;
+  proto: 'https';
+  host: string;
+}
+
+const DROP = new Set([
+  'client-cert', 'client-cert-chain', 'forwarded', 'x-real-ip', 'true-client-ip', 'x-cluster-client-ip',
+  'x-original-url', 'x-rewrite-url', 'x-original-uri',
+  'proxy-authorization', 'proxy-connection', 'proxy-authenticate',
+  'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings',
+  'host',
+]);
+const DROP_PREFIXES = ['x-client-', 'x-forwarded-', 'x-ssl-', 'ssl-client-'];
+
+/** Fields of which Node keeps only the first occurrence in `req.headers`. */
+const FIRST_WINS = new Set([
+  'age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from',
+  'if-modified-since', 'if-unmodified-since', 'last-modified', 'location', 'max-forwards',
+  'referer', 'retry-after', 'server', 'user-agent',
+]);
+
+/** The headers this module adds; each is dropped from the input by the rules above. */
+export const BROKER_HEADERS = [
+  'x-client-name', 'x-client-roles', 'x-client-serial', 'x-client-fingerprint',
+  'x-forwarded-client-cert', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host',
+  'forwarded', 'x-real-ip',
+] as const;
+
+const TCHAR = new Uint8Array(128);
+for (const c of '!#$%&\'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz') {
+  TCHAR[c.charCodeAt(0)] = 1;
+}
+
+function isToken(s: string): boolean {
+  if (s.length === 0) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80 || TCHAR[c] === 0) return false;
+  }
+  return true;
+}
+
+/** Lower-cased name with "_" read as "-": the form every comparison uses. */
+function comparable(lower: string): string {
+  return lower.includes('_') ? lower.replaceAll('_', '-') : lower;
+}
+
+/** Whether a header with this name is dropped. Exported for tests and for the plugin's own checks. */
+export function isDroppedHeader(name: string): boolean {
+  return dropped(comparable(name.toLowerCase()));
+}
+
+function dropped(n: string): boolean {
+  if (DROP.has(n)) return true;
+  for (const p of DROP_PREFIXES) if (n.startsWith(p)) return true;
+  return false;
+}
+
+/** Our values come from certificates and config: refuse anything but printable ASCII. */
+function checked(field: string, value: string): string {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e) {
+      throw new BrokerError('BRK_ERR_PROXY_IDENTITY_VALUE', `refusing to send ${field}: character 0x${c.toString(16)} at ${i}`);
+    }
+  }
+  return value;
+}
+
+function quoted(value: string): string {
+  return '"' + value.replace(/["\\]/g, '\\$&') + '"';
+}
+
+/** RFC 7239 value: a token as is, anything else as a quoted-string. */
+function forwardedValue(value: string): string {
+  return isToken(value) ? value : quoted(value);
+}
+
+/** RFC 7239 node: IPv6 goes in brackets and therefore in quotes. */
+function forwardedNode(ip: string): string {
+  return ip.includes(':') ? `"[${ip}]"` : forwardedValue(ip);
+}
+
+const XFCC_SPECIAL = /[",;=\\\s]/;
+
+/** Envoy's x-forwarded-client-cert element for the verified client: `Hash=…;Subject="…"[;URI=…]`. */
+export function xfccValue(id: IdentityHeaders): string {
+  if (!/^[0-9a-f]{64}$/.test(id.fingerprint)) {
+    throw new BrokerError('BRK_ERR_PROXY_IDENTITY_VALUE', 'identity fingerprint is not 64 lower-case hex digits');
+  }
+  let v = `Hash=${id.fingerprint};Subject=${quoted(checked('subject', id.subject))}`;
+  if (id.uri !== undefined) {
+    const uri = checked('uri', id.uri);
+    v += ';URI=' + (XFCC_SPECIAL.test(uri) ? quoted(uri) : uri);
+  }
+  return v;
+}
+
+/**
+ * A single list element: printable ASCII without spaces or commas, so that no receiver can trim
+ * (" admin" -> "admin") or split ("alice, admin") it into something else.
+ */
+const ELEMENT = /^[\x21-\x2b\x2d-\x7e]+$/;
+
+function element(field: string, value: string): string {
+  if (!ELEMENT.test(value)) {
+    throw new BrokerError('BRK_ERR_PROXY_IDENTITY_VALUE', `refusing to send ${field} ${JSON.stringify(value)}: empty, or has a comma, space or non-ASCII`);
+  }
+  return value;
+}
+
+function rolesValue(roles: readonly string[]): string {
+  for (const r of roles) element('role', r);
+  return roles.join(',');
+}
+
+const IP = /^[0-9A-Za-z:.%_-]+$/;
+
+interface IdentityValues { name: string; roles: string; serial: string; fingerprint: string; xfcc: string }
+
+/**
+ * Checked identity values, cached per identity object: the caller builds one frozen identity per
+ * TLS connection, so keep-alive requests reuse them. An identity must not be mutated once used.
+ */
+const identityCache = new WeakMap<IdentityHeaders, IdentityValues>();
+
+function identityValues(id: IdentityHeaders): IdentityValues {
+  let v = identityCache.get(id);
+  if (v === undefined) {
+    const xfcc = xfccValue(id); // also validates fingerprint, subject and uri
+    v = { name: element('name', id.name), roles: rolesValue(id.roles), serial: element('serial', id.serial), fingerprint: id.fingerprint, xfcc };
+    identityCache.set(id, v);
+  }
+  return v;
+}
+
+/** Build the header object to send upstream from the inbound raw headers (Node's req.rawHeaders: flat [name, value, name, value…]). */
+export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeaders, fwd: ForwardInfo): Record<string, string> {
+  // Header names listed in Connection are hop-by-hop (RFC 9110 §7.6.1).
+  let named: Set<string> | undefined;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length !== 10 || name.toLowerCase() !== 'connection') continue;
+    for (const token of (rawHeaders[i + 1] ?? '').split(',')) {
+      const t = token.trim();
+      if (t !== '') (named ??= new Set()).add(comparable(t.toLowerCase()));
+    }
+  }
+
+  const out: Record<string, string> = Object.create(null);
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    const value = rawHeaders[i + 1] ?? '';
+    if (!isToken(name)) continue;
+    const key = name.toLowerCase();
+    const cmp = comparable(key);
+    if (dropped(cmp) || (named !== undefined && named.has(cmp))) continue;
+    const prev = out[key];
+    if (prev === undefined) out[key] = value;
+    else if (!FIRST_WINS.has(key)) out[key] = prev + (key === 'cookie' ? '; ' : ', ') + value;
+  }
+
+  const ip = fwd.clientIp;
+  if (!IP.test(ip)) throw new BrokerError('BRK_ERR_PROXY_IDENTITY_VALUE', `refusing to send client address ${JSON.stringify(ip)}`);
+  const host = element('host', fwd.host);
+  const v = identityValues(id);
+  out['x-client-name'] = v.name;
+  out['x-client-roles'] = v.roles;
+  out['x-client-serial'] = v.serial;
+  out['x-client-fingerprint'] = v.fingerprint;
+  out['x-forwarded-client-cert'] = v.xfcc;
+  out['x-forwarded-for'] = ip;
+  out['x-forwarded-proto'] = fwd.proto;
+  out['x-forwarded-host'] = host;
+  out['forwarded'] = `for=${forwardedNode(ip)};proto=${fwd.proto};host=${forwardedValue(host)}`;
+  out['x-real-ip'] = ip;
+  return out;
+}

@@ -33,10 +33,29 @@ export const ERRORS = {
   BRK_ERR_PKI_CERT_REJECTED: { exit: 1, hint: 'this CA would refuse the certificate for the reasons given; issue or renew one with "broker pki issue/renew"' },
   BRK_ERR_PKI_SAN_INVALID: { exit: 2, hint: 'give --dns as a hostname (a leading "*." wildcard is allowed) and --ip as an IPv4 or IPv6 address' },
   BRK_ERR_PKI_CRYPTO: { exit: 1, hint: 'a cryptographic operation failed; the message has the cause' },
+  // configuration
+  BRK_ERR_CONFIG_READ: { exit: 2, hint: 'check the --config path and that the file is readable YAML or JSON' },
+  BRK_ERR_CONFIG_INVALID: { exit: 2, hint: 'fix each "path: problem" listed; "broker config check --config FILE" re-checks without starting' },
+  // serving
+  BRK_ERR_TLS_MATERIAL: { exit: 1, hint: 'check the server certificate, key, client CA and CRL files (broker pki list; broker pki crl)' },
+  BRK_ERR_LISTEN: { exit: 1, hint: 'the address is taken or not allowed; pick another listen.port/host or stop the other process' },
+  // answered to HTTP clients (status, and the generic message the client sees; details go to the log)
+  BRK_ERR_HTTP_BAD_PATH: { exit: 1, status: 400, public: 'malformed or ambiguous request path', hint: 'send a plain path: no encoded "/", "\\", ".", ";", control characters or invalid escapes' },
+  BRK_ERR_HTTP_BAD_REQUEST: { exit: 1, status: 400, public: 'malformed request', hint: 'send one Host header, and no Transfer-Encoding other than chunked' },
+  BRK_ERR_HTTP_URI_TOO_LONG: { exit: 1, status: 414, public: 'request target too long', hint: 'shorten the URL, or raise limits.urlLength' },
+  BRK_ERR_HTTP_HEADERS_TOO_LARGE: { exit: 1, status: 431, public: 'too many or too large request headers', hint: 'send fewer headers, or raise limits.headerCount / limits.headerSize' },
+  BRK_ERR_HTTP_BODY_TOO_LARGE: { exit: 1, status: 413, public: 'request body too large', hint: 'send a smaller body, or raise limits.bodySize' },
+  BRK_ERR_HTTP_NOT_FOUND: { exit: 1, status: 404, public: 'not found', hint: 'no route matches this path; check the routes in the config' },
+  BRK_ERR_ACL_DENIED: { exit: 1, status: 403, public: 'access denied', hint: 'the identity holds none of the roles this route allows for this method; see the access log for the route' },
+  BRK_ERR_AUTH_REVOKED: { exit: 1, status: 401, public: 'client certificate revoked', hint: 'this certificate was revoked; ask the broker operator for a new one' },
+  BRK_ERR_AUTH_NO_IDENTITY: { exit: 1, status: 403, public: 'access denied', hint: 'the client certificate does not name exactly one identity (one CN) with EKU clientAuth' },
+  BRK_ERR_UPSTREAM_UNAVAILABLE: { exit: 1, status: 502, public: 'upstream unavailable', hint: 'the route\'s upstream refused or dropped the connection; check that it runs (broker doctor)' },
+  BRK_ERR_UPSTREAM_TIMEOUT: { exit: 1, status: 504, public: 'upstream timed out', hint: 'the upstream did not answer within the route timeout; check it, or raise routes[].timeout' },
+  BRK_ERR_HTTP_INTERNAL: { exit: 1, status: 500, public: 'internal error', hint: 'an unexpected error; the error log has the details' },
   BRK_ERR_PROXY_IDENTITY_VALUE: { exit: 1, hint: 'an identity value is not safe to send as a header; check the certificate subject and the identities rules' },
   BRK_ERR_NODE_VERSION: { exit: 1, hint: 'run through npm (npx broker, npm run ...) so the project\'s Node 24 is used, or install Node 24' },
   BRK_ERR_INTERNAL: { exit: 1, hint: 'an unexpected error; please report it with the log line' },
-} as const satisfies Record<string, { exit: number; hint: string }>;
+} as const satisfies Record<string, { exit: number; hint: string; status?: number; public?: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;
 
@@ -61,4 +80,12 @@ export function isBrokerError(err: unknown, code?: ErrorCode): err is BrokerErro
 /** One line for a terminal: `error CODE: message (hint)`. */
 export function formatError(err: BrokerError): string {
   return `error ${err.code}: ${err.message} (${err.hint})`;
+}
+
+export type HttpErrorCode = { [K in ErrorCode]: (typeof ERRORS)[K] extends { status: number } ? K : never }[ErrorCode];
+
+/** The body answered to an HTTP client: generic, with the request id to quote to the operator. */
+export function httpErrorBody(code: HttpErrorCode, reqId: string): { statusCode: number; code: HttpErrorCode; message: string; reqId: string } {
+  const e = ERRORS[code];
+  return { statusCode: e.status, code, message: e.public, reqId };
 }

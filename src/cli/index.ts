@@ -15,6 +15,8 @@ import { register as pkiList } from './pki/list.ts';
 import { register as pkiInspect } from './pki/inspect.ts';
 import { register as pkiAudit } from './pki/audit.ts';
 import { register as demo } from './demo.ts';
+import { register as serve } from './serve.ts';
+import { register as configCheck } from './config-check.ts';
 
 export const VERSION = '0.1.0';
 
@@ -25,6 +27,8 @@ export function buildProgram(): Command {
     .configureOutput({ outputError: () => {} });
   const pki = program.command('pki').summary('the built-in certificate authority').description('Manage the broker\'s CA: identities, server certificates, revocation, CRLs and the audit log.');
   for (const register of [pkiInit, pkiIssue, pkiServer, pkiSign, pkiRevoke, pkiCrl, pkiRenew, pkiList, pkiInspect, pkiAudit]) register(pki);
+  serve(program);
+  configCheck(program);
   demo(program);
   const exitOverride = (cmd: Command) => {
     cmd.exitOverride();

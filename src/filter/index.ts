@@ -1,2 +1,2 @@
-export { normalizePath, matchesPrefix, DEFAULT_MAX_PATH_LENGTH } from './path.ts';
-export type { PathResult, NormalizeOptions } from './path.ts';
+export * from './path.ts';
+export { checkHead, type HeadLimits, type HeadVerdict } from './request-checks.ts';

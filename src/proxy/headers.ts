@@ -51,6 +51,8 @@ const DROP = new Set([
   'proxy-authorization', 'proxy-connection', 'proxy-authenticate',
   'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings',
   'host',
+  // Node's server already answered `100 Continue`; the upstream client (undici) refuses the header.
+  'expect',
 ]);
 const DROP_PREFIXES = ['x-client-', 'x-forwarded-', 'x-ssl-', 'ssl-client-'];
 

@@ -1,5 +1,6 @@
 /** Options and steps shared by the `broker pki` leaf commands. Light imports only (help must stay instant). */
 import type { Command } from 'commander';
+import { isBrokerError } from '../../errors.ts';
 import { caPassphraseSource, resolveSecret } from '../secrets.ts';
 
 export interface StoreOptions {
@@ -29,9 +30,20 @@ export async function openStore(opts: StoreOptions) {
   return CaStore.open(resolveStoreDir(opts.dir));
 }
 
-/** The CA passphrase for a command that signs: asked for only when the store's keys are encrypted. */
+/**
+ * The CA passphrase for a command that signs: asked for only when the store's keys are encrypted.
+ * An inventory that cannot be read is left for the command to report: it reads it again under the
+ * store lock, fails with the same code, and records the failure in the audit log.
+ */
 export async function caPassphrase(store: { readInventory(): { ca: { encrypted: boolean } } }, opts: StoreOptions): Promise<string | undefined> {
-  if (!store.readInventory().ca.encrypted) return undefined;
+  let encrypted: boolean;
+  try {
+    encrypted = store.readInventory().ca.encrypted;
+  } catch (err) {
+    if (isBrokerError(err)) return undefined;
+    throw err;
+  }
+  if (!encrypted) return undefined;
   return resolveSecret(caPassphraseSource(opts.passphraseFile));
 }
 

@@ -1,0 +1,49 @@
+import type { Command } from 'commander';
+import { examples } from './pki/common.ts';
+
+interface Opts {
+  config: string;
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  const config = program.command('config').summary('check a configuration').description('Work with broker configuration files.');
+  config
+    .command('check')
+    .summary('validate a config (and its certificates) without starting')
+    .description('Validate the config against the schema, then load the TLS material it names (server certificate and key, client CA, CRLs) as "serve" would. Prints every problem as "path: problem" and exits 2 when there is any.')
+    .requiredOption('-c, --config <file>', 'config file', 'broker.yaml')
+    .option('--json', 'print {ok, problems} as JSON')
+    .addHelpText('after', examples('broker config check --config broker.yaml'))
+    .action(async (opts: Opts) => {
+      const [{ readFileSync }, { dirname, resolve }, cfg, { loadTlsMaterial }, { BrokerError, isBrokerError }, out] = await Promise.all([
+        import('node:fs'),
+        import('node:path'),
+        import('../config/index.ts'),
+        import('../tls/material.ts'),
+        import('../errors.ts'),
+        import('./output.ts'),
+      ]);
+      let text: string;
+      try {
+        text = readFileSync(opts.config, 'utf8');
+      } catch (cause) {
+        throw new BrokerError('BRK_ERR_CONFIG_READ', `cannot read config ${opts.config}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
+      }
+      const { config, problems, candidate, badSections } = cfg.validateConfig(cfg.parseConfigText(text, opts.config), dirname(resolve(opts.config)));
+      if (candidate && !badSections.has('tls') && !badSections.has('pki') && !badSections.has('*') && !problems.some((p) => p.startsWith('tls:'))) {
+        try {
+          loadTlsMaterial(candidate);
+        } catch (err) {
+          if (!isBrokerError(err)) throw err;
+          problems.push(...err.message.split('\n').slice(1).map((l) => `tls: ${l.trim()}`));
+        }
+      }
+      if (opts.json) out.printJson({ ok: problems.length === 0, problems });
+      else if (!problems.length) out.printLines(`${opts.config}: ok (${config?.routes.length ?? 0} routes)`);
+      if (problems.length) {
+        if (!opts.json) process.stderr.write(`${problems.map((p) => `${opts.config}: ${p}`).join('\n')}\n`);
+        throw new BrokerError('BRK_ERR_CONFIG_INVALID', `${opts.config} has ${problems.length} problem${problems.length === 1 ? '' : 's'}`);
+      }
+    });
+}

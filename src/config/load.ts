@@ -1,0 +1,148 @@
+/**
+ * Loading a config file: parse (YAML or JSON), apply defaults, validate against the schema, then
+ * check what a schema cannot (upstream URLs, canonical route paths, unique names). Every problem is
+ * reported at once as `path: problem`; the result is frozen. Whether the certificate files exist and
+ * fit together is checked where they are loaded (src/tls), and `broker config check` runs both.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { Value } from '@sinclair/typebox/value';
+import { parse as parseYaml } from 'yaml';
+import { BrokerError } from '../errors.ts';
+import { ConfigSchema, type BrokerConfig } from './schema.ts';
+
+export interface LoadedConfig {
+  file: string;
+  config: BrokerConfig;
+}
+
+function jsonPointerToPath(pointer: string): string {
+  return pointer
+    .split('/')
+    .slice(1)
+    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .reduce((acc, part) => (/^\d+$/.test(part) ? `${acc}[${part}]` : acc ? `${acc}.${part}` : part), '');
+}
+
+export function parseConfigText(text: string, file: string): unknown {
+  try {
+    return file.endsWith('.json') ? JSON.parse(text) : parseYaml(text, { prettyErrors: true, uniqueKeys: true });
+  } catch (cause) {
+    throw new BrokerError('BRK_ERR_CONFIG_INVALID', `${file}: ${(cause as Error).message.split('\n')[0]}`, { cause });
+  }
+}
+
+const SAFE_PREFIX = /^\/([A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*)?$/;
+
+/**
+ * Checks beyond the schema. They also run on a config that failed the schema (each one guarded),
+ * so that one pass reports every problem. Paths are already resolved against the config's folder.
+ */
+function semanticProblems(c: BrokerConfig): string[] {
+  const problems: string[] = [];
+  const names = new Map<string, number>();
+  const paths = new Map<string, number>();
+  const routes = Array.isArray(c.routes) ? c.routes : [];
+  routes.forEach((r, i) => {
+    const at = `routes[${i}]`;
+    if (!r || typeof r !== 'object' || typeof r.path !== 'string' || typeof r.upstream !== 'string' || !Array.isArray(r.roles)) return;
+    if (names.has(r.name)) problems.push(`${at}.name: "${r.name}" is already used by routes[${names.get(r.name)}]`);
+    names.set(r.name, i);
+    const dotSegment = r.path.split('/').some((seg) => seg === '.' || seg === '..');
+    if (!SAFE_PREFIX.test(r.path) || dotSegment || (c.http?.foldCase && r.path !== r.path.toLowerCase())) {
+      problems.push(`${at}.path: "${r.path}" must be a canonical prefix: "/" or "/seg/seg" of letters, digits, "-", ".", "_", "~" (no trailing slash, no dot segments${c.http?.foldCase ? ', lower case' : ''})`);
+    }
+    if (paths.has(r.path)) problems.push(`${at}.path: "${r.path}" is already the path of routes[${paths.get(r.path)}]`);
+    paths.set(r.path, i);
+    let url: URL | undefined;
+    try {
+      url = new URL(r.upstream);
+    } catch {
+      problems.push(`${at}.upstream: "${r.upstream}" is not a URL (like http://127.0.0.1:9001)`);
+    }
+    if (url) {
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') problems.push(`${at}.upstream: scheme "${url.protocol.slice(0, -1)}" is not supported (use http or https)`);
+      if (url.username || url.password) problems.push(`${at}.upstream: credentials in the URL are not allowed`);
+      if (url.search || url.hash) problems.push(`${at}.upstream: no query or fragment allowed`);
+      if (url.pathname !== '/' && !SAFE_PREFIX.test(url.pathname)) problems.push(`${at}.upstream: path "${url.pathname}" must be canonical like /v2/api`);
+      if (r.upstreamTls && url.protocol !== 'https:') problems.push(`${at}.upstreamTls: only for https upstreams`);
+    }
+    if (r.roles.length === 0) problems.push(`${at}.roles: empty: nobody could use this route (list the roles allowed)`);
+    if (r.websocket && r.methods && !r.methods.includes('GET')) problems.push(`${at}.methods: websocket needs GET`);
+    for (const k of ['ca', 'cert', 'key'] as const) {
+      const f = r.upstreamTls?.[k];
+      if (f && !existsSync(f)) problems.push(`${at}.upstreamTls.${k}: file ${f} not found`);
+    }
+    if (Boolean(r.upstreamTls?.cert) !== Boolean(r.upstreamTls?.key)) problems.push(`${at}.upstreamTls: cert and key go together`);
+  });
+
+  const t = c.tls ?? {};
+  if (t.server && (t.cert || t.key)) problems.push('tls: give either server (a name in the PKI store) or cert + key, not both');
+  if (!t.server && !(t.cert && t.key)) problems.push('tls: give server (a name made by "broker pki server NAME") or cert + key');
+  if (Boolean(t.cert) !== Boolean(t.key)) problems.push('tls: cert and key go together');
+  return problems;
+}
+
+function resolvePaths(c: BrokerConfig, base: string): void {
+  const abs = (p: unknown) => (typeof p !== 'string' ? p : isAbsolute(p) ? p : resolve(base, p)) as string;
+  if (c.pki && typeof c.pki === 'object') c.pki.dir = abs(c.pki.dir);
+  if (c.tls && typeof c.tls === 'object') {
+    for (const k of ['cert', 'key', 'clientCa', 'crl'] as const) {
+      const v = c.tls[k];
+      if (v) c.tls[k] = abs(v);
+    }
+  }
+  for (const r of Array.isArray(c.routes) ? c.routes : []) {
+    for (const k of ['ca', 'cert', 'key'] as const) {
+      const v = r?.upstreamTls?.[k];
+      if (v && r.upstreamTls) r.upstreamTls[k] = abs(v);
+    }
+  }
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+export interface Validation {
+  /** The valid, frozen config; absent when there is any problem. */
+  config?: BrokerConfig;
+  problems: string[];
+  /** The config with defaults and resolved paths, valid or not: for further best-effort checks. */
+  candidate?: BrokerConfig;
+  /** Top-level sections that have schema problems. */
+  badSections: Set<string>;
+}
+
+/** Validates a parsed config object; `baseDir` anchors relative paths. Every problem is returned. */
+export function validateConfig(raw: unknown, baseDir: string): Validation {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return { problems: ['(top level): expected a mapping of settings'], badSections: new Set(['*']) };
+  const candidate = Value.Default(ConfigSchema, structuredClone(raw)) as BrokerConfig;
+  const badSections = new Set<string>();
+  const schemaProblems = [...Value.Errors(ConfigSchema, candidate)].map((e) => {
+    badSections.add(e.path.split('/')[1] ?? '*');
+    return `${jsonPointerToPath(e.path) || '(top level)'}: ${e.message}`;
+  });
+  resolvePaths(candidate, baseDir);
+  const problems = [...new Set([...schemaProblems, ...semanticProblems(candidate)])];
+  if (problems.length) return { problems, candidate, badSections };
+  return { config: deepFreeze(candidate), problems: [], candidate, badSections };
+}
+
+export function loadConfig(file: string): LoadedConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (cause) {
+    throw new BrokerError('BRK_ERR_CONFIG_READ', `cannot read config ${file}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
+  }
+  const { config, problems } = validateConfig(parseConfigText(text, file), dirname(resolve(file)));
+  if (!config) {
+    throw new BrokerError('BRK_ERR_CONFIG_INVALID', `${file} has ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  }
+  return { file, config };
+}

@@ -1,0 +1,129 @@
+/**
+ * The configuration schema: the one source of truth for the config's shape, types, defaults and
+ * documentation. Unknown keys are errors. Durations are strings like "10s"; sizes like "1mb".
+ */
+import { Type, type Static } from '@sinclair/typebox';
+
+const strict = { additionalProperties: false } as const;
+const Duration = (def: string, description: string) => Type.String({ pattern: '^\\d{1,9}(ms|s|m|h|d)$', default: def, description });
+const Size = (def: string, description: string) => Type.String({ pattern: '^\\d{1,12}\\s*([kKmMgG][bB]|[bB])?$', default: def, description });
+const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' });
+const Role = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$' });
+const Method = Type.Union(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'].map((m) => Type.Literal(m)));
+
+export const ListenSchema = Type.Object(
+  {
+    host: Type.String({ default: '0.0.0.0', description: 'address to listen on' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 8443, description: 'TCP port (0 picks a free one)' }),
+  },
+  { ...strict, default: {} },
+);
+
+export const TlsSchema = Type.Object(
+  {
+    server: Type.Optional(Type.String({ description: 'server certificate NAME in the PKI store (made by "broker pki server NAME")' })),
+    cert: Type.Optional(Type.String({ description: 'explicit server certificate chain file (PEM), instead of "server"' })),
+    key: Type.Optional(Type.String({ description: 'explicit server key file (PEM)' })),
+    clientCa: Type.Optional(Type.String({ description: 'explicit client CA bundle (PEM), instead of the store\'s chain' })),
+    crl: Type.Optional(Type.String({ description: 'explicit CRL bundle (PEM, every CA level), instead of the store\'s' })),
+    handshakeTimeout: Duration('10s', 'a TLS handshake not finished by then is dropped'),
+    sessionTickets: Type.Boolean({ default: false, description: 'TLS session tickets (resumption). Off: a revoked client can never resume' }),
+    minVersion: Type.Union([Type.Literal('TLSv1.2'), Type.Literal('TLSv1.3')], { default: 'TLSv1.2' }),
+    groups: Type.Array(Type.String(), { default: ['X25519MLKEM768', 'X25519', 'P-256', 'P-384'], minItems: 1, description: 'key exchange groups, most preferred first' }),
+  },
+  { ...strict, default: {} },
+);
+
+export const MatchSchema = Type.Object(
+  {
+    cn: Type.Optional(Type.String()),
+    ou: Type.Optional(Type.String()),
+    o: Type.Optional(Type.String()),
+    uri: Type.Optional(Type.String()),
+    dns: Type.Optional(Type.String()),
+    email: Type.Optional(Type.String()),
+    fingerprint: Type.Optional(Type.String({ pattern: '^([0-9a-fA-F]{2}:?){31}[0-9a-fA-F]{2}$' })),
+    serial: Type.Optional(Type.String({ pattern: '^([0-9a-fA-F]{2}:?)+$' })),
+  },
+  { ...strict, minProperties: 1, description: 'every given field must match (globs: * and ?)' },
+);
+
+export const IdentityRuleSchema = Type.Object({ match: MatchSchema, roles: Type.Array(Role, { minItems: 1 }) }, strict);
+
+export const UpstreamTlsSchema = Type.Object(
+  {
+    ca: Type.Optional(Type.String({ description: 'CA bundle (PEM) to verify the upstream; default: the system store' })),
+    cert: Type.Optional(Type.String({ description: 'client certificate (PEM) for upstream mTLS' })),
+    key: Type.Optional(Type.String({ description: 'client key (PEM) for upstream mTLS' })),
+    servername: Type.Optional(Type.String({ description: 'SNI and name to verify, when it differs from the URL host' })),
+  },
+  strict,
+);
+
+export const RouteSchema = Type.Object(
+  {
+    name: Name,
+    path: Type.String({ pattern: '^/', description: 'prefix on the normalised path, segment-aligned' }),
+    upstream: Type.String({ description: 'http:// or https:// URL of the upstream' }),
+    roles: Type.Array(Role, { default: [], description: 'roles allowed; none means nobody' }),
+    methods: Type.Optional(Type.Array(Method, { minItems: 1 })),
+    stripPath: Type.Boolean({ default: false, description: 'remove the route prefix before forwarding' }),
+    websocket: Type.Boolean({ default: false }),
+    timeout: Duration('30s', 'upstream response deadline (504 after)'),
+    upstreamTls: Type.Optional(UpstreamTlsSchema),
+  },
+  strict,
+);
+
+export const LimitsSchema = Type.Object(
+  {
+    bodySize: Size('1mb', 'largest request body, proxied routes included (413)'),
+    headerCount: Type.Integer({ minimum: 8, maximum: 500, default: 100, description: 'most request headers (431)' }),
+    headerSize: Size('16kb', 'largest request head (431)'),
+    urlLength: Type.Integer({ minimum: 64, maximum: 65536, default: 8192, description: 'longest request target (414)' }),
+  },
+  { ...strict, default: {} },
+);
+
+export const TimeoutsSchema = Type.Object(
+  {
+    headers: Duration('10s', 'time to receive the request head (slowloris)'),
+    request: Duration('60s', 'time to receive the whole request'),
+    keepAlive: Duration('5s', 'idle keep-alive connections are closed after this'),
+  },
+  { ...strict, default: {} },
+);
+
+export const HttpSchema = Type.Object(
+  {
+    foldCase: Type.Boolean({ default: false, description: 'lower-case request paths (for case-insensitive upstreams)' }),
+  },
+  { ...strict, default: {} },
+);
+
+export const LogSchema = Type.Object(
+  {
+    level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' }),
+  },
+  { ...strict, default: {} },
+);
+
+export const ConfigSchema = Type.Object(
+  {
+    listen: ListenSchema,
+    pki: Type.Object({ dir: Type.String({ default: './pki' }) }, { ...strict, default: {} }),
+    tls: TlsSchema,
+    identities: Type.Array(IdentityRuleSchema, { default: [] }),
+    routes: Type.Array(RouteSchema, { default: [] }),
+    limits: LimitsSchema,
+    timeouts: TimeoutsSchema,
+    http: HttpSchema,
+    log: LogSchema,
+  },
+  strict,
+);
+
+export type BrokerConfig = Static<typeof ConfigSchema>;
+export type RouteConfig = Static<typeof RouteSchema>;
+export type IdentityRule = Static<typeof IdentityRuleSchema>;
+export type MatchRule = Static<typeof MatchSchema>;

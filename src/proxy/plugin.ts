@@ -1,0 +1,127 @@
+/**
+ * Routes → upstreams. Each route is its own encapsulated scope holding @fastify/http-proxy for its
+ * prefix, a body counter (Fastify's bodyLimit does not cover streamed bodies), the route's ACL as a
+ * preHandler, and the header policy. The proxy moves bytes; the decisions come from acl/ and
+ * identity/, made before it runs.
+ */
+import { readFileSync } from 'node:fs';
+import { pipeline } from 'node:stream';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import httpProxy from '@fastify/http-proxy';
+import type { Logger } from 'pino';
+import type { RouteConfig } from '../config/index.ts';
+import { parseDuration } from '../config/index.ts';
+import { compilePolicy, decide } from '../acl/index.ts';
+import { BodyLimiter } from '../filter/body-limit.ts';
+import { upstreamHeaders } from './headers.ts';
+import { replyError } from './reply-error.ts';
+import type { Principal } from '../identity/index.ts';
+
+export const kBody = Symbol('broker.body');
+
+export interface ProxyDeps {
+  bodyLimit: number;
+  errorLog: Logger;
+  principalOf(request: FastifyRequest): Principal;
+}
+
+const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
+
+function forwardInfo(request: FastifyRequest) {
+  return { clientIp: request.raw.socket.remoteAddress ?? '', proto: 'https' as const, host: request.headers.host ?? '' };
+}
+
+function isTimeout(err: unknown): boolean {
+  for (let e = err as { code?: string; statusCode?: number; cause?: unknown } | undefined, i = 0; e && i < 5; e = e.cause as typeof e, i++) {
+    if (e.statusCode === 504 || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT' || e.code === 'ETIMEDOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT' || e.code === 'FST_REPLY_FROM_GATEWAY_TIMEOUT') return true;
+  }
+  return false;
+}
+
+function upstreamTls(route: RouteConfig) {
+  const t = route.upstreamTls;
+  if (!t) return undefined;
+  return {
+    ...(t.ca ? { ca: readFileSync(t.ca, 'utf8') } : {}),
+    ...(t.cert ? { cert: readFileSync(t.cert, 'utf8') } : {}),
+    ...(t.key ? { key: readFileSync(t.key, 'utf8') } : {}),
+    ...(t.servername ? { servername: t.servername } : {}),
+    rejectUnauthorized: true,
+  };
+}
+
+export async function registerRoute(app: FastifyInstance, route: RouteConfig, deps: ProxyDeps): Promise<void> {
+  const policy = compilePolicy(route);
+  const upstream = new URL(route.upstream);
+  const basePath = upstream.pathname === '/' ? '' : upstream.pathname;
+  const prefix = route.path === '/' ? '' : route.path;
+  const rewritePrefix = route.stripPath ? basePath : basePath + prefix;
+  const timeout = parseDuration(route.timeout, `routes.${route.name}.timeout`);
+  const tls = upstreamTls(route);
+
+  const headersFor = (request: FastifyRequest): Record<string, string> => upstreamHeaders(request.raw.rawHeaders, deps.principalOf(request), forwardInfo(request));
+
+  await app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', (request, payload, done) => {
+      const limiter = new BodyLimiter(deps.bodyLimit);
+      (request as unknown as Record<symbol, BodyLimiter>)[kBody] = limiter;
+      pipeline(payload, limiter, () => {});
+      done(null, limiter);
+    });
+
+    const acl = (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
+      const verdict = decide(policy, deps.principalOf(request).roles, request.method);
+      if (!verdict.allow) return void replyError(reply, 'BRK_ERR_ACL_DENIED', `${verdict.reason} not allowed on route ${route.name}`);
+      if (!route.websocket && (request.raw as { upgrade?: boolean }).upgrade) {
+        return void replyError(reply, 'BRK_ERR_HTTP_BAD_REQUEST', `upgrade on route ${route.name} without websocket`);
+      }
+      done();
+    };
+
+    await scope.register(httpProxy as unknown as FastifyPluginAsync<Record<string, unknown>>, {
+      upstream: upstream.origin,
+      prefix,
+      rewritePrefix,
+      httpMethods: route.methods ? [...new Set([...route.methods, ...(route.methods.includes('GET') ? ['HEAD'] : [])])] : ALL_METHODS,
+      preHandler: acl,
+      // Given a preValidation hook, @fastify/http-proxy adds no body parsers of its own: ours counts.
+      preValidation: (_req: FastifyRequest, _reply: FastifyReply, done: () => void) => done(),
+      websocket: route.websocket,
+      config: { routeName: route.name, upstream: upstream.origin },
+      disableRequestLogging: true,
+      internalRewriteLocationHeader: false,
+      undici: {
+        connections: 128,
+        pipelining: 1,
+        keepAliveTimeout: 4_000,
+        headersTimeout: timeout,
+        bodyTimeout: timeout,
+        connectTimeout: Math.min(timeout, 10_000),
+        ...(tls ? { connect: tls } : {}),
+      },
+      replyOptions: {
+        rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => {
+          const out = headersFor(request);
+          if (typeof headers.host === 'string') out.host = headers.host;
+          return out;
+        },
+        onError: (reply: FastifyReply, { error }: { error: Error }) => {
+          const limiter = (reply.request as unknown as Record<symbol, BodyLimiter | undefined>)[kBody];
+          if (limiter?.exceeded) return void replyError(reply.header('connection', 'close'), 'BRK_ERR_HTTP_BODY_TOO_LARGE', `streamed body over ${deps.bodyLimit} bytes`);
+          const timedOut = isTimeout(error);
+          deps.errorLog.error({ event: 'upstream', route: route.name, upstream: upstream.origin, reqId: reply.request.id, err: { message: error.message, code: (error as { code?: string }).code, cause: String((error as { cause?: unknown }).cause ?? '') } }, timedOut ? 'upstream timed out' : 'upstream failed');
+          replyError(reply, timedOut ? 'BRK_ERR_UPSTREAM_TIMEOUT' : 'BRK_ERR_UPSTREAM_UNAVAILABLE', `${upstream.origin}: ${error.message}`);
+        },
+      },
+      wsClientOptions: {
+        rewriteRequestHeaders: (_headers: Record<string, string>, request: FastifyRequest) => {
+          const out = headersFor(request);
+          for (const k of Object.keys(out)) if (k.startsWith('sec-websocket-') || k === 'content-length') delete out[k];
+          return out;
+        },
+        ...(tls ?? {}),
+      },
+    });
+  });
+}

@@ -1,0 +1,163 @@
+/**
+ * The composition root: builds the broker from a validated config. It wires the TLS listener,
+ * the request filters, the routes and the logs together, and never listens by itself.
+ *
+ * Request path: TLS handshake (chain + CRLs, identity decided once per connection) → rewriteUrl
+ * (one canonical path, or a marked rejection) → onRequest (head checks, identity present, not
+ * revoked) → route (Fastify's router on the canonical path) → ACL preHandler → proxy → access log.
+ */
+import type { Server } from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { randomUUID } from 'node:crypto';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { BrokerConfig } from './config/index.ts';
+import { parseDuration, parseSize } from './config/index.ts';
+import { checkHead, normalizePath } from './filter/index.ts';
+import { createTlsServer, principalOf } from './tls/listener.ts';
+import { loadTlsMaterial, type TlsMaterial } from './tls/material.ts';
+import { registerRoute, kBody } from './proxy/plugin.ts';
+import { denialOf, replyError } from './proxy/reply-error.ts';
+import { createLoggers, type Loggers } from './observability/loggers.ts';
+import { ERRORS, httpErrorBody, type HttpErrorCode } from './errors.ts';
+import type { Principal } from './identity/index.ts';
+import type { BodyLimiter } from './filter/body-limit.ts';
+
+const kReject = Symbol('broker.reject');
+
+interface RejectMark {
+  code: HttpErrorCode;
+  detail: string;
+}
+
+export interface Broker {
+  app: FastifyInstance;
+  server: Server;
+  material: TlsMaterial;
+  loggers: Loggers;
+  /** Starts listening; resolves with the bound address. */
+  listen(): Promise<{ host: string; port: number }>;
+  close(): Promise<void>;
+}
+
+export interface BuildOptions {
+  loggers?: Loggers;
+}
+
+function clientErrorHandler(err: Error & { code?: string }, socket: Duplex): void {
+  if (!socket.writable) return void socket.destroy();
+  const code: HttpErrorCode = err.code === 'HPE_HEADER_OVERFLOW' ? 'BRK_ERR_HTTP_HEADERS_TOO_LARGE' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'BRK_ERR_HTTP_BAD_REQUEST' : 'BRK_ERR_HTTP_BAD_REQUEST';
+  const body = JSON.stringify(httpErrorBody(code, '-'));
+  const status = ERRORS[code].status;
+  socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+}
+
+export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promise<Broker> {
+  const loggers = o.loggers ?? createLoggers({ level: c.log.level });
+  const material = loadTlsMaterial(c);
+  const limits = { headerCount: c.limits.headerCount, bodySize: parseSize(c.limits.bodySize, 'limits.bodySize') };
+  const urlLength = c.limits.urlLength;
+  const foldCase = c.http.foldCase;
+  const state = { revoked: material.revoked };
+  let tlsServer: Server | undefined;
+
+  const app: FastifyInstance = Fastify({
+    serverFactory: (handler) => (tlsServer = createTlsServer(c, material, loggers.auth, handler)),
+    loggerInstance: loggers.root as unknown as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    genReqId: () => randomUUID(),
+    requestIdHeader: false,
+    trustProxy: false,
+    bodyLimit: limits.bodySize,
+    return503OnClosing: true,
+    keepAliveTimeout: parseDuration(c.timeouts.keepAlive, 'timeouts.keepAlive'),
+    requestTimeout: parseDuration(c.timeouts.request, 'timeouts.request'),
+    routerOptions: { caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false },
+    clientErrorHandler,
+    rewriteUrl(req: IncomingMessage): string {
+      const url = req.url ?? '';
+      const mark = (code: HttpErrorCode, detail: string) => {
+        (req as unknown as Record<symbol, RejectMark>)[kReject] = { code, detail };
+        return '/';
+      };
+      if (url.length > urlLength) return mark('BRK_ERR_HTTP_URI_TOO_LONG', `${url.length} characters`);
+      const r = normalizePath(url, { foldCase, maxLength: urlLength });
+      return r.ok ? r.path + r.query : mark('BRK_ERR_HTTP_BAD_PATH', r.reason);
+    },
+  });
+
+  const principal = (request: FastifyRequest): Principal => {
+    const p = principalOf(request.raw.socket);
+    if (!p) throw new Error('request without a verified principal reached a route');
+    return p;
+  };
+
+  app.addHook('onRequest', (request, reply, done) => {
+    const raw = request.raw;
+    const rejected = (raw as unknown as Record<symbol, RejectMark | undefined>)[kReject];
+    if (rejected) return void replyError(reply, rejected.code, rejected.detail);
+    const head = checkHead(raw.rawHeaders, limits);
+    if (!head.ok) return void replyError(reply.header('connection', 'close'), head.code, head.detail);
+    const p = principalOf(raw.socket);
+    if (!p) return void replyError(reply.header('connection', 'close'), 'BRK_ERR_AUTH_NO_IDENTITY', 'no verified principal on this connection');
+    if (state.revoked.has(p.serial)) {
+      loggers.auth.warn({ event: 'request', outcome: 'refused', reason: 'revoked', principal: p.name, serial: p.serial, remoteIp: raw.socket.remoteAddress }, 'revoked certificate on an open connection');
+      return void replyError(reply.header('connection', 'close'), 'BRK_ERR_AUTH_REVOKED', `serial ${p.serial} is revoked`);
+    }
+    done();
+  });
+
+  app.addHook('onResponse', (request, reply, done) => {
+    const p = principalOf(request.raw.socket);
+    const cfg = request.routeOptions.config as { routeName?: string; upstream?: string };
+    const denial = denialOf(request);
+    const body = (request as unknown as Record<symbol, BodyLimiter | undefined>)[kBody];
+    loggers.access.info({
+      reqId: request.id,
+      principal: p?.name ?? null,
+      roles: p?.roles ?? [],
+      method: request.method,
+      route: cfg.routeName ?? null,
+      path: request.url.split('?', 1)[0],
+      upstream: denial ? null : (cfg.upstream ?? null),
+      status: reply.statusCode,
+      bytesIn: body?.bytes ?? Number(request.headers['content-length'] ?? 0),
+      bytesOut: Number(reply.getHeader('content-length') ?? 0) || null,
+      durationMs: Math.round(reply.elapsedTime * 1000) / 1000,
+      decision: denial ? 'deny' : 'allow',
+      ...(denial ? { code: denial.code, detail: denial.detail } : {}),
+    });
+    done();
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    replyError(reply, 'BRK_ERR_HTTP_NOT_FOUND', `no route for ${request.url.split('?', 1)[0]}`);
+  });
+
+  app.setErrorHandler((err: Error & { code?: string; statusCode?: number }, request, reply) => {
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.code === 'BRK_ERR_HTTP_BODY_TOO_LARGE') return replyError(reply.header('connection', 'close'), 'BRK_ERR_HTTP_BODY_TOO_LARGE', err.message);
+    if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) return replyError(reply, 'BRK_ERR_HTTP_BAD_REQUEST', err.message);
+    loggers.error.error({ event: 'internal', reqId: request.id, err }, 'request failed');
+    return replyError(reply, 'BRK_ERR_HTTP_INTERNAL', err.message);
+  });
+
+  for (const route of c.routes) await registerRoute(app, route, { bodyLimit: limits.bodySize, errorLog: loggers.error, principalOf: principal });
+  await app.ready();
+  const server = tlsServer as unknown as Server;
+
+  return {
+    app,
+    server,
+    material,
+    loggers,
+    async listen() {
+      await app.listen({ host: c.listen.host, port: c.listen.port });
+      const addr = server.address();
+      if (!addr || typeof addr === 'string') throw new Error('listener has no TCP address');
+      return { host: addr.address, port: addr.port };
+    },
+    async close() {
+      await app.close();
+    },
+  };
+}

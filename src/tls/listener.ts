@@ -1,0 +1,79 @@
+/**
+ * The public TLS listener: an https.Server with the broker's TLS settings and HTTP deadlines, which
+ * decides the peer's identity once per connection (after OpenSSL verified the chain and the CRLs)
+ * and logs every handshake outcome with its precise reason.
+ */
+import { createServer, type Server } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import { principalFromPeer, compileIdentityRules, type Principal } from '../identity/index.ts';
+import type { BrokerConfig } from '../config/index.ts';
+import { parseDuration, parseSize } from '../config/index.ts';
+import type { TlsMaterial } from './material.ts';
+import { serverTlsOptions } from './options.ts';
+import { refusalReason } from './auth-reason.ts';
+
+export const kPrincipal = Symbol('broker.principal');
+
+export interface PrincipalSocket extends TLSSocket {
+  [kPrincipal]?: Principal;
+}
+
+export function principalOf(socket: unknown): Principal | undefined {
+  return (socket as PrincipalSocket)[kPrincipal];
+}
+
+function peerFacts(socket: TLSSocket): { subject?: string; serial?: string } {
+  try {
+    const cert = socket.getPeerCertificate();
+    if (!cert || !cert.serialNumber) return {};
+    const cn = cert.subject?.CN;
+    return { subject: Array.isArray(cn) ? cn.join('+') : cn, serial: cert.serialNumber.toLowerCase() };
+  } catch {
+    return {};
+  }
+}
+
+export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog: Logger, handler: (req: IncomingMessage, res: ServerResponse) => void): Server {
+  const rules = compileIdentityRules(c.identities);
+  const server = createServer(
+    {
+      ...serverTlsOptions(material, c.tls),
+      maxHeaderSize: parseSize(c.limits.headerSize, 'limits.headerSize'),
+      headersTimeout: parseDuration(c.timeouts.headers, 'timeouts.headers'),
+      requestTimeout: parseDuration(c.timeouts.request, 'timeouts.request'),
+      keepAliveTimeout: parseDuration(c.timeouts.keepAlive, 'timeouts.keepAlive'),
+      requireHostHeader: true,
+      joinDuplicateHeaders: false,
+      insecureHTTPParser: false,
+    },
+    handler,
+  );
+  // One more than the cap, so that a request over the cap is seen (and refused with 431) instead of
+  // silently truncated, which could drop headers that matter.
+  server.maxHeadersCount = c.limits.headerCount + 1;
+
+  server.prependListener('secureConnection', (socket: PrincipalSocket) => {
+    const remoteIp = socket.remoteAddress;
+    const result = principalFromPeer(socket.getPeerCertificate(), rules);
+    if (!result.ok) {
+      authLog.warn({ event: 'handshake', outcome: 'refused', reason: result.reason, remoteIp, ...peerFacts(socket) }, 'client refused');
+      socket.destroy();
+      return;
+    }
+    const p = result.principal;
+    socket[kPrincipal] = p;
+    authLog.info(
+      { event: 'handshake', outcome: 'ok', principal: p.name, roles: p.roles, serial: p.serial, fingerprint: p.fingerprint, remoteIp, tlsVersion: socket.getProtocol(), cipher: socket.getCipher()?.name, resumed: socket.isSessionReused() },
+      'client authenticated',
+    );
+  });
+
+  server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+    const facts = peerFacts(socket);
+    const { reason, detail } = refusalReason(socket.authorizationError, err);
+    authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp: socket.remoteAddress, ...facts }, 'client refused');
+  });
+  return server;
+}

@@ -1,0 +1,245 @@
+/**
+ * Integration harness: an in-process CA (real certificates, minted per test), a real upstream on
+ * 127.0.0.1:0, the broker built from a config object and listening on 127.0.0.1:0 with its log
+ * lines captured as parsed JSON, and an mTLS client. Everything is closed in t.after.
+ */
+import { createServer as createHttpServer, type IncomingHttpHeaders, type Server as HttpServer } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import { Writable } from 'node:stream';
+import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import type { TestContext } from 'node:test';
+import { pino } from 'pino';
+import { WebSocketServer } from 'ws';
+import { tempDir } from './cli.ts';
+import { initCa } from '../../src/pki/init.ts';
+import { CaStore } from '../../src/pki/store.ts';
+import { issueClient, issueServer } from '../../src/pki/issue.ts';
+import { revoke } from '../../src/pki/revoke.ts';
+import { createLeaf, randomSerial } from '../../src/pki/certs.ts';
+import { generateKeyPair, privateKeyPem } from '../../src/pki/keys.ts';
+import { validateConfig } from '../../src/config/index.ts';
+import { buildBroker, type Broker } from '../../src/server.ts';
+import type { Loggers } from '../../src/observability/loggers.ts';
+
+export interface Identity {
+  cert: string;
+  key: string;
+  serial: string;
+}
+
+export interface TestPki {
+  dir: string;
+  store: CaStore;
+  /** Root CA PEM: what clients trust for the server. */
+  ca: string;
+  issue(name: string, roles: string[], o?: { ttlMs?: number }): Promise<Identity>;
+  revoke(nameOrSerial: string): Promise<void>;
+  /** A client certificate signed by this CA with a custom window or usage (for refusal tests). */
+  custom(o: { name: string; roles?: string[]; notBefore: Date; notAfter: Date; kind?: 'client' | 'server' }): Promise<Identity>;
+}
+
+/** A CA store with a server certificate "localhost" (DNS localhost, IP 127.0.0.1). Keys unencrypted. */
+export async function makePki(t: TestContext, o: { trustDomain?: string } = {}): Promise<TestPki> {
+  const root = tempDir(t, 'broker-pki-');
+  const dir = join(root, 'pki');
+  await initCa({ dir, name: 'Test CA', keyType: 'ec-p256', trustDomain: o.trustDomain ?? 'test.example', passphrase: undefined });
+  const store = CaStore.open(dir);
+  await issueServer(store, { name: 'localhost', dns: ['localhost'], ip: ['127.0.0.1'], ttlMs: 86_400_000 });
+  let n = 0;
+  const out = () => join(root, `out-${n++}`);
+  const read = (f: string) => readFileSync(f, 'utf8');
+  return {
+    dir,
+    store,
+    ca: read(store.layout.caCert),
+    async issue(name, roles, io = {}) {
+      const r = await issueClient(store, { name, roles, ttlMs: io.ttlMs ?? 86_400_000, outDir: out() });
+      return { cert: read(r.files.cert), key: read(r.files.key as string), serial: r.record.serial };
+    },
+    async revoke(target) {
+      await revoke(store, { target, reason: 'keyCompromise' });
+    },
+    async custom(c) {
+      const keys = await store.loadKeys(store.readInventory());
+      const pair = await generateKeyPair('ec-p256');
+      const serial = randomSerial();
+      const leaf = await createLeaf({ kind: c.kind ?? 'client', name: c.name, roles: c.roles ?? [], publicKey: pair.publicKey, serial, notBefore: c.notBefore, notAfter: c.notAfter, ...(c.kind === 'server' ? { dns: ['localhost'] } : {}) }, keys.intermediate);
+      return { cert: `${leaf.toString('pem')}\n${keys.intermediate.cert.toString('pem')}\n`, key: privateKeyPem(pair.privateKey), serial };
+    },
+  };
+}
+
+export interface SeenRequest {
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+  rawHeaders: string[];
+  body: Buffer;
+}
+
+export interface Upstream {
+  url: string;
+  port: number;
+  seen: SeenRequest[];
+  server: HttpServer;
+}
+
+/** An HTTP upstream that records every request and answers 200 with a JSON echo; plus a WebSocket echo. */
+export async function startUpstream(t: TestContext, handler?: (req: SeenRequest, res: import('node:http').ServerResponse) => void): Promise<Upstream> {
+  const seen: SeenRequest[] = [];
+  const server = createHttpServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const s: SeenRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks) };
+      seen.push(s);
+      if (handler) return handler(s, res);
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ url: s.url, method: s.method, headers: s.headers, bodyBytes: s.body.length }));
+    });
+  });
+  const wss = new WebSocketServer({ server });
+  wss.on('connection', (ws, req) => {
+    ws.send(JSON.stringify({ hello: true, url: req.url, headers: req.headers }));
+    ws.on('message', (m) => ws.send(`echo:${String(m)}`));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(async () => {
+    for (const c of wss.clients) c.terminate();
+    wss.close();
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  const port = (server.address() as AddressInfo).port;
+  return { url: `http://127.0.0.1:${port}`, port, seen, server };
+}
+
+export interface LogSink {
+  lines: Array<Record<string, unknown>>;
+  of(stream: 'auth' | 'access' | 'error'): Array<Record<string, unknown>>;
+  /** Resolves with the first line (existing or future) that matches, or rejects after `ms`. */
+  waitFor(pred: (l: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>;
+}
+
+export function captureLoggers(): { loggers: Loggers; sink: LogSink } {
+  const lines: Array<Record<string, unknown>> = [];
+  const waiters: Array<{ pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const text of String(chunk).split('\n')) {
+        if (!text) continue;
+        const line = JSON.parse(text) as Record<string, unknown>;
+        lines.push(line);
+        for (const w of [...waiters]) if (w.pred(line)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(line);
+      }
+      cb();
+    },
+  });
+  const root = pino({ level: 'debug', base: undefined }, stream);
+  const loggers: Loggers = { auth: root.child({ log: 'auth' }), access: root.child({ log: 'access' }), error: root.child({ log: 'error' }), root: root.child({ log: 'error' }) };
+  return {
+    loggers,
+    sink: {
+      lines,
+      of: (s) => lines.filter((l) => l.log === s),
+      waitFor(pred, ms = 5_000) {
+        const hit = lines.find(pred);
+        if (hit) return Promise.resolve(hit);
+        return new Promise((resolve, reject) => {
+          const w = { pred, resolve: (l: Record<string, unknown>) => (clearTimeout(timer), resolve(l)) };
+          const timer = setTimeout(() => {
+            waiters.splice(waiters.indexOf(w), 1);
+            reject(new Error('no matching log line in time'));
+          }, ms);
+          waiters.push(w);
+        });
+      },
+    },
+  };
+}
+
+export interface RunningBroker {
+  broker: Broker;
+  port: number;
+  url: string;
+  logs: LogSink;
+}
+
+/** Validates `raw` as a config (pki.dir and listen default to the test's) and starts the broker. */
+export async function startBroker(t: TestContext, pki: TestPki, raw: Record<string, unknown>): Promise<RunningBroker> {
+  const { config, problems } = validateConfig({ listen: { host: '127.0.0.1', port: 0 }, pki: { dir: pki.dir }, tls: { server: 'localhost' }, ...raw }, pki.dir);
+  if (!config) throw new Error(`test config invalid:\n${problems.join('\n')}`);
+  const { loggers, sink } = captureLoggers();
+  const broker = await buildBroker(config, { loggers });
+  const { port } = await broker.listen();
+  t.after(() => broker.close());
+  return { broker, port, url: `https://localhost:${port}`, logs: sink };
+}
+
+export interface Response {
+  status: number;
+  headers: IncomingHttpHeaders;
+  text: string;
+  json(): Record<string, unknown>;
+}
+
+export interface ClientOptions {
+  id?: Identity;
+  ca: string;
+  method?: string;
+  path: string;
+  headers?: Record<string, string | string[]>;
+  body?: string | Buffer;
+  tls?: ConnectionOptions;
+}
+
+/** One HTTPS request on a fresh connection (no agent pooling). */
+export function request(port: number, o: ClientOptions): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      {
+        host: '127.0.0.1',
+        servername: 'localhost',
+        port,
+        method: o.method ?? 'GET',
+        path: o.path,
+        headers: o.headers,
+        ca: o.ca,
+        ...(o.id ? { cert: o.id.cert, key: o.id.key } : {}),
+        agent: false,
+        timeout: 15_000,
+        ...o.tls,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json: () => JSON.parse(text) as Record<string, unknown> });
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('client timeout')));
+    req.on('error', reject);
+    req.end(o.body);
+  });
+}
+
+/** Writes raw bytes over an mTLS connection and returns everything read until the server closes (or `ms`). */
+export function rawExchange(port: number, o: { id: Identity; ca: string; data: string | Buffer; ms?: number }): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = tlsConnect({ host: '127.0.0.1', servername: 'localhost', port, ca: o.ca, cert: o.id.cert, key: o.id.key }, () => socket.write(o.data));
+    const timer = setTimeout(() => socket.end(), o.ms ?? 2_000);
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', (e) => (chunks.length ? undefined : reject(e)));
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks).toString('latin1'));
+    });
+  });
+}

@@ -48,8 +48,11 @@ export function brokerAsync(args: string[], o: CliOptions = {}): Promise<CliResu
   });
 }
 
+/** Anything that runs cleanups at its end: a TestContext, or node:test's top-level `after`. */
+export type Cleanup = Pick<TestContext, 'after'>;
+
 /** A fresh temporary folder removed after the test. */
-export function tempDir(t: TestContext, prefix = 'broker-test-'): string {
+export function tempDir(t: Cleanup, prefix = 'broker-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   return dir;

@@ -16,15 +16,19 @@ export function register(pki: Command): void {
     .option('--csr <file>', 'certify the key of this request instead of making a new key');
   handoutOptions(cmd, { p12: true })
     .addHelpText('after', examples('broker pki renew acme-billing --out ./handout --p12', 'broker pki renew globex --csr globex-2027.csr'))
-    .action(async (name: string, opts: Opts) => {
+    .action(async (name: string, opts: Opts, command: Command) => {
       const store = await openStore(opts);
       const [{ renew }, { readBytes }] = await Promise.all([import('../../pki/issue.ts'), import('../../pki/files.ts')]);
       const passphrase = await caPassphrase(store, opts);
+      // Only an explicit --out is passed on: a client renewal still defaults to ".", but a server
+      // renewal must not drop a copy of the server's private key into the current folder.
+      const { outDir, ...rest } = await handout(opts);
       const r = await renew(store, {
         name,
         ttlMs: await ttl(opts.ttl, 90 * 86_400_000),
         ...(opts.csr ? { csr: readBytes(opts.csr, 'certificate request'), csrFile: opts.csr } : {}),
-        ...(await handout(opts)),
+        ...rest,
+        ...(command.getOptionValueSource('out') === 'default' ? {} : { outDir }),
         ...(passphrase === undefined ? {} : { passphrase }),
       });
       await printIssued(r, opts);

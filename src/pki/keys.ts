@@ -1,8 +1,9 @@
 /**
  * Key generation, encryption at rest and loading, on Node's own crypto (OpenSSL).
- * CA keys are written as encrypted PKCS#8 (PBES2, AES-256-CBC) when a passphrase is given.
+ * CA keys are written as encrypted PKCS#8 (PBES2, PBKDF2-HMAC-SHA256 600k, AES-256-CBC) when a
+ * passphrase is given.
  */
-import { createPrivateKey, KeyObject, webcrypto } from 'node:crypto';
+import { createCipheriv, createPrivateKey, KeyObject, pbkdf2Sync, randomBytes, webcrypto } from 'node:crypto';
 import { BrokerError } from '../errors.ts';
 
 export const KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-3072'] as const;
@@ -46,13 +47,50 @@ export async function generateKeyPair(type: KeyType): Promise<CryptoKeyPair> {
   return (await webcrypto.subtle.generateKey(SPECS[type].generate, true, ['sign', 'verify'])) as CryptoKeyPair;
 }
 
+/** PBKDF2 rounds for CA keys at rest (OWASP's figure for PBKDF2-HMAC-SHA256); ~0.1 s here. */
+export const KEY_PBKDF2_ITERATIONS = 600_000;
+
+function der(tag: number, ...content: Buffer[]): Buffer {
+  const body = Buffer.concat(content);
+  const len = body.length;
+  const head = len < 0x80 ? Buffer.from([tag, len]) : len < 0x100 ? Buffer.from([tag, 0x81, len]) : Buffer.from([tag, 0x82, len >> 8, len & 0xff]);
+  return Buffer.concat([head, body]);
+}
+const oid = (hex: string) => der(0x06, Buffer.from(hex, 'hex'));
+const OID_PBES2 = oid('2a864886f70d01050d'); // 1.2.840.113549.1.5.13
+const OID_PBKDF2 = oid('2a864886f70d01050c'); // 1.2.840.113549.1.5.12
+const OID_HMAC_SHA256 = oid('2a864886f70d0209'); // 1.2.840.113549.2.9
+const OID_AES256_CBC = oid('60864801650304012a'); // 2.16.840.1.101.3.4.1.42
+
+function derUint(n: number): Buffer {
+  let hex = n.toString(16);
+  if (hex.length % 2) hex = `0${hex}`;
+  if (parseInt(hex.slice(0, 2), 16) & 0x80) hex = `00${hex}`;
+  return der(0x02, Buffer.from(hex, 'hex'));
+}
+
+/**
+ * Encrypted PKCS#8 (PBES2: PBKDF2-HMAC-SHA256 with KEY_PBKDF2_ITERATIONS, AES-256-CBC), written
+ * here because Node's own export is fixed at 2,048 iterations. Any OpenSSL reads it back.
+ */
+function encryptPkcs8(plainDer: Buffer, passphrase: string): string {
+  const salt = randomBytes(16);
+  const iv = randomBytes(16);
+  const kek = pbkdf2Sync(Buffer.from(passphrase, 'utf8'), salt, KEY_PBKDF2_ITERATIONS, 32, 'sha256');
+  const cipher = createCipheriv('aes-256-cbc', kek, iv);
+  const encrypted = Buffer.concat([cipher.update(plainDer), cipher.final()]);
+  const kdf = der(0x30, OID_PBKDF2, der(0x30, der(0x04, salt), derUint(KEY_PBKDF2_ITERATIONS), der(0x30, OID_HMAC_SHA256, Buffer.from([0x05, 0x00]))));
+  const scheme = der(0x30, OID_AES256_CBC, der(0x04, iv));
+  const info = der(0x30, der(0x30, OID_PBES2, der(0x30, kdf, scheme)), der(0x04, encrypted));
+  const b64 = info.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+  return `-----BEGIN ENCRYPTED PRIVATE KEY-----\n${b64}\n-----END ENCRYPTED PRIVATE KEY-----\n`;
+}
+
 /** PEM of a private key: encrypted PKCS#8 with the passphrase, plain PKCS#8 without. */
 export function privateKeyPem(key: CryptoKey, passphrase?: string): string {
   const obj = KeyObject.from(key);
-  const pem = passphrase
-    ? obj.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase })
-    : obj.export({ type: 'pkcs8', format: 'pem' });
-  return pem.toString();
+  if (passphrase) return encryptPkcs8(obj.export({ type: 'pkcs8', format: 'der' }), passphrase);
+  return obj.export({ type: 'pkcs8', format: 'pem' }).toString();
 }
 
 export function privateKeyDer(key: CryptoKey): Buffer {

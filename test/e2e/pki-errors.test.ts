@@ -45,6 +45,7 @@ const USAGE: Array<[string, string[], string]> = [
   ['a bad --ttl', ['pki', 'issue', 'x', '--role', 'ops', '--ttl', '5x'], 'BRK_ERR_USAGE_TTL'],
   ['a composite --ttl', ['pki', 'issue', 'x', '--role', 'ops', '--ttl', '1h30m'], 'BRK_ERR_USAGE_TTL'],
   ['a zero --ttl', ['pki', 'issue', 'x', '--role', 'ops', '--ttl', '0d'], 'BRK_ERR_USAGE_TTL'],
+  ['a --ttl under a minute', ['pki', 'issue', 'x', '--role', 'ops', '--ttl', '500ms'], 'BRK_ERR_USAGE_TTL'],
   ['a bad role', ['pki', 'issue', 'x', '--role', 'has space'], 'BRK_ERR_USAGE_ROLE'],
   ['a missing --role', ['pki', 'issue', 'x'], 'BRK_ERR_USAGE'],
   ['a bad name', ['pki', 'issue', '../etc/passwd', '--role', 'ops'], 'BRK_ERR_USAGE_NAME'],

@@ -49,6 +49,8 @@ export async function caPassphrase(store: { readInventory(): { ca: { encrypted: 
 
 export async function ttl(value: string | undefined, fallbackMs: number): Promise<number> {
   if (value === undefined) return fallbackMs;
-  const { parseDuration } = await import('../../config/duration.ts');
-  return parseDuration(value, '--ttl');
+  const [{ parseDuration }, { BrokerError }] = await Promise.all([import('../../config/duration.ts'), import('../../errors.ts')]);
+  const ms = parseDuration(value, '--ttl');
+  if (ms < 60_000) throw new BrokerError('BRK_ERR_USAGE_TTL', `--ttl ${value} is shorter than the 1 minute a certificate needs to be usable`);
+  return ms;
 }

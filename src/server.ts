@@ -151,7 +151,7 @@ export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promis
     material,
     loggers,
     async listen() {
-      await app.listen({ host: c.listen.host, port: c.listen.port });
+      await app.listen({ host: c.listen.host, port: c.listen.port, listenTextResolver: (address) => `TLS listener on ${address.replace(/^http:/, 'https:')}` });
       const addr = server.address();
       if (!addr || typeof addr === 'string') throw new Error('listener has no TCP address');
       return { host: addr.address, port: addr.port };

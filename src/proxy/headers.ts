@@ -220,3 +220,26 @@ export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeade
   out['x-real-ip'] = ip;
   return out;
 }
+
+/** Hop-by-hop response fields (RFC 9110 §7.6.1): they describe the upstream connection, not the client's. */
+const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'te', 'transfer-encoding', 'upgrade', 'http2-settings']);
+
+/**
+ * The upstream's response headers minus the hop-by-hop ones and every header its `Connection`
+ * names. Passed on, the upstream's `Connection: keep-alive` overrode a client's `Connection: close`
+ * (Node keeps a header the handler set), and its `Keep-Alive` advertised the upstream's timeout.
+ * Node frames the client's response itself.
+ */
+export function downstreamHeaders<T>(headers: Record<string, T>): Record<string, T> {
+  const conn = headers.connection as unknown;
+  const named = new Set<string>();
+  for (const v of Array.isArray(conn) ? conn : conn === undefined ? [] : [conn]) {
+    for (const token of String(v).split(',')) if (token.trim() !== '') named.add(token.trim().toLowerCase());
+  }
+  const out: Record<string, T> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    const key = name.toLowerCase();
+    if (!HOP_BY_HOP.has(key) && !named.has(key)) out[name] = value;
+  }
+  return out;
+}

@@ -13,7 +13,7 @@ import type { RouteConfig } from '../config/index.ts';
 import { parseDuration } from '../config/index.ts';
 import { compilePolicy, decide } from '../acl/index.ts';
 import { BodyLimiter } from '../filter/body-limit.ts';
-import { upstreamHeaders } from './headers.ts';
+import { downstreamHeaders, upstreamHeaders } from './headers.ts';
 import { replyError } from './reply-error.ts';
 import type { Principal } from '../identity/index.ts';
 
@@ -83,7 +83,9 @@ export async function registerRoute(app: FastifyInstance, route: RouteConfig, de
       upstream: upstream.origin,
       prefix,
       rewritePrefix,
-      httpMethods: route.methods ? [...new Set([...route.methods, ...(route.methods.includes('GET') ? ['HEAD'] : [])])] : ALL_METHODS,
+      // Every method reaches the route, so that the ACL refuses an unlisted one (403, logged as such)
+      // instead of the router answering 404 as if the path did not exist.
+      httpMethods: ALL_METHODS,
       preHandler: acl,
       // Given a preValidation hook, @fastify/http-proxy adds no body parsers of its own: ours counts.
       preValidation: (_req: FastifyRequest, _reply: FastifyReply, done: () => void) => done(),
@@ -98,9 +100,12 @@ export async function registerRoute(app: FastifyInstance, route: RouteConfig, de
         headersTimeout: timeout,
         bodyTimeout: timeout,
         connectTimeout: Math.min(timeout, 10_000),
-        ...(tls ? { connect: tls } : {}),
+        // Always set: @fastify/reply-from defaults undici's `tls.rejectUnauthorized` to false, so an
+        // https upstream without upstreamTls went unverified. `connect` overrides `tls` in undici.
+        connect: tls ?? { rejectUnauthorized: true },
       },
       replyOptions: {
+        rewriteHeaders: (headers: Record<string, unknown>) => downstreamHeaders(headers),
         rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => {
           const out = headersFor(request);
           if (typeof headers.host === 'string') out.host = headers.host;

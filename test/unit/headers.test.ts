@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { upstreamHeaders, xfccValue, isDroppedHeader, BROKER_HEADERS } from '../../src/proxy/index.ts';
+import { upstreamHeaders, downstreamHeaders, xfccValue, isDroppedHeader, BROKER_HEADERS } from '../../src/proxy/index.ts';
 import type { IdentityHeaders, ForwardInfo } from '../../src/proxy/index.ts';
 import { isBrokerError } from '../../src/errors.ts';
 
@@ -216,4 +216,22 @@ test('a header flood is filtered the same way (count is the server\'s job)', () 
   const out = build(raw);
   assert.equal(out['x-client-name'], 'alice');
   assert.equal(Object.keys(out).length, 500 + BROKER_HEADERS.length);
+});
+
+test('response headers: hop-by-hop fields and the ones Connection names are dropped, the rest kept as they are', () => {
+  const out = downstreamHeaders({
+    connection: 'keep-alive, X-Hop , x-other',
+    'keep-alive': 'timeout=5',
+    'proxy-connection': 'keep-alive',
+    'transfer-encoding': 'chunked',
+    te: 'trailers',
+    upgrade: 'h2c',
+    'x-hop': '1',
+    'x-other': '2',
+    'set-cookie': ['a=1', 'b=2'],
+    'content-type': 'text/plain',
+  });
+  assert.deepEqual(out, { 'set-cookie': ['a=1', 'b=2'], 'content-type': 'text/plain' });
+  assert.deepEqual(downstreamHeaders({ connection: ['close', 'x-a'], 'x-a': '1', 'x-b': '2' }), { 'x-b': '2' });
+  assert.deepEqual(downstreamHeaders({}), {});
 });

@@ -70,11 +70,26 @@ export async function registerRoute(app: FastifyInstance, route: RouteConfig, de
       done(null, limiter);
     });
 
+    // A body refused before the proxy reads it sits in the counter; Node will not drain a body that
+    // is piped somewhere, so the next request on the connection would wait behind it until a
+    // timeout. Let it flow into the void, still counted: past bodyLimit the connection is dropped.
+    const refuse = (request: FastifyRequest, reply: FastifyReply, code: 'BRK_ERR_ACL_DENIED' | 'BRK_ERR_HTTP_BAD_REQUEST', detail: string) => {
+      const limiter = (request as unknown as Record<symbol, BodyLimiter | undefined>)[kBody];
+      if (limiter && !request.raw.complete) {
+        const socket = request.raw.socket;
+        limiter.once('error', () => socket.destroy());
+        limiter.resume();
+      }
+      replyError(reply, code, detail);
+    };
+
     const acl = (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
       const verdict = decide(policy, deps.principalOf(request).roles, request.method);
-      if (!verdict.allow) return void replyError(reply, 'BRK_ERR_ACL_DENIED', `${verdict.reason} not allowed on route ${route.name}`);
-      if (!route.websocket && (request.raw as { upgrade?: boolean }).upgrade) {
-        return void replyError(reply, 'BRK_ERR_HTTP_BAD_REQUEST', `upgrade on route ${route.name} without websocket`);
+      if (!verdict.allow) return void refuse(request, reply, 'BRK_ERR_ACL_DENIED', `${verdict.reason} not allowed on route ${route.name}`);
+      // `raw.upgrade` is only set while some route has installed an 'upgrade' listener; without one,
+      // Node hands the request over as a plain one, so look at the header too.
+      if (!route.websocket && ((request.raw as { upgrade?: boolean }).upgrade || request.headers.upgrade !== undefined)) {
+        return void refuse(request, reply, 'BRK_ERR_HTTP_BAD_REQUEST', `upgrade on route ${route.name} without websocket`);
       }
       done();
     };

@@ -1,0 +1,170 @@
+/**
+ * Upstream failures: a dead upstream is a 502, a silent one a 504 after the route's timeout, a reset
+ * a 502 (or a cut-off response once the head was already sent); every failure leaves an error log
+ * line with the route, and the broker keeps serving. An https upstream is verified against the CA
+ * the route names, and refused (502) when it cannot be verified.
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { createServer as createHttpsServer } from 'node:https';
+import { readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { makePki, request, startBroker, startUpstream, type Identity, type Response, type TestPki } from '../helpers/broker.ts';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+function assertErrorBody(res: Response, status: number, code: string): void {
+  assert.equal(res.status, status, res.text);
+  const body = res.json();
+  assert.deepEqual(Object.keys(body).sort(), ['code', 'message', 'reqId', 'statusCode']);
+  assert.equal(body.code, code);
+  assert.match(String(body.reqId), UUID);
+}
+
+/** A port that was just free: bound, noted, released. */
+async function deadPort(): Promise<number> {
+  const s = createNetServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+test('an upstream with nothing listening is a 502; the broker logs it and keeps serving', async (t) => {
+  const pki = await makePki(t);
+  const up = await startUpstream(t);
+  const port = await deadPort();
+  const b = await startBroker(t, pki, {
+    routes: [
+      { name: 'dead', path: '/dead', upstream: `http://127.0.0.1:${port}`, roles: ['app'] },
+      { name: 'alive', path: '/alive', upstream: up.url, roles: ['app'] },
+    ],
+  });
+  const id = await pki.issue('app', ['app']);
+  const res = await request(b.port, { id, ca: pki.ca, path: '/dead/x' });
+  assertErrorBody(res, 502, 'BRK_ERR_UPSTREAM_UNAVAILABLE');
+  // the client learns nothing about where the upstream is
+  assert.ok(!res.text.includes(String(port)) && !res.text.includes('127.0.0.1') && !res.text.includes('ECONNREFUSED'), res.text);
+
+  const err = await b.logs.waitFor((l) => l.log === 'error' && l.event === 'upstream');
+  assert.equal(err.route, 'dead');
+  assert.equal(err.upstream, `http://127.0.0.1:${port}`);
+  assert.equal(err.reqId, res.json().reqId);
+
+  // still serving: the same route fails the same way, the other route works
+  assertErrorBody(await request(b.port, { id, ca: pki.ca, path: '/dead/y' }), 502, 'BRK_ERR_UPSTREAM_UNAVAILABLE');
+  assert.equal((await request(b.port, { id, ca: pki.ca, path: '/alive/x' })).status, 200);
+  assert.equal(b.logs.of('error').filter((l) => l.event === 'upstream').length, 2);
+  assert.deepEqual(b.logs.of('access').map((l) => `${l.route} ${l.status} ${l.code ?? '-'}`), ['dead 502 BRK_ERR_UPSTREAM_UNAVAILABLE', 'dead 502 BRK_ERR_UPSTREAM_UNAVAILABLE', 'alive 200 -']);
+});
+
+test('an upstream that accepts but never answers is a 504 after the route timeout', async (t) => {
+  const pki = await makePki(t);
+  const silent = await startUpstream(t, () => {}); // reads the request, never answers
+  const b = await startBroker(t, pki, { routes: [{ name: 'slow', path: '/slow', upstream: silent.url, roles: ['app'], timeout: '300ms' }] });
+  const id = await pki.issue('app', ['app']);
+  const res = await request(b.port, { id, ca: pki.ca, path: '/slow/x' });
+  assertErrorBody(res, 504, 'BRK_ERR_UPSTREAM_TIMEOUT');
+  assert.equal(silent.seen.length, 1, 'the request did reach the upstream');
+  const err = await b.logs.waitFor((l) => l.log === 'error' && l.event === 'upstream');
+  assert.equal(err.route, 'slow');
+  assert.equal(err.msg, 'upstream timed out');
+});
+
+test('an upstream that resets the connection before answering is a 502', async (t) => {
+  const pki = await makePki(t);
+  const resetter = await startUpstream(t, (_req, res) => res.socket?.resetAndDestroy());
+  const b = await startBroker(t, pki, { routes: [{ name: 'reset', path: '/reset', upstream: resetter.url, roles: ['app'] }] });
+  const id = await pki.issue('app', ['app']);
+  assertErrorBody(await request(b.port, { id, ca: pki.ca, path: '/reset/x' }), 502, 'BRK_ERR_UPSTREAM_UNAVAILABLE');
+  const err = await b.logs.waitFor((l) => l.log === 'error' && l.event === 'upstream');
+  assert.equal(err.route, 'reset');
+  assert.equal(err.msg, 'upstream failed');
+});
+
+test('an upstream that resets in the middle of its body: the client gets a cut-off response, never a complete one', async (t) => {
+  const pki = await makePki(t);
+  const resetter = await startUpstream(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '1000' });
+    res.write('x'.repeat(100), () => res.socket?.resetAndDestroy());
+  });
+  const up = await startUpstream(t);
+  const b = await startBroker(t, pki, {
+    routes: [
+      { name: 'reset', path: '/reset', upstream: resetter.url, roles: ['app'] },
+      { name: 'alive', path: '/alive', upstream: up.url, roles: ['app'] },
+    ],
+  });
+  const id = await pki.issue('app', ['app']);
+  // The head (200, content-length 1000) was already on its way: the only honest answer left is to
+  // cut the connection, so the client sees an aborted body and not a short one passed off as whole.
+  const outcome = await new Promise<string>((resolve) => {
+    const req = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port: b.port, path: '/reset/x', ca: pki.ca, cert: id.cert, key: id.key, agent: false }, (res) => {
+      let bytes = 0;
+      res.on('data', (c: Buffer) => (bytes += c.length));
+      res.on('end', () => resolve(`complete ${res.statusCode} ${bytes}`));
+      res.on('error', (e: NodeJS.ErrnoException) => resolve(`aborted ${res.statusCode} ${e.code} ${bytes}`));
+    });
+    req.on('error', (e: NodeJS.ErrnoException) => resolve(`request error ${e.code}`));
+    req.end();
+  });
+  t.diagnostic(outcome);
+  assert.match(outcome, /^(aborted 200 ECONNRESET \d+|request error ECONNRESET)$/);
+  assert.ok(!/^complete/.test(outcome));
+  // the broker keeps serving
+  assert.equal((await request(b.port, { id, ca: pki.ca, path: '/alive/x' })).status, 200);
+});
+
+/** An https upstream with the test CA's "localhost" server certificate (DNS localhost, IP 127.0.0.1). */
+async function startHttpsUpstream(t: TestContext, pki: TestPki): Promise<{ url: string; seen: string[] }> {
+  const seen: string[] = [];
+  const server = createHttpsServer(
+    { cert: readFileSync(pki.store.layout.serverCert('localhost')), key: readFileSync(pki.store.layout.serverKey('localhost')) },
+    (req, res) => {
+      seen.push(req.url ?? '');
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ tls: true, url: req.url, name: req.headers['x-client-name'] }));
+    },
+  );
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return { url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
+}
+
+async function httpsSetup(t: TestContext): Promise<{ pki: TestPki; id: Identity; upstream: { url: string; seen: string[] } }> {
+  const pki = await makePki(t);
+  return { pki, id: await pki.issue('app', ['app']), upstream: await startHttpsUpstream(t, pki) };
+}
+
+test('an https upstream verified with the CA the route names works', async (t) => {
+  const { pki, id, upstream } = await httpsSetup(t);
+  const b = await startBroker(t, pki, { routes: [{ name: 'secure', path: '/secure', upstream: upstream.url, roles: ['app'], upstreamTls: { ca: pki.store.layout.caCert } }] });
+  const res = await request(b.port, { id, ca: pki.ca, path: '/secure/x' });
+  assert.equal(res.status, 200, res.text);
+  assert.deepEqual(res.json(), { tls: true, url: '/secure/x', name: 'app' });
+  assert.deepEqual(upstream.seen, ['/secure/x']);
+});
+
+test('an https upstream that the system store cannot verify is a 502, and nothing is sent to it', async (t) => {
+  const { pki, id, upstream } = await httpsSetup(t);
+  const b = await startBroker(t, pki, { routes: [{ name: 'secure', path: '/secure', upstream: upstream.url, roles: ['app'] }] });
+  assertErrorBody(await request(b.port, { id, ca: pki.ca, path: '/secure/x' }), 502, 'BRK_ERR_UPSTREAM_UNAVAILABLE');
+  assert.deepEqual(upstream.seen, []);
+  const err = await b.logs.waitFor((l) => l.log === 'error' && l.event === 'upstream');
+  assert.equal(err.route, 'secure');
+  t.diagnostic(JSON.stringify(err.err));
+  assert.match(JSON.stringify(err.err), /certificate|UNABLE_TO|SELF_SIGNED/i);
+});
+
+test('an https upstream whose certificate does not name the expected host is a 502', async (t) => {
+  const { pki, id, upstream } = await httpsSetup(t);
+  const b = await startBroker(t, pki, {
+    routes: [{ name: 'secure', path: '/secure', upstream: upstream.url, roles: ['app'], upstreamTls: { ca: pki.store.layout.caCert, servername: 'other.example' } }],
+  });
+  assertErrorBody(await request(b.port, { id, ca: pki.ca, path: '/secure/x' }), 502, 'BRK_ERR_UPSTREAM_UNAVAILABLE');
+  assert.deepEqual(upstream.seen, []);
+});

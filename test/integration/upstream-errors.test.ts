@@ -56,7 +56,9 @@ test('an upstream with nothing listening is a 502; the broker logs it and keeps 
   assertErrorBody(await request(b.port, { id, ca: pki.ca, path: '/dead/y' }), 502, 'BRK_ERR_UPSTREAM_UNAVAILABLE');
   assert.equal((await request(b.port, { id, ca: pki.ca, path: '/alive/x' })).status, 200);
   assert.equal(b.logs.of('error').filter((l) => l.event === 'upstream').length, 2);
-  assert.deepEqual(b.logs.of('access').map((l) => `${l.route} ${l.status} ${l.code ?? '-'}`), ['dead 502 BRK_ERR_UPSTREAM_UNAVAILABLE', 'dead 502 BRK_ERR_UPSTREAM_UNAVAILABLE', 'alive 200 -']);
+  assert.deepEqual(b.logs.of('access').map((l) => `${l.route} ${l.status} ${l.code ?? '-'} ${l.decision}`), ['dead 502 BRK_ERR_UPSTREAM_UNAVAILABLE error', 'dead 502 BRK_ERR_UPSTREAM_UNAVAILABLE error', 'alive 200 - allow']);
+  // an outage is an error of an allowed request, not a denial: the upstream it failed on is named
+  assert.ok(b.logs.of('access').filter((l) => l.status === 502).every((l) => typeof l.upstream === 'string' && l.upstream.startsWith('http://127.0.0.1:')));
 });
 
 test('an upstream that accepts but never answers is a 504 after the route timeout', async (t) => {

@@ -17,7 +17,7 @@ import { checkHead, normalizePath } from './filter/index.ts';
 import { createTlsServer, principalOf } from './tls/listener.ts';
 import { loadTlsMaterial, type TlsMaterial } from './tls/material.ts';
 import { registerRoute, kBody } from './proxy/plugin.ts';
-import { denialOf, replyError } from './proxy/reply-error.ts';
+import { decisionOf, denialOf, replyError } from './proxy/reply-error.ts';
 import { createLoggers, type Loggers } from './observability/loggers.ts';
 import { ERRORS, httpErrorBody, type HttpErrorCode } from './errors.ts';
 import type { Principal } from './identity/index.ts';
@@ -45,7 +45,12 @@ export interface BuildOptions {
 }
 
 function clientErrorHandler(err: Error & { code?: string }, socket: Duplex): void {
-  if (!socket.writable) return void socket.destroy();
+  // Only HTTP errors (parser, request/headers deadline) on an established connection get an answer.
+  // The https server routes TLS errors here too (ERR_TLS_HANDSHAKE_TIMEOUT before the handshake, a
+  // TLS alert after it): there is no working channel to answer on, a write would stay queued and
+  // `end()` would keep the connection open for ever, so the handshake deadline would never close it.
+  const httpError = err.code !== undefined && (err.code.startsWith('HPE_') || err.code === 'ERR_HTTP_REQUEST_TIMEOUT');
+  if (!httpError || !socket.writable || !principalOf(socket)) return void socket.destroy();
   const code: HttpErrorCode = err.code === 'HPE_HEADER_OVERFLOW' ? 'BRK_ERR_HTTP_HEADERS_TOO_LARGE' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'BRK_ERR_HTTP_BAD_REQUEST' : 'BRK_ERR_HTTP_BAD_REQUEST';
   const body = JSON.stringify(httpErrorBody(code, '-'));
   const status = ERRORS[code].status;
@@ -111,6 +116,7 @@ export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promis
     const p = principalOf(request.raw.socket);
     const cfg = request.routeOptions.config as { routeName?: string; upstream?: string };
     const denial = denialOf(request);
+    const decision = decisionOf(denial);
     const body = (request as unknown as Record<symbol, BodyLimiter | undefined>)[kBody];
     loggers.access.info({
       reqId: request.id,
@@ -119,12 +125,12 @@ export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promis
       method: request.method,
       route: cfg.routeName ?? null,
       path: request.url.split('?', 1)[0],
-      upstream: denial ? null : (cfg.upstream ?? null),
+      upstream: decision === 'deny' ? null : (cfg.upstream ?? null),
       status: reply.statusCode,
       bytesIn: body?.bytes ?? Number(request.headers['content-length'] ?? 0),
       bytesOut: Number(reply.getHeader('content-length') ?? 0) || null,
       durationMs: Math.round(reply.elapsedTime * 1000) / 1000,
-      decision: denial ? 'deny' : 'allow',
+      decision,
       ...(denial ? { code: denial.code, detail: denial.detail } : {}),
     });
     done();

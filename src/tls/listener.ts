@@ -35,14 +35,31 @@ function peerFacts(socket: TLSSocket): { subject?: string; serial?: string } {
   }
 }
 
+const kRemoteIp = Symbol('broker.remoteIp');
+
+/**
+ * The peer address of a TLS socket, also after a refused handshake: by the time `tlsClientError`
+ * fires Node has destroyed both the TLS socket and the TCP socket it wraps (`_parent`), so the
+ * address is noted on the TCP socket when it is accepted.
+ */
+export function remoteIpOf(socket: TLSSocket): string | undefined {
+  const parent = (socket as unknown as { _parent?: { [kRemoteIp]?: string } })._parent;
+  return socket.remoteAddress ?? parent?.[kRemoteIp];
+}
+
 export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog: Logger, handler: (req: IncomingMessage, res: ServerResponse) => void): Server {
   const rules = compileIdentityRules(c.identities);
+  const headersTimeout = parseDuration(c.timeouts.headers, 'timeouts.headers');
+  const requestTimeout = parseDuration(c.timeouts.request, 'timeouts.request');
   const server = createServer(
     {
       ...serverTlsOptions(material, c.tls),
       maxHeaderSize: parseSize(c.limits.headerSize, 'limits.headerSize'),
-      headersTimeout: parseDuration(c.timeouts.headers, 'timeouts.headers'),
-      requestTimeout: parseDuration(c.timeouts.request, 'timeouts.request'),
+      headersTimeout,
+      requestTimeout,
+      // Node enforces both deadlines only when it sweeps its connections, every 30 s by default: a
+      // slow client would get up to 30 s more than the configured deadline. Sweep at least every second.
+      connectionsCheckingInterval: Math.min(1_000, headersTimeout, requestTimeout),
       keepAliveTimeout: parseDuration(c.timeouts.keepAlive, 'timeouts.keepAlive'),
       requireHostHeader: true,
       joinDuplicateHeaders: false,
@@ -53,6 +70,10 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   // One more than the cap, so that a request over the cap is seen (and refused with 431) instead of
   // silently truncated, which could drop headers that matter.
   server.maxHeadersCount = c.limits.headerCount + 1;
+
+  server.prependListener('connection', (raw: { remoteAddress?: string; [kRemoteIp]?: string }) => {
+    raw[kRemoteIp] = raw.remoteAddress;
+  });
 
   server.prependListener('secureConnection', (socket: PrincipalSocket) => {
     const remoteIp = socket.remoteAddress;
@@ -73,7 +94,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
     const facts = peerFacts(socket);
     const { reason, detail } = refusalReason(socket.authorizationError, err);
-    authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp: socket.remoteAddress, ...facts }, 'client refused');
+    authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp: remoteIpOf(socket), ...facts }, 'client refused');
   });
   return server;
 }

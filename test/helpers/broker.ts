@@ -91,6 +91,7 @@ export interface Upstream {
 export async function startUpstream(t: TestContext, handler?: (req: SeenRequest, res: import('node:http').ServerResponse) => void): Promise<Upstream> {
   const seen: SeenRequest[] = [];
   const server = createHttpServer((req, res) => {
+    req.on('error', () => {}); // a request aborted mid-body must not crash the test process
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {

@@ -66,6 +66,7 @@ for (const c of refusals) {
       assert.equal(line.event, 'handshake');
       assert.equal(line.reason, c.reason, `logged ${JSON.stringify(line)}`);
       if (c.detail) assert.equal(line.detail, c.detail);
+      assert.equal(line.remoteIp, '127.0.0.1', 'the refused client\'s address is logged');
       assert.equal(up.seen.length, 0);
       assert.equal(b.logs.of('access').length, 0);
       assert.equal(b.logs.of('auth').filter((l) => l.outcome === 'ok').length, 0);

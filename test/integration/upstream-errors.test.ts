@@ -8,7 +8,9 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { createServer as createHttpsServer } from 'node:https';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { request as httpsRequest } from 'node:https';
 import { makePki, request, startBroker, startUpstream, type Identity, type Response, type TestPki } from '../helpers/broker.ts';
 
@@ -169,4 +171,41 @@ test('an https upstream whose certificate does not name the expected host is a 5
   });
   assertErrorBody(await request(b.port, { id, ca: pki.ca, path: '/secure/x' }), 502, 'BRK_ERR_UPSTREAM_UNAVAILABLE');
   assert.deepEqual(upstream.seen, []);
+});
+
+test('upstream mTLS: the broker presents the client certificate the route names; without it the upstream refuses (502)', async (t) => {
+  const pki = await makePki(t);
+  const id = await pki.issue('app', ['app']);
+  // the upstream requires a client certificate from the same CA; the broker gets one of its own
+  const brokerAsClient = await pki.issue('broker-upstream', ['upstream']);
+  const dir = mkdtempSync(join(tmpdir(), 'broker-upstream-mtls-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'client.crt'), brokerAsClient.cert);
+  writeFileSync(join(dir, 'client.key'), brokerAsClient.key, { mode: 0o600 });
+  const seen: string[] = [];
+  const server = createHttpsServer(
+    { cert: readFileSync(pki.store.layout.serverCert('localhost')), key: readFileSync(pki.store.layout.serverKey('localhost')), ca: readFileSync(pki.store.layout.chain), requestCert: true, rejectUnauthorized: true },
+    (req, res) => {
+      const peer = (req.socket as import('node:tls').TLSSocket).getPeerCertificate();
+      seen.push(`${req.url} from ${String(peer.subject?.CN)}`);
+      res.end('ok');
+    },
+  );
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const b = await startBroker(t, pki, {
+    routes: [
+      { name: 'mtls', path: '/mtls', upstream: url, roles: ['app'], upstreamTls: { ca: pki.store.layout.caCert, cert: join(dir, 'client.crt'), key: join(dir, 'client.key') } },
+      { name: 'nocert', path: '/nocert', upstream: url, roles: ['app'], upstreamTls: { ca: pki.store.layout.caCert } },
+    ],
+  });
+  const ok = await request(b.port, { id, ca: pki.ca, path: '/mtls/x' });
+  assert.equal(ok.status, 200, ok.text);
+  assert.deepEqual(seen, ['/mtls/x from broker-upstream']);
+  assertErrorBody(await request(b.port, { id, ca: pki.ca, path: '/nocert/x' }), 502, 'BRK_ERR_UPSTREAM_UNAVAILABLE');
+  assert.deepEqual(seen, ['/mtls/x from broker-upstream']);
 });

@@ -5,6 +5,9 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { after } from 'node:test';
 import { broker, openssl, tempDir, type CliResult, type Cleanup } from './cli.ts';
+import type { CertRecord } from '../../src/pki/inventory.ts';
+import type { IssuedFiles } from '../../src/pki/issue.ts';
+import type { ListRow } from '../../src/pki/inspect.ts';
 
 export interface TestCa {
   root: string;
@@ -61,29 +64,10 @@ export function json<T = unknown>(r: CliResult): T {
 }
 
 /** The fields `issue`, `sign`, `renew` and `server` print with --json. */
-export interface IssuedJson {
-  name: string;
-  type: 'client' | 'server';
-  roles: string[];
-  serial: string;
-  notBefore: string;
-  notAfter: string;
-  fingerprint: string;
-  source: string;
-  issuer: string;
-  files: { cert: string; key?: string; ca: string; p12?: string; p12Password?: string };
-}
+export type IssuedJson = CertRecord & { files: IssuedFiles };
 
-export interface ListRow {
-  name: string;
-  type: 'client' | 'server';
-  roles: string[];
-  serial: string;
-  notBefore: string;
-  notAfter: string;
-  status: 'valid' | 'revoked' | 'expired';
-  fingerprint: string;
-}
+/** One row of `pki list --json`. */
+export type { ListRow };
 
 export interface AuditEntry {
   seq: number;

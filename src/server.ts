@@ -22,6 +22,10 @@ import { createLoggers, type Loggers } from './observability/loggers.ts';
 import { ERRORS, httpErrorBody, type HttpErrorCode } from './errors.ts';
 import type { Principal } from './identity/index.ts';
 import type { BodyLimiter } from './filter/body-limit.ts';
+import { ConnectionGuard } from './filter/connection-guard.ts';
+import { compileIpList, plainIp, type IpList } from './filter/ip.ts';
+import { compileLimits, createStore, type SharedStore } from './ratelimit/index.ts';
+import { limitGate } from './ratelimit/plugin.ts';
 
 const kReject = Symbol('broker.reject');
 
@@ -32,12 +36,33 @@ interface RejectMark {
 
 export interface Broker {
   app: FastifyInstance;
+  store: SharedStore;
+  guard: ConnectionGuard;
   server: Server;
   material: TlsMaterial;
   loggers: Loggers;
   /** Starts listening; resolves with the bound address. */
   listen(): Promise<{ host: string; port: number }>;
   close(): Promise<void>;
+}
+
+/** Per-role address lists: a refusal reason when one of the identity's roles does not admit `ip`. */
+function compileRoleIps(roles: BrokerConfig['roles']): (held: readonly string[], ip: string) => string | undefined {
+  const lists = new Map<string, { allow: IpList; deny: IpList }>();
+  for (const [role, r] of Object.entries(roles)) {
+    if (r.allowIps?.length || r.denyIps?.length) lists.set(role, { allow: compileIpList(r.allowIps ?? []), deny: compileIpList(r.denyIps ?? []) });
+  }
+  if (lists.size === 0) return () => undefined;
+  return (held, ip) => {
+    const address = plainIp(ip);
+    for (const role of held) {
+      const l = lists.get(role);
+      if (!l) continue;
+      if (l.deny.size && l.deny.has(address)) return `${address} denied for role ${role}`;
+      if (l.allow.size && !l.allow.has(address)) return `${address} not allowed for role ${role}`;
+    }
+    return undefined;
+  };
 }
 
 export interface BuildOptions {
@@ -64,10 +89,20 @@ export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promis
   const urlLength = c.limits.urlLength;
   const foldCase = c.http.foldCase;
   const state = { revoked: material.revoked };
+  const store = createStore(c, loggers.error);
+  const guard = new ConnectionGuard(c, store, loggers.auth);
+  await guard.start();
+  const roleIps = compileRoleIps(c.roles);
+  const gate = limitGate(compileLimits(c), store);
   let tlsServer: Server | undefined;
 
   const app: FastifyInstance = Fastify({
-    serverFactory: (handler) => (tlsServer = createTlsServer(c, material, loggers.auth, handler)),
+    serverFactory: (handler) => {
+      tlsServer = createTlsServer(c, material, loggers.auth, handler, { onRefused: (ip) => void guard.failure(ip, 'handshake') });
+      guard.attach(tlsServer);
+      tlsServer.maxRequestsPerSocket = c.filters.maxRequestsPerConnection;
+      return tlsServer;
+    },
     loggerInstance: loggers.root as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     genReqId: () => randomUUID(),
@@ -105,6 +140,8 @@ export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promis
     if (!head.ok) return void replyError(reply.header('connection', 'close'), head.code, head.detail);
     const p = principalOf(raw.socket);
     if (!p) return void replyError(reply.header('connection', 'close'), 'BRK_ERR_AUTH_NO_IDENTITY', 'no verified principal on this connection');
+    const ipRefusal = roleIps(p.roles, raw.socket.remoteAddress ?? '');
+    if (ipRefusal) return void replyError(reply, 'BRK_ERR_FILTER_IP_DENIED', ipRefusal);
     if (state.revoked.has(p.serial)) {
       loggers.auth.warn({ event: 'request', outcome: 'refused', reason: 'revoked', principal: p.name, serial: p.serial, remoteIp: raw.socket.remoteAddress }, 'revoked certificate on an open connection');
       return void replyError(reply.header('connection', 'close'), 'BRK_ERR_AUTH_REVOKED', `serial ${p.serial} is revoked`);
@@ -113,6 +150,7 @@ export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promis
   });
 
   app.addHook('onResponse', (request, reply, done) => {
+    if (reply.statusCode === 401 || reply.statusCode === 403) void guard.failure(request.raw.socket.remoteAddress ?? '', 'request');
     const p = principalOf(request.raw.socket);
     const cfg = request.routeOptions.config as { routeName?: string; upstream?: string };
     const denial = denialOf(request);
@@ -147,12 +185,14 @@ export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promis
     return replyError(reply, 'BRK_ERR_HTTP_INTERNAL', err.message);
   });
 
-  for (const route of c.routes) await registerRoute(app, route, { bodyLimit: limits.bodySize, errorLog: loggers.error, principalOf: principal });
+  for (const route of c.routes) await registerRoute(app, route, { bodyLimit: limits.bodySize, errorLog: loggers.error, principalOf: principal, gate });
   await app.ready();
   const server = tlsServer as unknown as Server;
 
   return {
     app,
+    store,
+    guard,
     server,
     material,
     loggers,
@@ -163,7 +203,9 @@ export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promis
       return { host: addr.address, port: addr.port };
     },
     async close() {
+      guard.close();
       await app.close();
+      await store.close();
     },
   };
 }

@@ -10,6 +10,7 @@ import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml } from 'yaml';
 import { BrokerError } from '../errors.ts';
 import { ConfigSchema, type BrokerConfig } from './schema.ts';
+import { cidrProblem } from './cidr.ts';
 
 export interface LoadedConfig {
   file: string;
@@ -76,6 +77,37 @@ function semanticProblems(c: BrokerConfig): string[] {
     if (Boolean(r.upstreamTls?.cert) !== Boolean(r.upstreamTls?.key)) problems.push(`${at}.upstreamTls: cert and key go together`);
   });
 
+  const lists: Array<[string, unknown]> = [
+    ['filters.allowIps', c.filters?.allowIps],
+    ['filters.denyIps', c.filters?.denyIps],
+    ...Object.entries(c.roles ?? {}).flatMap(([role, r]): Array<[string, unknown]> => [
+      [`roles.${role}.allowIps`, r?.allowIps],
+      [`roles.${role}.denyIps`, r?.denyIps],
+    ]),
+  ];
+  for (const [at, list] of lists) {
+    if (!Array.isArray(list)) continue;
+    list.forEach((entry, i) => {
+      const problem = typeof entry === 'string' ? cidrProblem(entry) : 'not a string';
+      if (problem) problems.push(`${at}[${i}]: ${problem}`);
+    });
+  }
+  const store = c.rateLimit?.store;
+  if (typeof store === 'string' && store !== 'memory') {
+    try {
+      const u = new URL(store);
+      if (!u.hostname || !u.port) problems.push(`rateLimit.store: "${store}" needs a host and a port, like redis://127.0.0.1:6379`);
+      if (u.password) problems.push('rateLimit.store: no password in the URL; use redis.passwordFile or BROKER_REDIS_PASSWORD');
+    } catch {
+      problems.push(`rateLimit.store: "${store}" is not a URL like redis://127.0.0.1:6379`);
+    }
+  }
+  if (c.redis?.passwordFile && !existsSync(c.redis.passwordFile)) problems.push(`redis.passwordFile: file ${c.redis.passwordFile} not found`);
+  for (const k of ['ca', 'cert', 'key'] as const) {
+    const f = c.redis?.tls?.[k];
+    if (f && !existsSync(f)) problems.push(`redis.tls.${k}: file ${f} not found`);
+  }
+
   const t = c.tls ?? {};
   if (t.server && (t.cert || t.key)) problems.push('tls: give either server (a name in the PKI store) or cert + key, not both');
   if (!t.server && !(t.cert && t.key)) problems.push('tls: give server (a name made by "broker pki server NAME") or cert + key');
@@ -96,6 +128,13 @@ function resolvePaths(c: BrokerConfig, base: string): void {
     for (const k of ['ca', 'cert', 'key'] as const) {
       const v = r?.upstreamTls?.[k];
       if (v && r.upstreamTls) r.upstreamTls[k] = abs(v);
+    }
+  }
+  if (c.redis && typeof c.redis === 'object') {
+    if (c.redis.passwordFile) c.redis.passwordFile = abs(c.redis.passwordFile);
+    for (const k of ['ca', 'cert', 'key'] as const) {
+      const v = c.redis.tls?.[k];
+      if (v && c.redis.tls) c.redis.tls[k] = abs(v);
     }
   }
 }

@@ -60,6 +60,75 @@ export const UpstreamTlsSchema = Type.Object(
   strict,
 );
 
+/** A token bucket: `rate` requests per `per` sustained, `burst` at once. */
+export const BucketSchema = Type.Object(
+  {
+    rate: Type.Integer({ minimum: 1, description: 'requests per period, sustained' }),
+    per: Duration('1m', 'the period'),
+    burst: Type.Optional(Type.Integer({ minimum: 1, description: 'requests at once (bucket size); default: rate' })),
+  },
+  strict,
+);
+
+const Cidr = Type.String({ description: 'an IPv4 or IPv6 address or CIDR block' });
+
+export const RoleSchema = Type.Object(
+  {
+    rateLimit: Type.Optional(BucketSchema),
+    maxConcurrent: Type.Optional(Type.Integer({ minimum: 1, description: 'in-flight requests per identity holding this role' })),
+    allowIps: Type.Optional(Type.Array(Cidr, { description: 'only these client addresses, for identities with this role' })),
+    denyIps: Type.Optional(Type.Array(Cidr, { description: 'never these client addresses, for identities with this role' })),
+  },
+  strict,
+);
+
+export const RateLimitSchema = Type.Object(
+  {
+    rate: Type.Integer({ minimum: 1, default: 600 }),
+    per: Duration('1m', 'the period'),
+    burst: Type.Integer({ minimum: 1, default: 60 }),
+    store: Type.String({ default: 'memory', pattern: '^(memory|rediss?://.+)$', description: 'memory, or redis://HOST:PORT to share limits, bans and revocations between replicas' }),
+    failOpen: Type.Boolean({ default: true, description: 'when the shared store is unreachable: true admits, false refuses with 503' }),
+  },
+  { ...strict, default: {} },
+);
+
+export const RedisSchema = Type.Object(
+  {
+    username: Type.Optional(Type.String()),
+    passwordFile: Type.Optional(Type.String({ description: 'file whose first line is the Redis password (or set BROKER_REDIS_PASSWORD)' })),
+    tls: Type.Optional(UpstreamTlsSchema),
+    keyPrefix: Type.String({ default: 'broker:', description: 'prefix of every key the broker writes' }),
+    commandTimeout: Duration('250ms', 'a Redis command slower than this counts as an outage'),
+  },
+  { ...strict, default: {} },
+);
+
+export const FiltersSchema = Type.Object(
+  {
+    allowIps: Type.Array(Cidr, { default: [], description: 'when not empty, only these client addresses may connect (checked at accept, before TLS)' }),
+    denyIps: Type.Array(Cidr, { default: [], description: 'these client addresses are refused at accept' }),
+    maxConnectionsPerIp: Type.Integer({ minimum: 1, default: 256, description: 'open connections from one address' }),
+    connectionRate: Type.Object(
+      { rate: Type.Integer({ minimum: 1, default: 50 }), per: Duration('1s', 'the period'), burst: Type.Integer({ minimum: 1, default: 100 }) },
+      { ...strict, default: {}, description: 'new connections per address (token bucket), checked at accept' },
+    ),
+    maxRequestsPerConnection: Type.Integer({ minimum: 1, default: 1000, description: 'a keep-alive connection is closed after this many requests' }),
+  },
+  { ...strict, default: {} },
+);
+
+export const BansSchema = Type.Object(
+  {
+    enabled: Type.Boolean({ default: true }),
+    window: Duration('1m', 'the window failures are counted in'),
+    failedHandshakes: Type.Integer({ minimum: 1, default: 10, description: 'failed handshakes from one address within the window that ban it' }),
+    deniedRequests: Type.Integer({ minimum: 1, default: 30, description: '401/403 answers to one address within the window that ban it' }),
+    duration: Duration('10m', 'how long a ban lasts'),
+  },
+  { ...strict, default: {} },
+);
+
 export const RouteSchema = Type.Object(
   {
     name: Name,
@@ -71,6 +140,7 @@ export const RouteSchema = Type.Object(
     websocket: Type.Boolean({ default: false }),
     timeout: Duration('30s', 'upstream response deadline (504 after)'),
     upstreamTls: Type.Optional(UpstreamTlsSchema),
+    rateLimit: Type.Optional(BucketSchema),
   },
   strict,
 );
@@ -115,6 +185,12 @@ export const ConfigSchema = Type.Object(
     tls: TlsSchema,
     identities: Type.Array(IdentityRuleSchema, { default: [] }),
     routes: Type.Array(RouteSchema, { default: [] }),
+    rateLimit: RateLimitSchema,
+    maxConcurrent: Type.Integer({ minimum: 1, default: 100, description: 'in-flight requests per identity, unless a role says otherwise' }),
+    roles: Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$' }), RoleSchema, { default: {} }),
+    redis: RedisSchema,
+    filters: FiltersSchema,
+    bans: BansSchema,
     limits: LimitsSchema,
     timeouts: TimeoutsSchema,
     http: HttpSchema,
@@ -127,3 +203,5 @@ export type BrokerConfig = Static<typeof ConfigSchema>;
 export type RouteConfig = Static<typeof RouteSchema>;
 export type IdentityRule = Static<typeof IdentityRuleSchema>;
 export type MatchRule = Static<typeof MatchSchema>;
+export type BucketConfig = Static<typeof BucketSchema>;
+export type RoleConfig = Static<typeof RoleSchema>;

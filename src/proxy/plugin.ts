@@ -15,6 +15,8 @@ import { compilePolicy, decide } from '../acl/index.ts';
 import { BodyLimiter } from '../filter/body-limit.ts';
 import { downstreamHeaders, upstreamHeaders } from './headers.ts';
 import { replyError } from './reply-error.ts';
+import type { Gate } from '../ratelimit/plugin.ts';
+import type { HttpErrorCode } from '../errors.ts';
 import type { Principal } from '../identity/index.ts';
 
 export const kBody = Symbol('broker.body');
@@ -23,6 +25,8 @@ export interface ProxyDeps {
   bodyLimit: number;
   errorLog: Logger;
   principalOf(request: FastifyRequest): Principal;
+  /** Rate and concurrency limits, after the ACL. */
+  gate: Gate;
 }
 
 const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
@@ -73,7 +77,7 @@ export async function registerRoute(app: FastifyInstance, route: RouteConfig, de
     // A body refused before the proxy reads it sits in the counter; Node will not drain a body that
     // is piped somewhere, so the next request on the connection would wait behind it until a
     // timeout. Let it flow into the void, still counted: past bodyLimit the connection is dropped.
-    const refuse = (request: FastifyRequest, reply: FastifyReply, code: 'BRK_ERR_ACL_DENIED' | 'BRK_ERR_HTTP_BAD_REQUEST', detail: string) => {
+    const refuse = (request: FastifyRequest, reply: FastifyReply, code: HttpErrorCode, detail: string) => {
       const limiter = (request as unknown as Record<symbol, BodyLimiter | undefined>)[kBody];
       if (limiter && !request.raw.complete) {
         const socket = request.raw.socket;
@@ -84,14 +88,15 @@ export async function registerRoute(app: FastifyInstance, route: RouteConfig, de
     };
 
     const acl = (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
-      const verdict = decide(policy, deps.principalOf(request).roles, request.method);
+      const principal = deps.principalOf(request);
+      const verdict = decide(policy, principal.roles, request.method);
       if (!verdict.allow) return void refuse(request, reply, 'BRK_ERR_ACL_DENIED', `${verdict.reason} not allowed on route ${route.name}`);
       // `raw.upgrade` is only set while some route has installed an 'upgrade' listener; without one,
       // Node hands the request over as a plain one, so look at the header too.
       if (!route.websocket && ((request.raw as { upgrade?: boolean }).upgrade || request.headers.upgrade !== undefined)) {
         return void refuse(request, reply, 'BRK_ERR_HTTP_BAD_REQUEST', `upgrade on route ${route.name} without websocket`);
       }
-      done();
+      deps.gate(request, reply, principal, route.name, done, refuse);
     };
 
     await scope.register(httpProxy as unknown as FastifyPluginAsync<Record<string, unknown>>, {

@@ -13,6 +13,7 @@ import { parseDuration, parseSize } from '../config/index.ts';
 import type { TlsMaterial } from './material.ts';
 import { serverTlsOptions } from './options.ts';
 import { refusalReason } from './auth-reason.ts';
+import { kRefused } from '../filter/connection-guard.ts';
 
 export const kPrincipal = Symbol('broker.principal');
 
@@ -47,7 +48,12 @@ export function remoteIpOf(socket: TLSSocket): string | undefined {
   return socket.remoteAddress ?? parent?.[kRemoteIp];
 }
 
-export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog: Logger, handler: (req: IncomingMessage, res: ServerResponse) => void): Server {
+export interface ListenerHooks {
+  /** A refused handshake from `ip` (after OpenSSL or the identity check said no). */
+  onRefused?(ip: string): void;
+}
+
+export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog: Logger, handler: (req: IncomingMessage, res: ServerResponse) => void, hooks: ListenerHooks = {}): Server {
   const rules = compileIdentityRules(c.identities);
   const headersTimeout = parseDuration(c.timeouts.headers, 'timeouts.headers');
   const requestTimeout = parseDuration(c.timeouts.request, 'timeouts.request');
@@ -80,6 +86,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     const result = principalFromPeer(socket.getPeerCertificate(), rules);
     if (!result.ok) {
       authLog.warn({ event: 'handshake', outcome: 'refused', reason: result.reason, remoteIp, ...peerFacts(socket) }, 'client refused');
+      if (remoteIp) hooks.onRefused?.(remoteIp);
       socket.destroy();
       return;
     }
@@ -92,9 +99,13 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   });
 
   server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+    // A connection the guard refused at accept never got to TLS: it was logged there already.
+    if ((socket as unknown as { _parent?: Record<symbol, unknown> })._parent?.[kRefused]) return;
     const facts = peerFacts(socket);
     const { reason, detail } = refusalReason(socket.authorizationError, err);
-    authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp: remoteIpOf(socket), ...facts }, 'client refused');
+    const ip = remoteIpOf(socket);
+    authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp: ip, ...facts }, 'client refused');
+    if (ip) hooks.onRefused?.(ip);
   });
   return server;
 }

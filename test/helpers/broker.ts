@@ -169,9 +169,21 @@ export interface RunningBroker {
   logs: LogSink;
 }
 
-/** Validates `raw` as a config (pki.dir and listen default to the test's) and starts the broker. */
+/**
+ * Abuse limits out of the way of tests about something else: every test's client comes from
+ * 127.0.0.1, so the product defaults (60-request burst per identity, bans after 30 denials) would
+ * turn an attack table into a ban. Tests about those limits set them explicitly.
+ */
+export const LENIENT = {
+  rateLimit: { rate: 1_000_000, per: '1s', burst: 1_000_000 },
+  maxConcurrent: 10_000,
+  filters: { connectionRate: { rate: 100_000, per: '1s', burst: 100_000 }, maxConnectionsPerIp: 10_000 },
+  bans: { enabled: false },
+} as const;
+
+/** Validates `raw` as a config (pki.dir and listen default to the test's; abuse limits LENIENT) and starts the broker. */
 export async function startBroker(t: TestContext, pki: TestPki, raw: Record<string, unknown>): Promise<RunningBroker> {
-  const { config, problems } = validateConfig({ listen: { host: '127.0.0.1', port: 0 }, pki: { dir: pki.dir }, tls: { server: 'localhost' }, ...raw }, pki.dir);
+  const { config, problems } = validateConfig({ listen: { host: '127.0.0.1', port: 0 }, pki: { dir: pki.dir }, tls: { server: 'localhost' }, ...LENIENT, ...raw }, pki.dir);
   if (!config) throw new Error(`test config invalid:\n${problems.join('\n')}`);
   const { loggers, sink } = captureLoggers();
   const broker = await buildBroker(config, { loggers });

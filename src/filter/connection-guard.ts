@@ -1,0 +1,119 @@
+/**
+ * Admission at TCP accept, before any TLS work (a full mTLS handshake costs milliseconds of CPU,
+ * a refused accept almost nothing): global IP allow/deny lists, temporary bans, open connections
+ * per address and new connections per address (token bucket). Also the bookkeeping that leads to
+ * bans: failed handshakes and 401/403 answers per address within a window.
+ */
+import type { Server } from 'node:net';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { BrokerConfig } from '../config/index.ts';
+import { parseDuration } from '../config/duration.ts';
+import { take, idleTtlMs, type BucketSpec, type BucketState } from '../ratelimit/bucket.ts';
+import type { SharedStore } from '../ratelimit/store.ts';
+import { compileIpList, ipAdmitted, plainIp, type IpList } from './ip.ts';
+
+export type AcceptRefusal = 'ip not allowed' | 'banned' | 'too many connections' | 'connection rate';
+
+export const kRefused = Symbol('broker.refusedAtAccept');
+
+export class ConnectionGuard {
+  readonly #allow: IpList;
+  readonly #deny: IpList;
+  readonly #maxOpen: number;
+  readonly #rate: BucketSpec;
+  readonly #bans: BrokerConfig['bans'];
+  readonly #banWindowMs: number;
+  readonly #banMs: number;
+  readonly #store: SharedStore;
+  readonly #log: Logger;
+  readonly #open = new Map<string, number>();
+  readonly #arrivals = new Map<string, BucketState & { expires: number }>();
+  readonly #banned = new Map<string, number>();
+  readonly #sweeper: NodeJS.Timeout;
+  /** Counts by refusal reason, for metrics. */
+  readonly refused: Record<AcceptRefusal, number> = { 'ip not allowed': 0, banned: 0, 'too many connections': 0, 'connection rate': 0 };
+
+  constructor(c: Pick<BrokerConfig, 'filters' | 'bans'>, store: SharedStore, log: Logger) {
+    this.#allow = compileIpList(c.filters.allowIps);
+    this.#deny = compileIpList(c.filters.denyIps);
+    this.#maxOpen = c.filters.maxConnectionsPerIp;
+    const r = c.filters.connectionRate;
+    this.#rate = { rate: r.rate, perMs: parseDuration(r.per, 'filters.connectionRate.per'), burst: r.burst };
+    this.#bans = c.bans;
+    this.#banWindowMs = parseDuration(c.bans.window, 'bans.window');
+    this.#banMs = parseDuration(c.bans.duration, 'bans.duration');
+    this.#store = store;
+    this.#log = log;
+    store.onBan((ip, until) => this.#banned.set(ip, until));
+    this.#sweeper = setInterval(() => this.sweep(), 5_000).unref();
+  }
+
+  /** Loads the bans already in force (from other replicas, when the store is shared). */
+  async start(): Promise<void> {
+    for (const [ip, until] of await this.#store.activeBans()) this.#banned.set(ip, until);
+  }
+
+  isBanned(ip: string, now = Date.now()): boolean {
+    const until = this.#banned.get(ip);
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.#banned.delete(ip);
+    return false;
+  }
+
+  /** The accept decision for one new connection; undefined admits it. */
+  check(ip: string, now = Date.now()): AcceptRefusal | undefined {
+    if (!ipAdmitted(ip, this.#allow, this.#deny)) return 'ip not allowed';
+    if (this.isBanned(ip, now)) return 'banned';
+    if ((this.#open.get(ip) ?? 0) >= this.#maxOpen) return 'too many connections';
+    const t = take(this.#rate, this.#arrivals.get(ip), now);
+    this.#arrivals.set(ip, { ...t.state, expires: now + idleTtlMs(this.#rate) });
+    if (!t.allowed) return 'connection rate';
+    return undefined;
+  }
+
+  /** Hooks the guard in front of the TLS listener: refused sockets are destroyed before TLS starts. */
+  attach(server: Server): void {
+    server.prependListener('connection', (socket: Socket & { [kRefused]?: AcceptRefusal }) => {
+      const ip = plainIp(socket.remoteAddress ?? '');
+      const refusal = this.check(ip);
+      if (refusal) {
+        this.refused[refusal]++;
+        socket[kRefused] = refusal;
+        this.#log.debug({ event: 'accept', outcome: 'refused', reason: refusal, remoteIp: ip }, 'connection refused at accept');
+        socket.destroy();
+        return;
+      }
+      this.#open.set(ip, (this.#open.get(ip) ?? 0) + 1);
+      socket.once('close', () => {
+        const n = (this.#open.get(ip) ?? 1) - 1;
+        if (n <= 0) this.#open.delete(ip);
+        else this.#open.set(ip, n);
+      });
+    });
+  }
+
+  /** A failed handshake or a 401/403 from `ip`: counts it, and bans the address past the threshold. */
+  async failure(ip: string, kind: 'handshake' | 'request'): Promise<void> {
+    if (!this.#bans.enabled) return;
+    const address = plainIp(ip);
+    if (this.isBanned(address)) return;
+    const count = await this.#store.countFailure(`${kind}:${address}`, this.#banWindowMs);
+    const threshold = kind === 'handshake' ? this.#bans.failedHandshakes : this.#bans.deniedRequests;
+    if (count >= threshold) {
+      this.#banned.set(address, Date.now() + this.#banMs);
+      this.#log.warn({ event: 'ban', remoteIp: address, reason: kind === 'handshake' ? 'failed handshakes' : 'denied requests', count, windowMs: this.#banWindowMs, durationMs: this.#banMs }, 'address banned');
+      await this.#store.ban(address, this.#banMs);
+    }
+  }
+
+  sweep(now = Date.now()): void {
+    for (const [ip, a] of this.#arrivals) if (a.expires <= now) this.#arrivals.delete(ip);
+    for (const [ip, until] of this.#banned) if (until <= now) this.#banned.delete(ip);
+  }
+
+  close(): void {
+    clearInterval(this.#sweeper);
+  }
+}

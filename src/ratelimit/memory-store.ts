@@ -1,0 +1,94 @@
+/**
+ * The in-process store. Bounded: a bucket untouched for as long as it takes to refill is forgotten
+ * (it would be full anyway), and so are expired failure counts and bans, by a sweep every few
+ * seconds; so millions of distinct identities over time cost only the ones active lately.
+ */
+import { idleTtlMs, type BucketState } from './bucket.ts';
+import type { LimitCheck } from './policy.ts';
+import { takeAll, type SharedStore, type Verdict } from './store.ts';
+
+interface Entry extends BucketState {
+  expires: number;
+}
+
+export class MemoryStore implements SharedStore {
+  readonly kind = 'memory' as const;
+  readonly #buckets = new Map<string, Entry>();
+  readonly #inflight = new Map<string, number>();
+  readonly #failures = new Map<string, { count: number; resets: number }>();
+  readonly #bans = new Map<string, number>();
+  readonly #banListeners: Array<(ip: string, until: number) => void> = [];
+  readonly #sweeper: NodeJS.Timeout;
+  readonly #now: () => number;
+
+  constructor(o: { sweepMs?: number; now?: () => number } = {}) {
+    this.#now = o.now ?? Date.now;
+    this.#sweeper = setInterval(() => this.sweep(), o.sweepMs ?? 5_000).unref();
+  }
+
+  take(checks: readonly LimitCheck[]): Verdict {
+    const now = this.#now();
+    const { verdict, results } = takeAll(checks, (k) => this.#buckets.get(k), now);
+    if (verdict.allowed) {
+      checks.forEach((c, i) => {
+        const s = results[i]?.state as BucketState;
+        this.#buckets.set(c.key, { tokens: s.tokens, at: s.at, expires: now + idleTtlMs(c.spec) });
+      });
+    }
+    return verdict;
+  }
+
+  acquire(key: string, max: number): boolean {
+    const n = this.#inflight.get(key) ?? 0;
+    if (n >= max) return false;
+    this.#inflight.set(key, n + 1);
+    return true;
+  }
+
+  release(key: string): void {
+    const n = (this.#inflight.get(key) ?? 1) - 1;
+    if (n <= 0) this.#inflight.delete(key);
+    else this.#inflight.set(key, n);
+  }
+
+  countFailure(ip: string, windowMs: number): number {
+    const now = this.#now();
+    const f = this.#failures.get(ip);
+    if (!f || f.resets <= now) {
+      this.#failures.set(ip, { count: 1, resets: now + windowMs });
+      return 1;
+    }
+    return ++f.count;
+  }
+
+  ban(ip: string, ms: number): void {
+    const until = this.#now() + ms;
+    this.#bans.set(ip, until);
+    for (const l of this.#banListeners) l(ip, until);
+  }
+
+  onBan(listener: (ip: string, until: number) => void): void {
+    this.#banListeners.push(listener);
+  }
+
+  activeBans(): Array<[string, number]> {
+    const now = this.#now();
+    return [...this.#bans].filter(([, until]) => until > now);
+  }
+
+  /** Drops everything that has expired; runs on a timer, exposed for tests. */
+  sweep(): void {
+    const now = this.#now();
+    for (const [k, e] of this.#buckets) if (e.expires <= now) this.#buckets.delete(k);
+    for (const [k, f] of this.#failures) if (f.resets <= now) this.#failures.delete(k);
+    for (const [k, until] of this.#bans) if (until <= now) this.#bans.delete(k);
+  }
+
+  get size(): { buckets: number; inflight: number; failures: number; bans: number } {
+    return { buckets: this.#buckets.size, inflight: this.#inflight.size, failures: this.#failures.size, bans: this.#bans.size };
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#sweeper);
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * Which limits apply to a request: pure. The identity's own bucket uses the strictest rate limit
+ * among its roles that set one, else the default; a route with its own limit adds a second bucket
+ * for (route, identity). A request must find a token in every bucket that applies, so the
+ * strictest limit is the one that binds. Buckets are keyed by identity name, never by address.
+ */
+import type { BrokerConfig, BucketConfig } from '../config/index.ts';
+import { parseDuration } from '../config/duration.ts';
+import type { BucketSpec } from './bucket.ts';
+
+export interface LimitCheck {
+  key: string;
+  spec: BucketSpec;
+}
+
+export interface LimitPlan {
+  checks: readonly LimitCheck[];
+  concurrencyKey: string;
+  maxConcurrent: number;
+}
+
+export function bucketSpec(b: { rate: number; per: string; burst?: number | undefined }, where: string): BucketSpec {
+  return { rate: b.rate, perMs: parseDuration(b.per, `${where}.per`), burst: b.burst ?? b.rate };
+}
+
+/** Lower sustained rate is stricter; on a tie, the smaller burst. */
+export function stricter(a: BucketSpec, b: BucketSpec): BucketSpec {
+  const ra = a.rate / a.perMs;
+  const rb = b.rate / b.perMs;
+  if (ra !== rb) return ra < rb ? a : b;
+  return a.burst <= b.burst ? a : b;
+}
+
+export interface LimitPolicy {
+  plan(name: string, roles: readonly string[], route: string | undefined): LimitPlan;
+}
+
+export function compileLimits(c: Pick<BrokerConfig, 'rateLimit' | 'roles' | 'routes' | 'maxConcurrent'>): LimitPolicy {
+  const defaultSpec = bucketSpec(c.rateLimit, 'rateLimit');
+  const roleSpecs = new Map<string, BucketSpec>();
+  const roleConcurrency = new Map<string, number>();
+  for (const [role, r] of Object.entries(c.roles)) {
+    if (r.rateLimit) roleSpecs.set(role, bucketSpec(r.rateLimit as BucketConfig, `roles.${role}.rateLimit`));
+    if (r.maxConcurrent) roleConcurrency.set(role, r.maxConcurrent);
+  }
+  const routeSpecs = new Map<string, BucketSpec>();
+  for (const r of c.routes) if (r.rateLimit) routeSpecs.set(r.name, bucketSpec(r.rateLimit, `routes.${r.name}.rateLimit`));
+
+  // Plans depend only on (roles, route): cache them, so the hot path allocates nothing new.
+  const cache = new Map<string, { spec: BucketSpec; routeSpec: BucketSpec | undefined; max: number }>();
+  const shape = (roles: readonly string[], route: string | undefined) => {
+    const id = `${route ?? ''}\u0000${roles.join('\u0000')}`;
+    let s = cache.get(id);
+    if (!s) {
+      let spec: BucketSpec | undefined;
+      let max: number | undefined;
+      for (const role of roles) {
+        const rs = roleSpecs.get(role);
+        if (rs) spec = spec ? stricter(spec, rs) : rs;
+        const rc = roleConcurrency.get(role);
+        if (rc !== undefined) max = max === undefined ? rc : Math.min(max, rc);
+      }
+      s = { spec: spec ?? defaultSpec, routeSpec: route === undefined ? undefined : routeSpecs.get(route), max: max ?? c.maxConcurrent };
+      if (cache.size < 10_000) cache.set(id, s);
+    }
+    return s;
+  };
+
+  return {
+    plan(name, roles, route) {
+      const s = shape(roles, route);
+      const checks: LimitCheck[] = [{ key: `rl:id:${name}`, spec: s.spec }];
+      if (s.routeSpec && route !== undefined) checks.push({ key: `rl:rt:${route}:${name}`, spec: s.routeSpec });
+      return { checks, concurrencyKey: `cc:${name}`, maxConcurrent: s.max };
+    },
+  };
+}

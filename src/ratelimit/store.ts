@@ -1,0 +1,56 @@
+/**
+ * The state shared between replicas: rate-limit buckets, in-flight counters, failure counts and
+ * bans. In memory by default; in Redis when `rateLimit.store` names one.
+ */
+import type { LimitCheck } from './policy.ts';
+import { take, type BucketState, type TakeResult } from './bucket.ts';
+
+export interface Verdict {
+  allowed: boolean;
+  /** The binding bucket's size, tokens left and ms until full, for the RateLimit-* headers. */
+  limit: number;
+  remaining: number;
+  resetMs: number;
+  retryAfterMs: number;
+  /** The store could not be asked; the verdict is the configured fail policy. */
+  degraded?: boolean;
+}
+
+export interface SharedStore {
+  readonly kind: 'memory' | 'redis';
+  /** Takes one token from every bucket, or from none when any is empty. */
+  take(checks: readonly LimitCheck[]): Verdict | Promise<Verdict>;
+  /** One more in-flight request for `key`, unless that would pass `max`. */
+  acquire(key: string, max: number): boolean | Promise<boolean>;
+  release(key: string): void;
+  /** Counts a failure (refused handshake, 401/403) for `ip` in a window; returns the count so far. */
+  countFailure(ip: string, windowMs: number): number | Promise<number>;
+  /** Records a ban for every replica; `onBan` listeners hear about bans from any replica. */
+  ban(ip: string, ms: number): void | Promise<void>;
+  onBan(listener: (ip: string, untilMs: number) => void): void;
+  /** Bans in force now (for a replica that starts later). */
+  activeBans(): Array<[string, number]> | Promise<Array<[string, number]>>;
+  close(): Promise<void>;
+}
+
+/**
+ * The verdict over several buckets, from each bucket's arithmetic: allowed when every bucket had a
+ * token; the binding bucket is the refused one that frees up last, or the one with fewest left.
+ */
+export function combine(checks: readonly LimitCheck[], results: readonly TakeResult[]): Verdict {
+  let bind = 0;
+  const allowed = results.every((r) => r.allowed);
+  for (let i = 1; i < results.length; i++) {
+    const r = results[i] as TakeResult;
+    const b = results[bind] as TakeResult;
+    if (allowed ? r.remaining < b.remaining : (!r.allowed && r.retryAfterMs > b.retryAfterMs) || (b.allowed && !r.allowed)) bind = i;
+  }
+  const r = results[bind] as TakeResult;
+  return { allowed, limit: (checks[bind] as LimitCheck).spec.burst, remaining: allowed ? r.remaining : 0, resetMs: r.resetMs, retryAfterMs: allowed ? 0 : r.retryAfterMs };
+}
+
+/** Applies `take` to several buckets all-or-nothing against a state lookup; used by the memory store. */
+export function takeAll(checks: readonly LimitCheck[], get: (key: string) => BucketState | undefined, now: number): { verdict: Verdict; results: TakeResult[] } {
+  const results = checks.map((c) => take(c.spec, get(c.key), now));
+  return { verdict: combine(checks, results), results };
+}

@@ -67,6 +67,8 @@ function compileRoleIps(roles: BrokerConfig['roles']): (held: readonly string[],
 
 export interface BuildOptions {
   loggers?: Loggers;
+  /** The shared store, when the caller provides it (a cluster worker talks to its primary's). */
+  store?: SharedStore;
 }
 
 function clientErrorHandler(err: Error & { code?: string }, socket: Duplex): void {
@@ -89,7 +91,7 @@ export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promis
   const urlLength = c.limits.urlLength;
   const foldCase = c.http.foldCase;
   const state = { revoked: material.revoked };
-  const store = createStore(c, loggers.error);
+  const store = o.store ?? createStore(c, loggers.error);
   const guard = new ConnectionGuard(c, store, loggers.auth);
   await guard.start();
   const roleIps = compileRoleIps(c.roles);

@@ -3,35 +3,105 @@ import { examples } from './pki/common.ts';
 
 interface Opts {
   config: string;
+  workers?: string;
+}
+
+/** Runs one serving process until SIGTERM/SIGINT. */
+async function serveOne(file: string, inWorker: boolean): Promise<void> {
+  const [{ loadConfig }, { buildBroker }, { BrokerError }] = await Promise.all([import('../config/index.ts'), import('../server.ts'), import('../errors.ts')]);
+  const { config } = loadConfig(file);
+  let store;
+  if (inWorker && config.rateLimit.store === 'memory') {
+    const { IpcStore } = await import('../ratelimit/ipc-store.ts');
+    store = new IpcStore();
+  }
+  const broker = await buildBroker(config, store ? { store } : {});
+  let addr: { host: string; port: number };
+  try {
+    addr = await broker.listen();
+  } catch (cause) {
+    await broker.close().catch(() => {});
+    throw new BrokerError('BRK_ERR_LISTEN', `cannot listen on ${config.listen.host}:${config.listen.port}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
+  }
+  broker.loggers.error.info({ event: 'listening', host: addr.host, port: addr.port, routes: config.routes.map((r) => r.name), pid: process.pid, store: broker.store.kind }, `broker listening on https://${addr.host}:${addr.port}`);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      broker.loggers.error.info({ event: 'shutdown', signal, pid: process.pid }, 'shutting down');
+      broker.close().finally(() => {
+        // A worker's IPC channel keeps it alive: let go of it so the process can end.
+        if (inWorker && process.connected) process.disconnect();
+        resolve();
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+/**
+ * The primary of a multi-process broker: forks the workers (which share the listening socket),
+ * holds the memory store they all use, relays SIGTERM/SIGINT, and returns when they have exited.
+ */
+async function servePrimary(file: string, workers: number): Promise<void> {
+  const [{ default: cluster }, { loadConfig }, { MemoryStore }, ipc] = await Promise.all([
+    import('node:cluster'),
+    import('../config/index.ts'),
+    import('../ratelimit/memory-store.ts'),
+    import('../ratelimit/ipc-store.ts'),
+  ]);
+  const { config } = loadConfig(file); // fail fast, once, before forking
+  const store = new MemoryStore();
+  const live = () => Object.values(cluster.workers ?? {}).filter((w): w is NonNullable<typeof w> => w !== undefined);
+  ipc.broadcastBans(store, live);
+  cluster.setupPrimary({ args: process.argv.slice(2) });
+  let stopping = false;
+  const fork = () => {
+    const w = cluster.fork({ BROKER_WORKER: '1' });
+    if (config.rateLimit.store === 'memory') ipc.serveStore(store, w);
+    return w;
+  };
+  for (let i = 0; i < workers; i++) fork();
+  await new Promise<void>((resolve) => {
+    cluster.on('exit', (w, code, signal) => {
+      if (!stopping && code !== 0) {
+        process.stderr.write(`worker ${w.process.pid} exited (${signal ?? code}); starting another\n`);
+        fork();
+        return;
+      }
+      if (live().length === 0) resolve();
+    });
+    const stop = (signal: NodeJS.Signals) => {
+      stopping = true;
+      for (const w of live()) w.process.kill(signal);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await store.close();
 }
 
 export function register(program: Command): void {
   program
     .command('serve')
     .summary('run the broker: mTLS listener, identity → roles → ACL → proxy')
-    .description('Start the broker with a config file (YAML or JSON). It refuses to start on any config or certificate problem, listing them all. SIGTERM or SIGINT stops it.')
+    .description('Start the broker with a config file (YAML or JSON). It refuses to start on any config or certificate problem, listing them all. With --workers N (or workers: N) N processes share the listener and one set of limits. SIGTERM or SIGINT stops it.')
     .requiredOption('-c, --config <file>', 'config file', 'broker.yaml')
-    .addHelpText('after', examples('broker serve --config broker.yaml', 'broker config check --config broker.yaml && broker serve -c broker.yaml'))
+    .option('-w, --workers <n>', 'serving processes (overrides "workers" in the config)')
+    .addHelpText('after', examples('broker serve --config broker.yaml', 'broker serve -c broker.yaml --workers 2'))
     .action(async (opts: Opts) => {
-      const [{ loadConfig }, { buildBroker }] = await Promise.all([import('../config/index.ts'), import('../server.ts')]);
-      const { config } = loadConfig(opts.config);
-      const broker = await buildBroker(config);
-      let addr: { host: string; port: number };
-      try {
-        addr = await broker.listen();
-      } catch (cause) {
-        const { BrokerError } = await import('../errors.ts');
-        await broker.close().catch(() => {});
-        throw new BrokerError('BRK_ERR_LISTEN', `cannot listen on ${config.listen.host}:${config.listen.port}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
+      const { default: cluster } = await import('node:cluster');
+      if (process.env.BROKER_WORKER === '1' && cluster.isWorker) return serveOne(opts.config, true);
+      let workers: number;
+      if (opts.workers !== undefined) {
+        workers = Number(opts.workers);
+        if (!Number.isInteger(workers) || workers < 1 || workers > 256) {
+          const { BrokerError } = await import('../errors.ts');
+          throw new BrokerError('BRK_ERR_USAGE', `--workers ${opts.workers} is not a whole number from 1 to 256`);
+        }
+      } else {
+        const { loadConfig } = await import('../config/index.ts');
+        workers = loadConfig(opts.config).config.workers;
       }
-      broker.loggers.error.info({ event: 'listening', host: addr.host, port: addr.port, routes: config.routes.map((r) => r.name) }, `broker listening on https://${addr.host}:${addr.port}`);
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          broker.loggers.error.info({ event: 'shutdown', signal }, 'shutting down');
-          broker.close().finally(resolve);
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
+      return workers > 1 ? servePrimary(opts.config, workers) : serveOne(opts.config, false);
     });
 }

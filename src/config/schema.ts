@@ -185,6 +185,7 @@ export const ConfigSchema = Type.Object(
     tls: TlsSchema,
     identities: Type.Array(IdentityRuleSchema, { default: [] }),
     routes: Type.Array(RouteSchema, { default: [] }),
+    workers: Type.Integer({ minimum: 1, maximum: 256, default: 1, description: 'processes serving the listener (node:cluster); limits stay exact across them' }),
     rateLimit: RateLimitSchema,
     maxConcurrent: Type.Integer({ minimum: 1, default: 100, description: 'in-flight requests per identity, unless a role says otherwise' }),
     roles: Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$' }), RoleSchema, { default: {} }),

@@ -41,11 +41,15 @@ export function secureContextOptions(m: TlsMaterial, t: BrokerConfig['tls']): Se
   };
 }
 
+/** HTTP/1.1 only, said out loud in ALPN: a client offering h2 agrees on http/1.1 instead of guessing. */
+export const ALPN = ['http/1.1'];
+
 export function serverTlsOptions(m: TlsMaterial, t: BrokerConfig['tls']): TlsOptions {
   return {
     ...secureContextOptions(m, t),
     requestCert: true,
     rejectUnauthorized: true,
+    ALPNProtocols: ALPN,
     handshakeTimeout: parseDuration(t.handshakeTimeout, 'tls.handshakeTimeout'),
   };
 }

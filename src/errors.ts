@@ -56,6 +56,7 @@ export const ERRORS = {
   BRK_ERR_UPSTREAM_UNAVAILABLE: { exit: 1, status: 502, public: 'upstream unavailable', hint: 'the route\'s upstream refused or dropped the connection; check that it runs (broker doctor)' },
   BRK_ERR_UPSTREAM_TIMEOUT: { exit: 1, status: 504, public: 'upstream timed out', hint: 'the upstream did not answer within the route timeout; check it, or raise routes[].timeout' },
   BRK_ERR_HTTP_INTERNAL: { exit: 1, status: 500, public: 'internal error', hint: 'an unexpected error; the error log has the details' },
+  BRK_ERR_ADMIN_UNAUTHORIZED: { exit: 1, status: 401, public: 'admin token required', hint: 'send Authorization: Bearer <the token in admin.tokenFile>' },
   BRK_ERR_PROXY_IDENTITY_VALUE: { exit: 1, hint: 'an identity value is not safe to send as a header; check the certificate subject and the identities rules' },
   BRK_ERR_NODE_VERSION: { exit: 1, hint: 'run through npm (npx broker, npm run ...) so the project\'s Node 24 is used, or install Node 24' },
   BRK_ERR_INTERNAL: { exit: 1, hint: 'an unexpected error; please report it with the log line' },

@@ -7,6 +7,7 @@
  * revoked) → route (Fastify's router on the canonical path) → ACL preHandler → proxy → access log.
  */
 import type { Server } from 'node:https';
+import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { randomUUID } from 'node:crypto';
@@ -17,7 +18,12 @@ import { checkHead, normalizePath } from './filter/index.ts';
 import { createTlsServer, principalOf } from './tls/listener.ts';
 import { loadTlsMaterial, type TlsMaterial } from './tls/material.ts';
 import { registerRoute, kBody } from './proxy/plugin.ts';
-import { decisionOf, denialOf, replyError } from './proxy/reply-error.ts';
+import { replyError } from './proxy/reply-error.ts';
+import { accessLog, readiness } from './observability/plugin.ts';
+import { createMetrics, type Metrics } from './observability/metrics.ts';
+import { createAlerts, type AlertEngine } from './observability/alerts.ts';
+import { buildAdmin } from './admin/plugin.ts';
+import { expirySource } from './observability/expiry.ts';
 import { createLoggers, type Loggers } from './observability/loggers.ts';
 import { ERRORS, httpErrorBody, type HttpErrorCode } from './errors.ts';
 import type { Principal } from './identity/index.ts';
@@ -41,8 +47,11 @@ export interface Broker {
   server: Server;
   material: TlsMaterial;
   loggers: Loggers;
-  /** Starts listening; resolves with the bound address. */
-  listen(): Promise<{ host: string; port: number }>;
+  metrics: Metrics;
+  alerts: AlertEngine;
+  admin: FastifyInstance | undefined;
+  /** Starts listening (and the admin listener); resolves with the bound addresses. */
+  listen(): Promise<{ host: string; port: number; adminPort?: number }>;
   close(): Promise<void>;
 }
 
@@ -69,6 +78,8 @@ export interface BuildOptions {
   loggers?: Loggers;
   /** The shared store, when the caller provides it (a cluster worker talks to its primary's). */
   store?: SharedStore;
+  /** Metrics shared by several brokers in one process (tests); by default each makes its own. */
+  metrics?: Metrics;
 }
 
 function clientErrorHandler(err: Error & { code?: string }, socket: Duplex): void {
@@ -85,14 +96,14 @@ function clientErrorHandler(err: Error & { code?: string }, socket: Duplex): voi
 }
 
 export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promise<Broker> {
-  const loggers = o.loggers ?? createLoggers({ level: c.log.level });
+  const loggers = o.loggers ?? createLoggers(c.log);
   const material = loadTlsMaterial(c);
   const limits = { headerCount: c.limits.headerCount, bodySize: parseSize(c.limits.bodySize, 'limits.bodySize') };
   const urlLength = c.limits.urlLength;
   const foldCase = c.http.foldCase;
   const state = { revoked: material.revoked };
   const store = o.store ?? createStore(c, loggers.error);
-  const guard = new ConnectionGuard(c, store, loggers.auth);
+  const guard = new ConnectionGuard(c, store, loggers.auth, loggers.audit);
   await guard.start();
   const roleIps = compileRoleIps(c.roles);
   const gate = limitGate(compileLimits(c), store);
@@ -135,6 +146,10 @@ export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promis
   };
 
   app.addHook('onRequest', (request, reply, done) => {
+    // On a connection's last allowed request (maxRequestsPerSocket) Node sends "Connection: close"
+    // but keeps the connection open until keepAlive, answering anything more with a bare 503.
+    // Setting the header ourselves makes Node close the connection once this answer is out.
+    if ((reply.raw as { maxRequestsOnConnectionReached?: boolean }).maxRequestsOnConnectionReached) reply.header('connection', 'close');
     const raw = request.raw;
     const rejected = (raw as unknown as Record<symbol, RejectMark | undefined>)[kReject];
     if (rejected) return void replyError(reply, rejected.code, rejected.detail);
@@ -151,29 +166,13 @@ export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promis
     done();
   });
 
-  app.addHook('onResponse', (request, reply, done) => {
-    if (reply.statusCode === 401 || reply.statusCode === 403) void guard.failure(request.raw.socket.remoteAddress ?? '', 'request');
-    const p = principalOf(request.raw.socket);
-    const cfg = request.routeOptions.config as { routeName?: string; upstream?: string };
-    const denial = denialOf(request);
-    const decision = decisionOf(denial);
-    const body = (request as unknown as Record<symbol, BodyLimiter | undefined>)[kBody];
-    loggers.access.info({
-      reqId: request.id,
-      principal: p?.name ?? null,
-      roles: p?.roles ?? [],
-      method: request.method,
-      route: cfg.routeName ?? null,
-      path: request.url.split('?', 1)[0],
-      upstream: decision === 'deny' ? null : (cfg.upstream ?? null),
-      status: reply.statusCode,
-      bytesIn: body?.bytes ?? Number(request.headers['content-length'] ?? 0),
-      bytesOut: Number(reply.getHeader('content-length') ?? 0) || null,
-      durationMs: Math.round(reply.elapsedTime * 1000) / 1000,
-      decision,
-      ...(denial ? { code: denial.code, detail: denial.detail } : {}),
-    });
-    done();
+  accessLog(app, {
+    access: loggers.access,
+    principalOf: (request) => principalOf(request.raw.socket),
+    bytesIn: (request) => (request as unknown as Record<symbol, BodyLimiter | undefined>)[kBody]?.bytes ?? Number(request.headers['content-length'] ?? 0),
+    onAnswer: (request, status) => {
+      if (status === 401 || status === 403) void guard.failure(request.raw.socket.remoteAddress ?? '', 'request');
+    },
   });
 
   app.setNotFoundHandler((request, reply) => {
@@ -191,10 +190,46 @@ export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promis
   await app.ready();
   const server = tlsServer as unknown as Server;
 
+  const metrics = o.metrics ?? createMetrics();
+  const expiry = expirySource(c, () => material);
+  metrics.setExpirySource(expiry);
+  metrics.setBansActive(() => guard.activeBans);
+  const alerts = createAlerts(
+    {
+      webhook: c.alerts.webhook,
+      dedupWindowMs: parseDuration(c.alerts.dedupWindow, 'alerts.dedupWindow'),
+      windowMs: parseDuration(c.alerts.window, 'alerts.window'),
+      failedHandshakesPerIp: c.alerts.failedHandshakesPerIp,
+      failedHandshakesTotal: c.alerts.failedHandshakesTotal,
+      rateLimitHits: c.alerts.rateLimitHits,
+      expiryWarningMs: parseDuration(c.alerts.expiryWarning, 'alerts.expiryWarning'),
+      webhookTimeoutMs: parseDuration(c.alerts.webhookTimeout, 'alerts.webhookTimeout'),
+    },
+    loggers.error,
+  );
+  alerts.checkExpiry(expiry());
+  const expiryTimer = setInterval(() => alerts.checkExpiry(expiry()), 3_600_000).unref();
+  const admin = c.admin.enabled
+    ? await buildAdmin({
+        registry: metrics.registry,
+        token: c.admin.tokenFile ? readFileSync(c.admin.tokenFile, 'utf8').split(/\r?\n/, 1)[0] : undefined,
+        readiness: readiness({
+          serverNotAfter: () => material.server.notAfter,
+          crlNextUpdate: () => material.crlNextUpdate,
+          upstreams: c.routes.map((r) => ({ route: r.name, url: r.upstream })),
+          upstreamTimeoutMs: parseDuration(c.admin.upstreamCheckTimeout, 'admin.upstreamCheckTimeout'),
+          store,
+        }),
+      })
+    : undefined;
+
   return {
     app,
     store,
     guard,
+    metrics,
+    alerts,
+    admin,
     server,
     material,
     loggers,
@@ -202,12 +237,22 @@ export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promis
       await app.listen({ host: c.listen.host, port: c.listen.port, listenTextResolver: (address) => `TLS listener on ${address.replace(/^http:/, 'https:')}` });
       const addr = server.address();
       if (!addr || typeof addr === 'string') throw new Error('listener has no TCP address');
-      return { host: addr.address, port: addr.port };
+      let adminPort: number | undefined;
+      if (admin) {
+        await admin.listen({ host: c.admin.host, port: c.admin.port });
+        const a = admin.server.address();
+        adminPort = a && typeof a !== 'string' ? a.port : undefined;
+      }
+      return { host: addr.address, port: addr.port, ...(adminPort !== undefined ? { adminPort } : {}) };
     },
     async close() {
       guard.close();
-      await app.close();
+      clearInterval(expiryTimer);
+      alerts.close();
+      if (!o.metrics) metrics.close();
+      await Promise.all([app.close(), admin?.close()]);
       await store.close();
+      loggers.flush();
     },
   };
 }

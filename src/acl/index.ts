@@ -12,7 +12,8 @@ export interface RoutePolicy {
   readonly methods: ReadonlySet<string> | undefined;
 }
 
-export type AclDecision = { allow: true } | { allow: false; reason: 'role' | 'method' };
+/** When allowed, `role` is the identity's role that granted it (for metrics). */
+export type AclDecision = { allow: true; role: string } | { allow: false; reason: 'role' | 'method' };
 
 export function compilePolicy(route: Pick<RouteConfig, 'name' | 'roles' | 'methods'>): RoutePolicy {
   const methods = route.methods ? new Set<string>(route.methods) : undefined;
@@ -22,6 +23,6 @@ export function compilePolicy(route: Pick<RouteConfig, 'name' | 'roles' | 'metho
 
 export function decide(policy: RoutePolicy, roles: readonly string[], method: string): AclDecision {
   if (policy.methods && !policy.methods.has(method)) return { allow: false, reason: 'method' };
-  for (const r of roles) if (policy.roles.has(r)) return { allow: true };
+  for (const r of roles) if (policy.roles.has(r)) return { allow: true, role: r };
   return { allow: false, reason: 'role' };
 }

@@ -60,6 +60,7 @@ export function register(program: Command): void {
 
       const raw = {
         listen: { host: '127.0.0.1', port: Number(opts.port) },
+        admin: { port: 0 },
         pki: { dir: './pki' },
         tls: { server: 'localhost' },
         routes: [

@@ -17,6 +17,7 @@ import { register as pkiAudit } from './pki/audit.ts';
 import { register as demo } from './demo.ts';
 import { register as serve } from './serve.ts';
 import { register as configCheck } from './config-check.ts';
+import { register as usage } from './usage.ts';
 
 export const VERSION = '0.1.0';
 
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   for (const register of [pkiInit, pkiIssue, pkiServer, pkiSign, pkiRevoke, pkiCrl, pkiRenew, pkiList, pkiInspect, pkiAudit]) register(pki);
   serve(program);
   configCheck(program);
+  usage(program);
   demo(program);
   const exitOverride = (cmd: Command) => {
     cmd.exitOverride();

@@ -16,19 +16,26 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
     store = new IpcStore();
   }
   const broker = await buildBroker(config, store ? { store } : {});
-  let addr: { host: string; port: number };
+  let addr: { host: string; port: number; adminPort?: number };
   try {
     addr = await broker.listen();
   } catch (cause) {
     await broker.close().catch(() => {});
     throw new BrokerError('BRK_ERR_LISTEN', `cannot listen on ${config.listen.host}:${config.listen.port}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
   }
-  broker.loggers.error.info({ event: 'listening', host: addr.host, port: addr.port, routes: config.routes.map((r) => r.name), pid: process.pid, store: broker.store.kind }, `broker listening on https://${addr.host}:${addr.port}`);
+  broker.loggers.error.info(
+    { event: 'listening', host: addr.host, port: addr.port, adminPort: addr.adminPort ?? null, routes: config.routes.map((r) => r.name), pid: process.pid, store: broker.store.kind },
+    `broker listening on https://${addr.host}:${addr.port}${addr.adminPort !== undefined ? `, admin on http://${config.admin.host}:${addr.adminPort}` : ''}`,
+  );
+  // logrotate: move the files, then SIGUSR2 makes the broker write to new ones
+  const reopen = () => broker.loggers.reopen();
+  process.on('SIGUSR2', reopen);
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       broker.loggers.error.info({ event: 'shutdown', signal, pid: process.pid }, 'shutting down');
       broker.close().finally(() => {
         // A worker's IPC channel keeps it alive: let go of it so the process can end.
+        process.off('SIGUSR2', reopen);
         if (inWorker && process.connected) process.disconnect();
         resolve();
       });

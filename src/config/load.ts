@@ -102,6 +102,12 @@ function semanticProblems(c: BrokerConfig): string[] {
       problems.push(`rateLimit.store: "${store}" is not a URL like redis://127.0.0.1:6379`);
     }
   }
+  const admin = c.admin;
+  if (admin?.enabled && typeof admin.host === 'string' && !isLoopback(admin.host) && !admin.tokenFile) {
+    problems.push(`admin.host: ${admin.host} is beyond loopback; set admin.tokenFile so the admin endpoints require a token`);
+  }
+  if (admin?.tokenFile && !existsSync(admin.tokenFile)) problems.push(`admin.tokenFile: file ${admin.tokenFile} not found`);
+  if (admin?.enabled && c.listen && admin.port !== 0 && admin.port === c.listen.port && admin.host === c.listen.host) problems.push('admin.port: the admin listener cannot share the public listener\'s address');
   if (c.redis?.passwordFile && !existsSync(c.redis.passwordFile)) problems.push(`redis.passwordFile: file ${c.redis.passwordFile} not found`);
   for (const k of ['ca', 'cert', 'key'] as const) {
     const f = c.redis?.tls?.[k];
@@ -113,6 +119,10 @@ function semanticProblems(c: BrokerConfig): string[] {
   if (!t.server && !(t.cert && t.key)) problems.push('tls: give server (a name made by "broker pki server NAME") or cert + key');
   if (Boolean(t.cert) !== Boolean(t.key)) problems.push('tls: cert and key go together');
   return problems;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
 function resolvePaths(c: BrokerConfig, base: string): void {
@@ -128,6 +138,13 @@ function resolvePaths(c: BrokerConfig, base: string): void {
     for (const k of ['ca', 'cert', 'key'] as const) {
       const v = r?.upstreamTls?.[k];
       if (v && r.upstreamTls) r.upstreamTls[k] = abs(v);
+    }
+  }
+  if (c.admin && typeof c.admin === 'object' && c.admin.tokenFile) c.admin.tokenFile = abs(c.admin.tokenFile);
+  if (c.log && typeof c.log === 'object') {
+    for (const k of ['auth', 'access', 'error', 'audit'] as const) {
+      const v = c.log[k];
+      if (typeof v === 'string' && v !== 'stdout' && v !== 'stderr' && v !== 'off') c.log[k] = abs(v);
     }
   }
   if (c.redis && typeof c.redis === 'object') {

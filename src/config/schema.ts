@@ -171,9 +171,40 @@ export const HttpSchema = Type.Object(
   { ...strict, default: {} },
 );
 
+const LogTarget = (def: string, what: string) => Type.String({ default: def, minLength: 1, description: `${what}: stdout | stderr | off | a file path` });
+
 export const LogSchema = Type.Object(
   {
     level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' }),
+    auth: LogTarget('stdout', 'handshake outcomes'),
+    access: LogTarget('stdout', 'one line per request'),
+    error: LogTarget('stderr', 'upstream failures, internal errors, outages, alerts'),
+    audit: LogTarget('stdout', 'reloads, admin actions, bans'),
+  },
+  { ...strict, default: {} },
+);
+
+export const AdminSchema = Type.Object(
+  {
+    host: Type.String({ default: '127.0.0.1', description: 'the admin listener\'s address; beyond loopback it needs tokenFile' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 9901 }),
+    enabled: Type.Boolean({ default: true }),
+    tokenFile: Type.Optional(Type.String({ description: 'file whose first line is the bearer token the admin endpoints require (all but /healthz)' })),
+    upstreamCheckTimeout: Duration('1s', 'how long /readyz waits for an upstream to accept TCP'),
+  },
+  { ...strict, default: {} },
+);
+
+export const AlertsSchema = Type.Object(
+  {
+    webhook: Type.Optional(Type.String({ pattern: '^https?://', description: 'URL that receives each alert as a JSON POST' })),
+    dedupWindow: Duration('10m', 'the same alert is raised once per window'),
+    window: Duration('1m', 'the window the counting rules count in'),
+    failedHandshakesPerIp: Type.Integer({ minimum: 1, default: 20 }),
+    failedHandshakesTotal: Type.Integer({ minimum: 1, default: 200 }),
+    rateLimitHits: Type.Integer({ minimum: 1, default: 50, description: '429s for one identity within the window' }),
+    expiryWarning: Duration('14d', 'certificates and CRLs expiring within this raise an alert'),
+    webhookTimeout: Duration('5s', 'per delivery attempt'),
   },
   { ...strict, default: {} },
 );
@@ -196,6 +227,8 @@ export const ConfigSchema = Type.Object(
     timeouts: TimeoutsSchema,
     http: HttpSchema,
     log: LogSchema,
+    admin: AdminSchema,
+    alerts: AlertsSchema,
   },
   strict,
 );

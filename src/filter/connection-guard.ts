@@ -12,6 +12,7 @@ import { parseDuration } from '../config/duration.ts';
 import { take, idleTtlMs, type BucketSpec, type BucketState } from '../ratelimit/bucket.ts';
 import type { SharedStore } from '../ratelimit/store.ts';
 import { compileIpList, ipAdmitted, plainIp, type IpList } from './ip.ts';
+import { channels, type BanEvent, type ConnectionEvent, type RejectEvent } from '../channels.ts';
 
 export type AcceptRefusal = 'ip not allowed' | 'banned' | 'too many connections' | 'connection rate';
 
@@ -27,6 +28,7 @@ export class ConnectionGuard {
   readonly #banMs: number;
   readonly #store: SharedStore;
   readonly #log: Logger;
+  readonly #audit: Logger | undefined;
   readonly #open = new Map<string, number>();
   readonly #arrivals = new Map<string, BucketState & { expires: number }>();
   readonly #banned = new Map<string, number>();
@@ -34,7 +36,7 @@ export class ConnectionGuard {
   /** Counts by refusal reason, for metrics. */
   readonly refused: Record<AcceptRefusal, number> = { 'ip not allowed': 0, banned: 0, 'too many connections': 0, 'connection rate': 0 };
 
-  constructor(c: Pick<BrokerConfig, 'filters' | 'bans'>, store: SharedStore, log: Logger) {
+  constructor(c: Pick<BrokerConfig, 'filters' | 'bans'>, store: SharedStore, log: Logger, audit?: Logger) {
     this.#allow = compileIpList(c.filters.allowIps);
     this.#deny = compileIpList(c.filters.denyIps);
     this.#maxOpen = c.filters.maxConnectionsPerIp;
@@ -45,6 +47,7 @@ export class ConnectionGuard {
     this.#banMs = parseDuration(c.bans.duration, 'bans.duration');
     this.#store = store;
     this.#log = log;
+    this.#audit = audit;
     store.onBan((ip, until) => this.#banned.set(ip, until));
     this.#sweeper = setInterval(() => this.sweep(), 5_000).unref();
   }
@@ -82,11 +85,14 @@ export class ConnectionGuard {
         this.refused[refusal]++;
         socket[kRefused] = refusal;
         this.#log.debug({ event: 'accept', outcome: 'refused', reason: refusal, remoteIp: ip }, 'connection refused at accept');
+        channels.reject.publish({ kind: `accept:${refusal}`, remoteIp: ip } satisfies RejectEvent);
         socket.destroy();
         return;
       }
       this.#open.set(ip, (this.#open.get(ip) ?? 0) + 1);
+      channels.connection.publish({ delta: 1 } satisfies ConnectionEvent);
       socket.once('close', () => {
+        channels.connection.publish({ delta: -1 } satisfies ConnectionEvent);
         const n = (this.#open.get(ip) ?? 1) - 1;
         if (n <= 0) this.#open.delete(ip);
         else this.#open.set(ip, n);
@@ -103,7 +109,11 @@ export class ConnectionGuard {
     const threshold = kind === 'handshake' ? this.#bans.failedHandshakes : this.#bans.deniedRequests;
     if (count >= threshold) {
       this.#banned.set(address, Date.now() + this.#banMs);
-      this.#log.warn({ event: 'ban', remoteIp: address, reason: kind === 'handshake' ? 'failed handshakes' : 'denied requests', count, windowMs: this.#banWindowMs, durationMs: this.#banMs }, 'address banned');
+      const reason = kind === 'handshake' ? 'failed handshakes' : 'denied requests';
+      const line = { event: 'ban', remoteIp: address, reason, count, windowMs: this.#banWindowMs, durationMs: this.#banMs };
+      this.#log.warn(line, 'address banned');
+      this.#audit?.info(line, 'address banned');
+      channels.ban.publish({ remoteIp: address, reason, durationMs: this.#banMs } satisfies BanEvent);
       await this.#store.ban(address, this.#banMs);
     }
   }
@@ -111,6 +121,14 @@ export class ConnectionGuard {
   sweep(now = Date.now()): void {
     for (const [ip, a] of this.#arrivals) if (a.expires <= now) this.#arrivals.delete(ip);
     for (const [ip, until] of this.#banned) if (until <= now) this.#banned.delete(ip);
+  }
+
+  /** Bans in force now, as this replica knows them. */
+  get activeBans(): number {
+    const now = Date.now();
+    let n = 0;
+    for (const until of this.#banned.values()) if (until > now) n++;
+    return n;
   }
 
   close(): void {

@@ -16,6 +16,7 @@ import { BodyLimiter } from '../filter/body-limit.ts';
 import { downstreamHeaders, upstreamHeaders } from './headers.ts';
 import { replyError } from './reply-error.ts';
 import type { Gate } from '../ratelimit/plugin.ts';
+import { kGrant, kProxyHeaders, kProxyStart, notesOf } from './notes.ts';
 import type { HttpErrorCode } from '../errors.ts';
 import type { Principal } from '../identity/index.ts';
 
@@ -96,7 +97,11 @@ export async function registerRoute(app: FastifyInstance, route: RouteConfig, de
       if (!route.websocket && ((request.raw as { upgrade?: boolean }).upgrade || request.headers.upgrade !== undefined)) {
         return void refuse(request, reply, 'BRK_ERR_HTTP_BAD_REQUEST', `upgrade on route ${route.name} without websocket`);
       }
-      deps.gate(request, reply, principal, route.name, done, refuse);
+      notesOf(request)[kGrant] = verdict.role;
+      deps.gate(request, reply, principal, route.name, () => {
+        notesOf(request)[kProxyStart] = performance.now();
+        done();
+      }, refuse);
     };
 
     await scope.register(httpProxy as unknown as FastifyPluginAsync<Record<string, unknown>>, {
@@ -125,7 +130,10 @@ export async function registerRoute(app: FastifyInstance, route: RouteConfig, de
         connect: tls ?? { rejectUnauthorized: true },
       },
       replyOptions: {
-        rewriteHeaders: (headers: Record<string, unknown>) => downstreamHeaders(headers),
+        rewriteHeaders: (headers: Record<string, unknown>, request: FastifyRequest) => {
+          notesOf(request)[kProxyHeaders] = performance.now();
+          return downstreamHeaders(headers);
+        },
         rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => {
           const out = headersFor(request);
           if (typeof headers.host === 'string') out.host = headers.host;

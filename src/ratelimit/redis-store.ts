@@ -15,6 +15,7 @@ import { parseDuration } from '../config/duration.ts';
 import { refillPerMs, type TakeResult } from './bucket.ts';
 import type { LimitCheck } from './policy.ts';
 import { combine, type SharedStore, type Verdict } from './store.ts';
+import { channels, type StoreEvent } from '../channels.ts';
 
 // KEYS: bucket keys. ARGV: per bucket (refill per ms, burst). Returns {allowed, tokens1, at, tokens2, ...}
 // with tokens as strings (Redis turns Lua numbers into integers). State is written only when allowed.
@@ -123,6 +124,9 @@ export class RedisStore implements SharedStore {
   readonly #banListeners: Array<(ip: string, until: number) => void> = [];
   #down = false;
   readonly #onRecover: Array<() => void> = [];
+  /** Settles once the ban channel is subscribed (false if the store closed first). */
+  readonly #subscribed: Promise<boolean>;
+  readonly #connectMs: number;
 
   constructor(c: BrokerConfig, log: Logger) {
     const opts = redisOptions(c);
@@ -130,6 +134,7 @@ export class RedisStore implements SharedStore {
     this.#log = log;
     this.#prefix = c.redis.keyPrefix;
     this.#channel = `${c.redis.keyPrefix}bans`;
+    this.#connectMs = opts.connectTimeout ?? 2_000;
     this.#client = new Redis(opts) as ScriptClient;
     this.#client.defineCommand('brokerTake', { lua: TAKE });
     this.#client.defineCommand('brokerAcquire', { numberOfKeys: 1, lua: ACQUIRE });
@@ -138,25 +143,42 @@ export class RedisStore implements SharedStore {
     this.#client.on('error', (err: Error) => this.#outage(err));
     this.#client.on('ready', () => this.#recovered());
     // Bans from every replica, on a connection of its own (a subscribed connection takes no commands).
-    this.#sub = new Redis({ ...opts, keyPrefix: undefined, enableOfflineQueue: true });
+    // Its SUBSCRIBE waits in the offline queue for as long as Redis is away (no retry limit, no command
+    // timeout): a replica started during an outage must still hear bans once Redis is back. Once
+    // subscribed, ioredis subscribes again by itself after every reconnection.
+    this.#sub = new Redis({ ...opts, keyPrefix: undefined, enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
     this.#sub.on('error', () => {});
-    this.#sub.subscribe(this.#channel).catch(() => {});
+    this.#subscribed = this.#sub.subscribe(this.#channel).then(
+      () => true,
+      () => false,
+    );
     this.#sub.on('message', (_channel: string, message: string) => {
       const [ip, until] = message.split(' ');
       if (ip && until) for (const l of this.#banListeners) l(ip, Number(until));
     });
   }
 
-  /** Resolves once connected (or rejects after `ms`): for start-up and tests. */
+  /** Resolves once connected and subscribed to bans (or rejects after `ms`): for start-up and tests. */
   async ready(ms = 5_000): Promise<void> {
-    if (this.#client.status === 'ready') return;
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`Redis not ready after ${ms} ms`)), ms);
-      this.#client.once('ready', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    let timer: NodeJS.Timeout | undefined;
+    let onReady: (() => void) | undefined;
+    const connected = this.#client.status === 'ready' ? undefined : new Promise<void>((resolve) => this.#client.once('ready', (onReady = resolve)));
+    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`Redis not ready after ${ms} ms`)), ms)));
+    try {
+      await Promise.race([Promise.all([connected, this.#subscribed]), late]);
+    } finally {
+      clearTimeout(timer);
+      if (onReady) this.#client.off('ready', onReady);
+    }
+  }
+
+  /** Whether Redis answers PING now (for /readyz). */
+  async ping(): Promise<boolean> {
+    try {
+      return (await this.#client.ping()) === 'PONG';
+    } catch {
+      return false;
+    }
   }
 
   get down(): boolean {
@@ -170,12 +192,14 @@ export class RedisStore implements SharedStore {
   #outage(err: unknown): void {
     if (this.#down) return;
     this.#down = true;
+    channels.store.publish({ outcome: 'down' } satisfies StoreEvent);
     this.#log.error({ event: 'redis', outcome: 'down', failOpen: this.#failOpen, err: { message: (err as Error)?.message, code: (err as { code?: string })?.code } }, `shared store unreachable; ${this.#failOpen ? 'admitting' : 'refusing'} requests until it is back`);
   }
 
   #recovered(): void {
     if (!this.#down) return;
     this.#down = false;
+    channels.store.publish({ outcome: 'up' } satisfies StoreEvent);
     this.#log.info({ event: 'redis', outcome: 'up' }, 'shared store reachable again');
     for (const fn of this.#onRecover) fn();
   }
@@ -245,6 +269,9 @@ export class RedisStore implements SharedStore {
   async activeBans(): Promise<Array<[string, number]>> {
     const found: Array<[string, number]> = [];
     try {
+      // Called right after construction (at start-up), when the connection is still being made;
+      // and only once subscribed, so a ban published meanwhile is heard rather than lost.
+      await this.ready(this.#connectMs);
       let cursor = '0';
       for (let round = 0; round < 1_000; round++) {
         const [next, keys] = await this.#client.scan(cursor, 'MATCH', `${this.#prefix}ban:*`, 'COUNT', 500);

@@ -31,6 +31,8 @@ export interface SharedStore {
   /** Bans in force now (for a replica that starts later). */
   activeBans(): Array<[string, number]> | Promise<Array<[string, number]>>;
   close(): Promise<void>;
+  /** Whether the store answers now (readiness); absent for the in-process store. */
+  ping?(): Promise<boolean>;
 }
 
 /**

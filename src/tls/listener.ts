@@ -14,6 +14,7 @@ import type { TlsMaterial } from './material.ts';
 import { serverTlsOptions } from './options.ts';
 import { refusalReason } from './auth-reason.ts';
 import { kRefused } from '../filter/connection-guard.ts';
+import { channels, type HandshakeEvent } from '../channels.ts';
 
 export const kPrincipal = Symbol('broker.principal');
 
@@ -85,13 +86,16 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     const remoteIp = socket.remoteAddress;
     const result = principalFromPeer(socket.getPeerCertificate(), rules);
     if (!result.ok) {
-      authLog.warn({ event: 'handshake', outcome: 'refused', reason: result.reason, remoteIp, ...peerFacts(socket) }, 'client refused');
+      const facts = peerFacts(socket);
+      authLog.warn({ event: 'handshake', outcome: 'refused', reason: result.reason, remoteIp, ...facts }, 'client refused');
+      channels.handshake.publish({ outcome: 'refused', reason: 'wrong key usage', remoteIp, ...(facts.serial ? { serial: facts.serial } : {}) } satisfies HandshakeEvent);
       if (remoteIp) hooks.onRefused?.(remoteIp);
       socket.destroy();
       return;
     }
     const p = result.principal;
     socket[kPrincipal] = p;
+    channels.handshake.publish({ outcome: 'ok', remoteIp, principal: p.name, serial: p.serial } satisfies HandshakeEvent);
     authLog.info(
       { event: 'handshake', outcome: 'ok', principal: p.name, roles: p.roles, serial: p.serial, fingerprint: p.fingerprint, remoteIp, tlsVersion: socket.getProtocol(), cipher: socket.getCipher()?.name, resumed: socket.isSessionReused() },
       'client authenticated',
@@ -105,6 +109,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     const { reason, detail } = refusalReason(socket.authorizationError, err);
     const ip = remoteIpOf(socket);
     authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp: ip, ...facts }, 'client refused');
+    channels.handshake.publish({ outcome: 'refused', reason, remoteIp: ip, ...(facts.serial ? { serial: facts.serial } : {}) } satisfies HandshakeEvent);
     if (ip) hooks.onRefused?.(ip);
   });
   return server;

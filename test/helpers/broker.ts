@@ -120,7 +120,7 @@ export async function startUpstream(t: TestContext, handler?: (req: SeenRequest,
 
 export interface LogSink {
   lines: Array<Record<string, unknown>>;
-  of(stream: 'auth' | 'access' | 'error'): Array<Record<string, unknown>>;
+  of(stream: 'auth' | 'access' | 'error' | 'audit'): Array<Record<string, unknown>>;
   /** Resolves with the first line (existing or future) that matches, or rejects after `ms`. */
   waitFor(pred: (l: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>;
 }
@@ -140,7 +140,7 @@ export function captureLoggers(): { loggers: Loggers; sink: LogSink } {
     },
   });
   const root = pino({ level: 'debug', base: undefined }, stream);
-  const loggers: Loggers = { auth: root.child({ log: 'auth' }), access: root.child({ log: 'access' }), error: root.child({ log: 'error' }), root: root.child({ log: 'error' }) };
+  const loggers: Loggers = { auth: root.child({ log: 'auth' }), access: root.child({ log: 'access' }), error: root.child({ log: 'error' }), audit: root.child({ log: 'audit' }), root: root.child({ log: 'error' }), reopen() {}, flush() {} };
   return {
     loggers,
     sink: {
@@ -183,7 +183,7 @@ export const LENIENT = {
 
 /** Validates `raw` as a config (pki.dir and listen default to the test's; abuse limits LENIENT) and starts the broker. */
 export async function startBroker(t: TestContext, pki: TestPki, raw: Record<string, unknown>): Promise<RunningBroker> {
-  const { config, problems } = validateConfig({ listen: { host: '127.0.0.1', port: 0 }, pki: { dir: pki.dir }, tls: { server: 'localhost' }, ...LENIENT, ...raw }, pki.dir);
+  const { config, problems } = validateConfig({ listen: { host: '127.0.0.1', port: 0 }, admin: { port: 0 }, pki: { dir: pki.dir }, tls: { server: 'localhost' }, ...LENIENT, ...raw }, pki.dir);
   if (!config) throw new Error(`test config invalid:\n${problems.join('\n')}`);
   const { loggers, sink } = captureLoggers();
   const broker = await buildBroker(config, { loggers });

@@ -1,0 +1,57 @@
+/**
+ * What the request path reports, as named diagnostics channels (as undici does): the path
+ * publishes plain objects and does not know who listens; metrics and alerts subscribe. Publishing
+ * to a channel nobody subscribes to costs next to nothing.
+ */
+import { channel } from 'node:diagnostics_channel';
+
+export interface HandshakeEvent {
+  outcome: 'ok' | 'refused';
+  reason?: string;
+  remoteIp?: string | undefined;
+  principal?: string;
+  serial?: string;
+}
+
+export interface RequestEvent {
+  route: string | null;
+  /** The role that granted access, or '' when refused before that. */
+  role: string;
+  principal: string | null;
+  status: number;
+  code?: string;
+  durationMs: number;
+  upstreamMs?: number;
+  remoteIp?: string | undefined;
+}
+
+export interface RejectEvent {
+  /** accept:<reason>, rate_limit, concurrency, ip_filter, body_too_large, headers_too_large, bad_path, … */
+  kind: string;
+  remoteIp?: string | undefined;
+  principal?: string;
+}
+
+export interface BanEvent {
+  remoteIp: string;
+  reason: string;
+  durationMs: number;
+}
+
+export interface StoreEvent {
+  outcome: 'down' | 'up' | 'error';
+}
+
+export interface ConnectionEvent {
+  delta: 1 | -1;
+}
+
+export const channels = {
+  handshake: channel('broker:handshake'),
+  request: channel('broker:request'),
+  reject: channel('broker:reject'),
+  ban: channel('broker:ban'),
+  store: channel('broker:store'),
+  connection: channel('broker:connection'),
+  reload: channel('broker:reload'),
+} as const;

@@ -1,0 +1,183 @@
+/**
+ * Alerts: rules over the diagnostics channels that raise an error-level log line and, when a
+ * webhook is configured, a JSON POST to it. Alerts are de-duplicated by key within a window (a
+ * storm makes one alert), and the webhook has a bounded queue and retries in the background: a
+ * slow or dead webhook never slows a request.
+ */
+import type { Logger } from 'pino';
+import { channels, type HandshakeEvent, type RequestEvent } from '../channels.ts';
+
+export interface AlertRules {
+  webhook?: string | undefined;
+  dedupWindowMs: number;
+  failedHandshakesPerIp: number;
+  failedHandshakesTotal: number;
+  windowMs: number;
+  rateLimitHits: number;
+  expiryWarningMs: number;
+  webhookTimeoutMs: number;
+}
+
+export interface Alert {
+  alert: string;
+  severity: 'critical' | 'warning';
+  key: string;
+  message: string;
+  details: Record<string, unknown>;
+  time: string;
+}
+
+/** Counts per key within a fixed window; bounded by a sweep of finished windows. */
+class WindowCounter {
+  readonly #counts = new Map<string, { n: number; ends: number }>();
+  readonly windowMs: number;
+  constructor(windowMs: number) {
+    this.windowMs = windowMs;
+  }
+  add(key: string, now: number): number {
+    const c = this.#counts.get(key);
+    if (!c || c.ends <= now) {
+      if (this.#counts.size > 100_000) this.sweep(now);
+      this.#counts.set(key, { n: 1, ends: now + this.windowMs });
+      return 1;
+    }
+    return ++c.n;
+  }
+  sweep(now: number): void {
+    for (const [k, c] of this.#counts) if (c.ends <= now) this.#counts.delete(k);
+  }
+}
+
+export interface AlertEngine {
+  raise(a: Omit<Alert, 'time'>): boolean;
+  /** Certificates and CRLs expiring within the warning window raise one alert each. */
+  checkExpiry(items: Array<{ kind: string; name: string; notAfter: Date }>): void;
+  /** Webhook deliveries still queued or in flight (for tests and shutdown). */
+  pending(): number;
+  readonly sent: number;
+  readonly dropped: number;
+  close(): void;
+}
+
+const QUEUE_MAX = 100;
+const RETRIES = 3;
+
+export function createAlerts(rules: AlertRules, log: Logger): AlertEngine {
+  const lastRaised = new Map<string, number>();
+  const perIp = new WindowCounter(rules.windowMs);
+  const total = new WindowCounter(rules.windowMs);
+  const limited = new WindowCounter(rules.windowMs);
+  const queue: Alert[] = [];
+  let inFlight = 0;
+  let sent = 0;
+  let dropped = 0;
+  let closed = false;
+
+  const deliver = async (a: Alert): Promise<void> => {
+    for (let attempt = 1; attempt <= RETRIES && !closed; attempt++) {
+      try {
+        const res = await fetch(rules.webhook as string, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(a),
+          signal: AbortSignal.timeout(rules.webhookTimeoutMs),
+        });
+        if (res.ok) {
+          sent++;
+          return;
+        }
+      } catch {
+        // retried below
+      }
+      await new Promise((r) => setTimeout(r, 200 * 2 ** attempt).unref());
+    }
+    log.warn({ event: 'alert', outcome: 'undelivered', alert: a.alert, key: a.key }, 'alert webhook did not accept the alert');
+  };
+
+  const pump = () => {
+    while (inFlight < 2 && queue.length) {
+      const a = queue.shift() as Alert;
+      inFlight++;
+      void deliver(a).finally(() => {
+        inFlight--;
+        pump();
+      });
+    }
+  };
+
+  const raise = (a: Omit<Alert, 'time'>): boolean => {
+    const now = Date.now();
+    const last = lastRaised.get(a.key);
+    if (last !== undefined && now - last < rules.dedupWindowMs) return false;
+    if (lastRaised.size > 10_000) for (const [k, t] of lastRaised) if (now - t >= rules.dedupWindowMs) lastRaised.delete(k);
+    lastRaised.set(a.key, now);
+    const alert: Alert = { ...a, time: new Date(now).toISOString() };
+    log.error({ event: 'alert', alert: a.alert, severity: a.severity, key: a.key, ...a.details }, a.message);
+    if (rules.webhook && !closed) {
+      if (queue.length >= QUEUE_MAX) {
+        queue.shift();
+        dropped++;
+      }
+      queue.push(alert);
+      pump();
+    }
+    return true;
+  };
+
+  const onHandshake = (m: unknown) => {
+    const e = m as HandshakeEvent;
+    if (e.outcome !== 'refused') return;
+    const now = Date.now();
+    if (e.reason === 'revoked') raise({ alert: 'revoked_certificate_used', severity: 'critical', key: `revoked:${e.serial ?? e.remoteIp}`, message: 'a revoked certificate was presented', details: { remoteIp: e.remoteIp, serial: e.serial } });
+    if (e.remoteIp && perIp.add(e.remoteIp, now) === rules.failedHandshakesPerIp) {
+      raise({ alert: 'failed_handshakes_from_ip', severity: 'warning', key: `hs-ip:${e.remoteIp}`, message: `${rules.failedHandshakesPerIp} failed handshakes from one address`, details: { remoteIp: e.remoteIp, windowMs: rules.windowMs } });
+    }
+    if (total.add('*', now) === rules.failedHandshakesTotal) {
+      raise({ alert: 'failed_handshakes_total', severity: 'warning', key: 'hs-total', message: `${rules.failedHandshakesTotal} failed handshakes in total`, details: { windowMs: rules.windowMs } });
+    }
+  };
+  const onRequest = (m: unknown) => {
+    const e = m as RequestEvent;
+    if (e.code === 'BRK_ERR_AUTH_REVOKED') raise({ alert: 'revoked_certificate_used', severity: 'critical', key: `revoked:${e.principal}`, message: 'a revoked certificate was used on an open connection', details: { principal: e.principal, remoteIp: e.remoteIp } });
+    if (e.code === 'BRK_ERR_RATE_LIMITED' && e.principal && limited.add(e.principal, Date.now()) === rules.rateLimitHits) {
+      raise({ alert: 'rate_limit_repeated', severity: 'warning', key: `rl:${e.principal}`, message: `${e.principal} hit its rate limit ${rules.rateLimitHits} times`, details: { principal: e.principal, windowMs: rules.windowMs } });
+    }
+    if (e.code === 'BRK_ERR_UPSTREAM_UNAVAILABLE' || e.code === 'BRK_ERR_UPSTREAM_TIMEOUT') {
+      raise({ alert: 'upstream_down', severity: 'critical', key: `upstream:${e.route}`, message: `the upstream of route ${e.route} is failing`, details: { route: e.route, code: e.code } });
+    }
+  };
+  channels.handshake.subscribe(onHandshake);
+  channels.request.subscribe(onRequest);
+
+  return {
+    raise,
+    checkExpiry(items) {
+      const now = Date.now();
+      for (const it of items) {
+        const left = it.notAfter.getTime() - now;
+        if (left < rules.expiryWarningMs) {
+          raise({
+            alert: left <= 0 ? 'certificate_expired' : 'certificate_expiring',
+            severity: left <= 0 || it.kind !== 'client' ? 'critical' : 'warning',
+            key: `expiry:${it.kind}:${it.name}`,
+            message: `${it.kind} ${it.name} ${left <= 0 ? 'has expired' : `expires in ${Math.ceil(left / 86_400_000)} days`}`,
+            details: { kind: it.kind, name: it.name, notAfter: it.notAfter.toISOString() },
+          });
+        }
+      }
+    },
+    pending: () => queue.length + inFlight,
+    get sent() {
+      return sent;
+    },
+    get dropped() {
+      return dropped;
+    },
+    close() {
+      closed = true;
+      queue.length = 0;
+      channels.handshake.unsubscribe(onHandshake);
+      channels.request.unsubscribe(onRequest);
+    },
+  };
+}

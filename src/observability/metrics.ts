@@ -1,0 +1,87 @@
+/**
+ * Prometheus metrics, fed by the diagnostics channels. Its own registry (not prom-client's global
+ * one), Prometheus naming (`broker_…_total`, `_seconds`), label values from small closed sets
+ * (route names, roles, status codes, reasons) so cardinality stays bounded. Certificate expiry
+ * gauges are computed when scraped.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { channels, type BanEvent, type ConnectionEvent, type HandshakeEvent, type RejectEvent, type RequestEvent, type StoreEvent } from '../channels.ts';
+
+export interface ExpirySource {
+  /** [kind, name, notAfter] for every certificate and CRL worth watching. */
+  (): Array<{ kind: 'server' | 'ca' | 'crl' | 'client'; name: string; notAfter: Date }>;
+}
+
+export interface Metrics {
+  registry: Registry;
+  /** Gauge of bans in force, refreshed on scrape. */
+  setBansActive(fn: () => number): void;
+  setExpirySource(fn: ExpirySource): void;
+  close(): void;
+}
+
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (o.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'broker_process_' });
+  const requests = new Counter({ name: 'broker_requests_total', help: 'Requests answered, by route, granting role and status', labelNames: ['route', 'role', 'status'], registers: [registry] });
+  const duration = new Histogram({ name: 'broker_request_duration_seconds', help: 'Time from request head to response end', labelNames: ['route'], buckets: LATENCY_BUCKETS, registers: [registry] });
+  const upstream = new Histogram({ name: 'broker_upstream_duration_seconds', help: 'Time the upstream took to answer', labelNames: ['route'], buckets: LATENCY_BUCKETS, registers: [registry] });
+  const handshakes = new Counter({ name: 'broker_handshakes_total', help: 'TLS handshakes by outcome and failure reason', labelNames: ['outcome', 'reason'], registers: [registry] });
+  const rejections = new Counter({ name: 'broker_rejections_total', help: 'Requests and connections refused by limits and filters, by kind', labelNames: ['kind'], registers: [registry] });
+  const open = new Gauge({ name: 'broker_open_connections', help: 'Client connections open now', registers: [registry] });
+  const bans = new Counter({ name: 'broker_bans_total', help: 'Addresses banned, by reason', labelNames: ['reason'], registers: [registry] });
+  let bansActive: () => number = () => 0;
+  new Gauge({ name: 'broker_bans_active', help: 'Addresses banned now', registers: [registry], collect() { this.set(bansActive()); } });
+  const reloads = new Counter({ name: 'broker_reloads_total', help: 'Reloads of config and certificates, by outcome', labelNames: ['outcome'], registers: [registry] });
+  const storeErrors = new Counter({ name: 'broker_redis_errors_total', help: 'Shared store (Redis) outages and errors', labelNames: ['outcome'], registers: [registry] });
+  let expiry: ExpirySource = () => [];
+  new Gauge({
+    name: 'broker_certificate_expiry_seconds',
+    help: 'Seconds until expiry of the server certificate, the CA certificates, the CRLs (nextUpdate) and every issued client certificate',
+    labelNames: ['kind', 'name'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const now = Date.now();
+      for (const e of expiry()) this.set({ kind: e.kind, name: e.name }, Math.round((e.notAfter.getTime() - now) / 1000));
+    },
+  });
+
+  const onHandshake = (m: unknown) => {
+    const e = m as HandshakeEvent;
+    handshakes.inc({ outcome: e.outcome, reason: e.outcome === 'ok' ? '' : (e.reason ?? 'unknown') });
+  };
+  const onRequest = (m: unknown) => {
+    const e = m as RequestEvent;
+    const route = e.route ?? '';
+    requests.inc({ route, role: e.role, status: String(e.status) });
+    duration.observe({ route }, e.durationMs / 1000);
+    if (e.upstreamMs !== undefined) upstream.observe({ route }, e.upstreamMs / 1000);
+  };
+  const onReject = (m: unknown) => rejections.inc({ kind: (m as RejectEvent).kind });
+  const onBan = (m: unknown) => bans.inc({ reason: (m as BanEvent).reason });
+  const onStore = (m: unknown) => storeErrors.inc({ outcome: (m as StoreEvent).outcome });
+  const onConnection = (m: unknown) => open.inc((m as ConnectionEvent).delta);
+  const onReload = (m: unknown) => reloads.inc({ outcome: (m as { outcome: string }).outcome });
+  const subs: Array<[keyof typeof channels, (m: unknown) => void]> = [
+    ['handshake', onHandshake],
+    ['request', onRequest],
+    ['reject', onReject],
+    ['ban', onBan],
+    ['store', onStore],
+    ['connection', onConnection],
+    ['reload', onReload],
+  ];
+  for (const [name, fn] of subs) channels[name].subscribe(fn);
+
+  return {
+    registry,
+    setBansActive: (fn) => void (bansActive = fn),
+    setExpirySource: (fn) => void (expiry = fn),
+    close() {
+      for (const [name, fn] of subs) channels[name].unsubscribe(fn);
+    },
+  };
+}

@@ -55,7 +55,7 @@ test('broker serve with a config from the store: curl with a client certificate 
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
   t.after(() => upstream.close());
   const port = (upstream.address() as AddressInfo).port;
-  writeFileSync(join(dir, 'broker.yaml'), `listen: { host: 127.0.0.1, port: 0 }\npki: { dir: ./pki }\ntls: { server: edge }\nroutes:\n  - { name: orders, path: /orders, upstream: "http://127.0.0.1:${port}", roles: [partner] }\n`);
+  writeFileSync(join(dir, 'broker.yaml'), `listen: { host: 127.0.0.1, port: 0 }\nadmin: { port: 0 }\npki: { dir: ./pki }\ntls: { server: edge }\nroutes:\n  - { name: orders, path: /orders, upstream: "http://127.0.0.1:${port}", roles: [partner] }\n`);
   assert.equal(run(['config', 'check', '--config', 'broker.yaml']).code, 0);
 
   const child = spawn(NODE, [BIN, 'serve', '--config', 'broker.yaml'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });

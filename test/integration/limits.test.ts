@@ -1,6 +1,6 @@
 /**
  * Size and time limits on requests: limits.bodySize (declared and streamed bodies), limits.urlLength
- * and timeouts.headers (a slow client is dropped without holding up anyone else).
+ * and timeouts.headers / timeouts.request (a slow client is dropped without holding up anyone else).
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -130,6 +130,30 @@ test('a client that stops halfway through its request head is dropped at timeout
   // deadline here catches a sweep that ignores timeouts.headers.
   await within(slowClosed, 10_000, 'the slow client was not dropped');
   // Dropped by the server, with at most an error answer; the partial request never went upstream.
+  assert.ok(answer === '' || /^HTTP\/1\.1 4\d\d /.test(answer), JSON.stringify(answer));
+  assert.deepEqual(s.up.seen.map((r) => r.url), ['/api/fast']);
+});
+
+test('a client that stalls halfway through its body is dropped at timeouts.request; others are served', async (t) => {
+  const s = await setup(t, { timeouts: { headers: '500ms', request: '1s' } });
+  const upstreamRequest = once(s.up.server, 'request') as Promise<[IncomingMessage]>;
+  const slow = await mtls(s);
+  t.after(() => void slow.destroy());
+  let answer = '';
+  slow.on('data', (c: Buffer) => (answer += c.toString('latin1')));
+  slow.on('error', () => {});
+  const slowClosed = once(slow, 'close');
+  // The head is complete (so timeouts.headers is met); 100 of the 1000 announced body bytes follow.
+  slow.write(`POST /api/slow HTTP/1.1\r\n${H}Content-Length: 1000\r\n\r\n${'a'.repeat(100)}`);
+  // The proxy streams: the upstream has the request, and must see it end incomplete.
+  const [upReq] = await upstreamRequest;
+  const upstreamDone = new Promise<boolean>((resolve) => upReq.on('close', () => resolve(upReq.complete)));
+
+  const res = await request(s.b.port, { id: s.alice, ca: s.pki.ca, path: '/api/fast' });
+  assert.equal(res.status, 200);
+
+  await within(slowClosed, 10_000, 'the slow client was not dropped');
+  assert.equal(await within(upstreamDone, 10_000, 'the upstream request did not end'), false, 'the upstream received a whole body');
   assert.ok(answer === '' || /^HTTP\/1\.1 4\d\d /.test(answer), JSON.stringify(answer));
   assert.deepEqual(s.up.seen.map((r) => r.url), ['/api/fast']);
 });

@@ -1,77 +1,65 @@
 /**
- * The composition root: builds the broker from a validated config. It wires the TLS listener,
- * the request filters, the routes and the logs together, and never listens by itself.
+ * The composition root: builds the broker from a validated config and never listens by itself.
+ * Long-lived parts (the TLS listener, the shared store, the connection guard, logs, metrics,
+ * alerts, the admin listener) live as long as the process; the request-handling app is one
+ * generation per config (app.ts), swapped atomically by `reload()`.
  *
- * Request path: TLS handshake (chain + CRLs, identity decided once per connection) → rewriteUrl
- * (one canonical path, or a marked rejection) → onRequest (head checks, identity present, not
- * revoked) → route (Fastify's router on the canonical path) → ACL preHandler → proxy → access log.
+ * Request path: TCP accept (guard) → TLS handshake (chain + CRLs, identity decided once per
+ * connection) → rewriteUrl (one canonical path) → onRequest (head checks, identity, role address
+ * lists, revocation) → route → ACL → limits → proxy → access log.
  */
-import type { Server } from 'node:https';
 import { readFileSync } from 'node:fs';
-import type { IncomingMessage } from 'node:http';
+import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { randomUUID } from 'node:crypto';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { BrokerConfig } from './config/index.ts';
-import { parseDuration, parseSize } from './config/index.ts';
-import { checkHead, normalizePath } from './filter/index.ts';
-import { createTlsServer, principalOf } from './tls/listener.ts';
+import { parseDuration } from './config/index.ts';
+import { compileIdentityRules } from './identity/index.ts';
+import { createTlsServer, principalOf, type TlsListener } from './tls/listener.ts';
 import { loadTlsMaterial, type TlsMaterial } from './tls/material.ts';
-import { registerRoute, kBody } from './proxy/plugin.ts';
-import { replyError } from './proxy/reply-error.ts';
-import { accessLog, readiness } from './observability/plugin.ts';
+import { secureContextOptions } from './tls/options.ts';
+import { readiness } from './observability/plugin.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { createAlerts, type AlertEngine } from './observability/alerts.ts';
 import { buildAdmin } from './admin/plugin.ts';
 import { expirySource } from './observability/expiry.ts';
 import { createLoggers, type Loggers } from './observability/loggers.ts';
 import { ERRORS, httpErrorBody, type HttpErrorCode } from './errors.ts';
-import type { Principal } from './identity/index.ts';
-import type { BodyLimiter } from './filter/body-limit.ts';
 import { ConnectionGuard } from './filter/connection-guard.ts';
-import { compileIpList, plainIp, type IpList } from './filter/ip.ts';
-import { compileLimits, createStore, type SharedStore } from './ratelimit/index.ts';
-import { limitGate } from './ratelimit/plugin.ts';
+import { createStore, type SharedStore } from './ratelimit/index.ts';
+import { buildApp } from './app.ts';
+import { channels } from './channels.ts';
 
-const kReject = Symbol('broker.reject');
-
-interface RejectMark {
-  code: HttpErrorCode;
-  detail: string;
+export interface ReloadResult {
+  ok: boolean;
+  problems: string[];
+  /** Settings that changed but only take effect after a restart. */
+  restartNeeded: string[];
+  revoked: number;
 }
 
 export interface Broker {
-  app: FastifyInstance;
+  /** The current generation's app (changes on reload). */
+  readonly app: FastifyInstance;
+  readonly config: BrokerConfig;
+  readonly material: TlsMaterial;
   store: SharedStore;
   guard: ConnectionGuard;
-  server: Server;
-  material: TlsMaterial;
+  server: TlsListener;
   loggers: Loggers;
   metrics: Metrics;
   alerts: AlertEngine;
   admin: FastifyInstance | undefined;
   /** Starts listening (and the admin listener); resolves with the bound addresses. */
   listen(): Promise<{ host: string; port: number; adminPort?: number }>;
-  close(): Promise<void>;
-}
-
-/** Per-role address lists: a refusal reason when one of the identity's roles does not admit `ip`. */
-function compileRoleIps(roles: BrokerConfig['roles']): (held: readonly string[], ip: string) => string | undefined {
-  const lists = new Map<string, { allow: IpList; deny: IpList }>();
-  for (const [role, r] of Object.entries(roles)) {
-    if (r.allowIps?.length || r.denyIps?.length) lists.set(role, { allow: compileIpList(r.allowIps ?? []), deny: compileIpList(r.denyIps ?? []) });
-  }
-  if (lists.size === 0) return () => undefined;
-  return (held, ip) => {
-    const address = plainIp(ip);
-    for (const role of held) {
-      const l = lists.get(role);
-      if (!l) continue;
-      if (l.deny.size && l.deny.has(address)) return `${address} denied for role ${role}`;
-      if (l.allow.size && !l.allow.has(address)) return `${address} not allowed for role ${role}`;
-    }
-    return undefined;
-  };
+  /**
+   * Builds everything for `next` off to the side and switches to it; on any problem keeps the
+   * current config and certificates and says why. `next` defaults to re-reading the same config
+   * (new certificates, CRL) when the caller has no new file content.
+   */
+  reload(next?: BrokerConfig, trigger?: string): Promise<ReloadResult>;
+  /** Stops accepting, lets running requests finish up to `graceMs`, then closes everything. */
+  close(graceMs?: number): Promise<void>;
 }
 
 export interface BuildOptions {
@@ -80,179 +68,243 @@ export interface BuildOptions {
   store?: SharedStore;
   /** Metrics shared by several brokers in one process (tests); by default each makes its own. */
   metrics?: Metrics;
+  /** Re-reads the config file for reloads without an explicit config (SIGHUP, POST /reload, file changes). */
+  reloadSource?: () => BrokerConfig;
 }
 
 function clientErrorHandler(err: Error & { code?: string }, socket: Duplex): void {
   // Only HTTP errors (parser, request/headers deadline) on an established connection get an answer.
-  // The https server routes TLS errors here too (ERR_TLS_HANDSHAKE_TIMEOUT before the handshake, a
-  // TLS alert after it): there is no working channel to answer on, a write would stay queued and
-  // `end()` would keep the connection open for ever, so the handshake deadline would never close it.
+  // TLS errors arrive here too (a handshake timeout, an alert): there is no channel to answer on,
+  // and `end()` would keep the connection open for ever; those sockets are destroyed.
   const httpError = err.code !== undefined && (err.code.startsWith('HPE_') || err.code === 'ERR_HTTP_REQUEST_TIMEOUT');
   if (!httpError || !socket.writable || !principalOf(socket)) return void socket.destroy();
-  const code: HttpErrorCode = err.code === 'HPE_HEADER_OVERFLOW' ? 'BRK_ERR_HTTP_HEADERS_TOO_LARGE' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'BRK_ERR_HTTP_BAD_REQUEST' : 'BRK_ERR_HTTP_BAD_REQUEST';
+  const code: HttpErrorCode = err.code === 'HPE_HEADER_OVERFLOW' ? 'BRK_ERR_HTTP_HEADERS_TOO_LARGE' : 'BRK_ERR_HTTP_BAD_REQUEST';
   const body = JSON.stringify(httpErrorBody(code, '-'));
   const status = ERRORS[code].status;
   socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
 }
 
-export async function buildBroker(c: BrokerConfig, o: BuildOptions = {}): Promise<Broker> {
-  const loggers = o.loggers ?? createLoggers(c.log);
-  const material = loadTlsMaterial(c);
-  const limits = { headerCount: c.limits.headerCount, bodySize: parseSize(c.limits.bodySize, 'limits.bodySize') };
-  const urlLength = c.limits.urlLength;
-  const foldCase = c.http.foldCase;
-  const state = { revoked: material.revoked };
-  const store = o.store ?? createStore(c, loggers.error);
-  const guard = new ConnectionGuard(c, store, loggers.auth, loggers.audit);
+/** Top-level settings a reload cannot change in a running process. */
+const RESTART_ONLY = ['listen', 'admin', 'log', 'workers', 'redis'] as const;
+
+function restartNeeded(a: BrokerConfig, b: BrokerConfig): string[] {
+  const changed: string[] = RESTART_ONLY.filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
+  if (a.rateLimit.store !== b.rateLimit.store || a.rateLimit.failOpen !== b.rateLimit.failOpen) changed.push('rateLimit.store');
+  if (a.limits.headerSize !== b.limits.headerSize) changed.push('limits.headerSize');
+  return changed;
+}
+
+/** How long a replaced generation is kept for the requests still running on it. */
+function drainMs(c: BrokerConfig): number {
+  return Math.max(...c.routes.map((r) => parseDuration(r.timeout, 'timeout')), parseDuration(c.timeouts.request, 'timeouts.request')) + 5_000;
+}
+
+export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): Promise<Broker> {
+  const loggers = o.loggers ?? createLoggers(initial.log);
+  let config = initial;
+  let material = loadTlsMaterial(config);
+  let rules = compileIdentityRules(config.identities);
+  /** Revocations heard from other replicas, beyond this replica's CRL. */
+  const remoteRevoked = new Set<string>();
+  const isRevoked = (serial: string) => material.revoked.has(serial) || remoteRevoked.has(serial);
+  const store = o.store ?? createStore(config, loggers.error);
+  const guard = new ConnectionGuard(config, store, loggers.auth, loggers.audit);
   await guard.start();
-  const roleIps = compileRoleIps(c.roles);
-  const gate = limitGate(compileLimits(c), store);
-  let tlsServer: Server | undefined;
+  store.onRecover?.(() => void guard.start());
 
-  const app: FastifyInstance = Fastify({
-    serverFactory: (handler) => {
-      tlsServer = createTlsServer(c, material, loggers.auth, handler, { onRefused: (ip) => void guard.failure(ip, 'handshake') });
-      guard.attach(tlsServer);
-      tlsServer.maxRequestsPerSocket = c.filters.maxRequestsPerConnection;
-      return tlsServer;
-    },
-    loggerInstance: loggers.root as unknown as FastifyBaseLogger,
-    logController: new LogController({ disableRequestLogging: true }),
-    genReqId: () => randomUUID(),
-    requestIdHeader: false,
-    trustProxy: false,
-    bodyLimit: limits.bodySize,
-    return503OnClosing: true,
-    keepAliveTimeout: parseDuration(c.timeouts.keepAlive, 'timeouts.keepAlive'),
-    requestTimeout: parseDuration(c.timeouts.request, 'timeouts.request'),
-    routerOptions: { caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false },
-    clientErrorHandler,
-    rewriteUrl(req: IncomingMessage): string {
-      const url = req.url ?? '';
-      const mark = (code: HttpErrorCode, detail: string) => {
-        (req as unknown as Record<symbol, RejectMark>)[kReject] = { code, detail };
-        return '/';
-      };
-      if (url.length > urlLength) return mark('BRK_ERR_HTTP_URI_TOO_LONG', `${url.length} characters`);
-      const r = normalizePath(url, { foldCase, maxLength: urlLength });
-      return r.ok ? r.path + r.query : mark('BRK_ERR_HTTP_BAD_PATH', r.reason);
-    },
+  const deps = { loggers, store, guard, isRevoked };
+  let app = await buildApp(config, deps);
+  const retired = new Set<NodeJS.Timeout>();
+
+  const server = createTlsServer(config, material, loggers.auth, (req, res) => app.routing(req, res), {
+    onRefused: (ip) => void guard.failure(ip, 'handshake'),
+    rules: () => rules,
+    isRevoked: (serial) => remoteRevoked.has(serial),
   });
-
-  const principal = (request: FastifyRequest): Principal => {
-    const p = principalOf(request.raw.socket);
-    if (!p) throw new Error('request without a verified principal reached a route');
-    return p;
+  server.on('clientError', clientErrorHandler);
+  guard.attach(server);
+  const applyServerLimits = (c: BrokerConfig) => {
+    server.maxRequestsPerSocket = c.filters.maxRequestsPerConnection;
+    server.maxHeadersCount = c.limits.headerCount + 1;
+    server.headersTimeout = parseDuration(c.timeouts.headers, 'timeouts.headers');
+    server.requestTimeout = parseDuration(c.timeouts.request, 'timeouts.request');
+    server.keepAliveTimeout = parseDuration(c.timeouts.keepAlive, 'timeouts.keepAlive');
   };
-
-  app.addHook('onRequest', (request, reply, done) => {
-    // On a connection's last allowed request (maxRequestsPerSocket) Node sends "Connection: close"
-    // but keeps the connection open until keepAlive, answering anything more with a bare 503.
-    // Setting the header ourselves makes Node close the connection once this answer is out.
-    if ((reply.raw as { maxRequestsOnConnectionReached?: boolean }).maxRequestsOnConnectionReached) reply.header('connection', 'close');
-    const raw = request.raw;
-    const rejected = (raw as unknown as Record<symbol, RejectMark | undefined>)[kReject];
-    if (rejected) return void replyError(reply, rejected.code, rejected.detail);
-    const head = checkHead(raw.rawHeaders, limits);
-    if (!head.ok) return void replyError(reply.header('connection', 'close'), head.code, head.detail);
-    const p = principalOf(raw.socket);
-    if (!p) return void replyError(reply.header('connection', 'close'), 'BRK_ERR_AUTH_NO_IDENTITY', 'no verified principal on this connection');
-    const ipRefusal = roleIps(p.roles, raw.socket.remoteAddress ?? '');
-    if (ipRefusal) return void replyError(reply, 'BRK_ERR_FILTER_IP_DENIED', ipRefusal);
-    if (state.revoked.has(p.serial)) {
-      loggers.auth.warn({ event: 'request', outcome: 'refused', reason: 'revoked', principal: p.name, serial: p.serial, remoteIp: raw.socket.remoteAddress }, 'revoked certificate on an open connection');
-      return void replyError(reply.header('connection', 'close'), 'BRK_ERR_AUTH_REVOKED', `serial ${p.serial} is revoked`);
+  applyServerLimits(config);
+  // WebSocket upgrades go to the current generation: to its WebSocket routes when it has any,
+  // otherwise through its normal request path (which refuses them).
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (app.server.listenerCount('upgrade') > 0) {
+      app.server.emit('upgrade', req, socket, head);
+      return;
     }
-    done();
+    const res = new ServerResponse(req);
+    res.assignSocket(socket as never);
+    res.on('finish', () => socket.destroy());
+    app.routing(req, res);
   });
 
-  accessLog(app, {
-    access: loggers.access,
-    principalOf: (request) => principalOf(request.raw.socket),
-    bytesIn: (request) => (request as unknown as Record<symbol, BodyLimiter | undefined>)[kBody]?.bytes ?? Number(request.headers['content-length'] ?? 0),
-    onAnswer: (request, status) => {
-      if (status === 401 || status === 403) void guard.failure(request.raw.socket.remoteAddress ?? '', 'request');
-    },
+  const closeRevoked = (serials: Iterable<string>): number => {
+    let closed = 0;
+    for (const serial of serials) closed += server.closeConnectionsOf(serial);
+    return closed;
+  };
+  store.onRevoked?.((serials) => {
+    for (const s of serials) remoteRevoked.add(s);
+    const closed = closeRevoked(serials);
+    loggers.audit.info({ event: 'revocation', source: 'replica', serials, closedConnections: closed }, 'revocations heard from another replica');
   });
-
-  app.setNotFoundHandler((request, reply) => {
-    replyError(reply, 'BRK_ERR_HTTP_NOT_FOUND', `no route for ${request.url.split('?', 1)[0]}`);
-  });
-
-  app.setErrorHandler((err: Error & { code?: string; statusCode?: number }, request, reply) => {
-    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.code === 'BRK_ERR_HTTP_BODY_TOO_LARGE') return replyError(reply.header('connection', 'close'), 'BRK_ERR_HTTP_BODY_TOO_LARGE', err.message);
-    if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) return replyError(reply, 'BRK_ERR_HTTP_BAD_REQUEST', err.message);
-    loggers.error.error({ event: 'internal', reqId: request.id, err }, 'request failed');
-    return replyError(reply, 'BRK_ERR_HTTP_INTERNAL', err.message);
-  });
-
-  for (const route of c.routes) await registerRoute(app, route, { bodyLimit: limits.bodySize, errorLog: loggers.error, principalOf: principal, gate });
-  await app.ready();
-  const server = tlsServer as unknown as Server;
+  for (const s of (await store.revokedSerials?.()) ?? []) remoteRevoked.add(s);
 
   const metrics = o.metrics ?? createMetrics();
-  const expiry = expirySource(c, () => material);
+  const expiry = expirySource(config, () => material);
   metrics.setExpirySource(expiry);
   metrics.setBansActive(() => guard.activeBans);
   const alerts = createAlerts(
     {
-      webhook: c.alerts.webhook,
-      dedupWindowMs: parseDuration(c.alerts.dedupWindow, 'alerts.dedupWindow'),
-      windowMs: parseDuration(c.alerts.window, 'alerts.window'),
-      failedHandshakesPerIp: c.alerts.failedHandshakesPerIp,
-      failedHandshakesTotal: c.alerts.failedHandshakesTotal,
-      rateLimitHits: c.alerts.rateLimitHits,
-      expiryWarningMs: parseDuration(c.alerts.expiryWarning, 'alerts.expiryWarning'),
-      webhookTimeoutMs: parseDuration(c.alerts.webhookTimeout, 'alerts.webhookTimeout'),
+      webhook: config.alerts.webhook,
+      dedupWindowMs: parseDuration(config.alerts.dedupWindow, 'alerts.dedupWindow'),
+      windowMs: parseDuration(config.alerts.window, 'alerts.window'),
+      failedHandshakesPerIp: config.alerts.failedHandshakesPerIp,
+      failedHandshakesTotal: config.alerts.failedHandshakesTotal,
+      rateLimitHits: config.alerts.rateLimitHits,
+      expiryWarningMs: parseDuration(config.alerts.expiryWarning, 'alerts.expiryWarning'),
+      webhookTimeoutMs: parseDuration(config.alerts.webhookTimeout, 'alerts.webhookTimeout'),
     },
     loggers.error,
   );
   alerts.checkExpiry(expiry());
   const expiryTimer = setInterval(() => alerts.checkExpiry(expiry()), 3_600_000).unref();
-  const admin = c.admin.enabled
+
+  let reloading: Promise<ReloadResult> | undefined;
+  const reload = async (next?: BrokerConfig, trigger = 'api'): Promise<ReloadResult> => {
+    let target = next ?? config;
+    let restart: string[] = [];
+    try {
+      if (!next && o.reloadSource) target = o.reloadSource();
+      restart = restartNeeded(config, target);
+      const nextMaterial = loadTlsMaterial(target);
+      const nextApp = await buildApp(target, deps);
+      // setSecureContext replaces every option: hand it the full set.
+      server.setSecureContext(secureContextOptions(nextMaterial, target.tls));
+      const newlyRevoked = [...nextMaterial.revoked].filter((s) => !material.revoked.has(s));
+      const previous = app;
+      app = nextApp;
+      material = nextMaterial;
+      rules = compileIdentityRules(target.identities);
+      applyServerLimits(target);
+      guard.update(target);
+      config = target;
+      const timer = setTimeout(() => {
+        retired.delete(timer);
+        void previous.close().catch(() => {});
+      }, drainMs(target)).unref();
+      retired.add(timer);
+      const closed = closeRevoked(newlyRevoked);
+      if (newlyRevoked.length) await store.publishRevoked?.(newlyRevoked);
+      loggers.audit.info({ event: 'reload', outcome: 'ok', trigger, routes: target.routes.length, revoked: newlyRevoked, closedConnections: closed, restartNeeded: restart }, 'configuration and certificates reloaded');
+      if (restart.length) loggers.error.warn({ event: 'reload', restartNeeded: restart }, `changes to ${restart.join(', ')} take effect after a restart`);
+      channels.reload.publish({ outcome: 'ok' });
+      return { ok: true, problems: [], restartNeeded: restart, revoked: newlyRevoked.length };
+    } catch (err) {
+      const problems = ((err as Error).message ?? String(err)).split('\n').map((l) => l.trim()).filter(Boolean);
+      loggers.error.error({ event: 'reload', outcome: 'failed', trigger, problems }, 'reload refused; still serving the previous configuration');
+      loggers.audit.info({ event: 'reload', outcome: 'failed', trigger, problems }, 'reload refused');
+      channels.reload.publish({ outcome: 'failed' });
+      return { ok: false, problems, restartNeeded: restart, revoked: 0 };
+    }
+  };
+  const serialReload = (next?: BrokerConfig, trigger?: string): Promise<ReloadResult> => {
+    const run = (reloading ?? Promise.resolve()).then(() => reload(next, trigger));
+    reloading = run.finally(() => {
+      if (reloading === run) reloading = undefined;
+    }) as Promise<ReloadResult>;
+    return run;
+  };
+
+  const admin = config.admin.enabled
     ? await buildAdmin({
         registry: metrics.registry,
-        token: c.admin.tokenFile ? readFileSync(c.admin.tokenFile, 'utf8').split(/\r?\n/, 1)[0] : undefined,
+        token: config.admin.tokenFile ? readFileSync(config.admin.tokenFile, 'utf8').split(/\r?\n/, 1)[0] : undefined,
         readiness: readiness({
           serverNotAfter: () => material.server.notAfter,
           crlNextUpdate: () => material.crlNextUpdate,
-          upstreams: c.routes.map((r) => ({ route: r.name, url: r.upstream })),
-          upstreamTimeoutMs: parseDuration(c.admin.upstreamCheckTimeout, 'admin.upstreamCheckTimeout'),
+          upstreams: () => config.routes.map((r) => ({ route: r.name, url: r.upstream })),
+          upstreamTimeoutMs: parseDuration(config.admin.upstreamCheckTimeout, 'admin.upstreamCheckTimeout'),
           store,
         }),
+        extend(adminApp) {
+          adminApp.post('/reload', async (_request, reply) => {
+            const r = await serialReload(undefined, 'admin');
+            loggers.audit.info({ event: 'admin', action: 'reload', outcome: r.ok ? 'ok' : 'failed' }, 'reload requested on the admin listener');
+            reply.code(r.ok ? 200 : 422);
+            return r;
+          });
+        },
       })
     : undefined;
 
-  return {
-    app,
+  let closing: Promise<void> | undefined;
+  const broker: Broker = {
+    get app() {
+      return app;
+    },
+    get config() {
+      return config;
+    },
+    get material() {
+      return material;
+    },
     store,
     guard,
+    server,
+    loggers,
     metrics,
     alerts,
     admin,
-    server,
-    material,
-    loggers,
     async listen() {
-      await app.listen({ host: c.listen.host, port: c.listen.port, listenTextResolver: (address) => `TLS listener on ${address.replace(/^http:/, 'https:')}` });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(config.listen.port, config.listen.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
       const addr = server.address();
       if (!addr || typeof addr === 'string') throw new Error('listener has no TCP address');
       let adminPort: number | undefined;
       if (admin) {
-        await admin.listen({ host: c.admin.host, port: c.admin.port });
+        try {
+          await admin.listen({ host: config.admin.host, port: config.admin.port });
+        } catch (err) {
+          server.close();
+          throw Object.assign(new Error(`admin listener ${config.admin.host}:${config.admin.port}: ${(err as NodeJS.ErrnoException).code ?? err}`), { code: (err as NodeJS.ErrnoException).code, admin: true });
+        }
         const a = admin.server.address();
         adminPort = a && typeof a !== 'string' ? a.port : undefined;
       }
       return { host: addr.address, port: addr.port, ...(adminPort !== undefined ? { adminPort } : {}) };
     },
-    async close() {
-      guard.close();
-      clearInterval(expiryTimer);
-      alerts.close();
-      if (!o.metrics) metrics.close();
-      await Promise.all([app.close(), admin?.close()]);
-      await store.close();
-      loggers.flush();
+    reload: serialReload,
+    close(graceMs = 0) {
+      closing ??= (async () => {
+        guard.close();
+        clearInterval(expiryTimer);
+        for (const t of retired) clearTimeout(t);
+        // Stop accepting; idle keep-alive connections go now, busy ones after their answer.
+        const stopped = server.listening ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+        server.closeIdleConnections();
+        const deadline = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
+        await Promise.race([stopped, deadline]);
+        server.closeAllConnections();
+        alerts.close();
+        if (!o.metrics) metrics.close();
+        await Promise.all([app.close(), admin?.close()]);
+        await store.close();
+        loggers.flush();
+      })();
+      return closing;
     },
   };
+  return broker;
 }

@@ -15,13 +15,14 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
     const { IpcStore } = await import('../ratelimit/ipc-store.ts');
     store = new IpcStore();
   }
-  const broker = await buildBroker(config, store ? { store } : {});
+  const broker = await buildBroker(config, { ...(store ? { store } : {}), reloadSource: () => loadConfig(file).config });
   let addr: { host: string; port: number; adminPort?: number };
   try {
     addr = await broker.listen();
   } catch (cause) {
     await broker.close().catch(() => {});
-    throw new BrokerError('BRK_ERR_LISTEN', `cannot listen on ${config.listen.host}:${config.listen.port}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
+    const where = (cause as { admin?: boolean }).admin ? `the admin listener ${config.admin.host}:${config.admin.port}` : `${config.listen.host}:${config.listen.port}`;
+    throw new BrokerError('BRK_ERR_LISTEN', `cannot listen on ${where}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
   }
   broker.loggers.error.info(
     { event: 'listening', host: addr.host, port: addr.port, adminPort: addr.adminPort ?? null, routes: config.routes.map((r) => r.name), pid: process.pid, store: broker.store.kind },
@@ -30,18 +31,40 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
   // logrotate: move the files, then SIGUSR2 makes the broker write to new ones
   const reopen = () => broker.loggers.reopen();
   process.on('SIGUSR2', reopen);
-  await new Promise<void>((resolve) => {
+  const hup = () => void broker.reload(undefined, 'SIGHUP');
+  process.on('SIGHUP', hup);
+  const { watchFiles } = await import('../tls/watch.ts');
+  const { materialFiles } = await import('../tls/material.ts');
+  const { parseDuration } = await import('../config/duration.ts');
+  const { resolve } = await import('node:path');
+  const watcher = config.reload.watch
+    ? watchFiles([resolve(file), ...Object.values(materialFiles(config))], parseDuration(config.reload.debounce, 'reload.debounce'), (what) => void broker.reload(undefined, `file change: ${what}`))
+    : undefined;
+  const graceMs = parseDuration(config.timeouts.shutdown, 'timeouts.shutdown');
+  await new Promise<void>((done) => {
+    let stopping = false;
     const stop = (signal: string) => {
-      broker.loggers.error.info({ event: 'shutdown', signal, pid: process.pid }, 'shutting down');
-      broker.close().finally(() => {
-        // A worker's IPC channel keeps it alive: let go of it so the process can end.
+      if (stopping) {
+        // A second signal: the operator does not want to wait. Exit now, as `kill -9` would, but said.
+        broker.loggers.error.warn({ event: 'shutdown', signal, pid: process.pid }, 'second signal: exiting at once');
+        broker.loggers.flush();
+        process.exit(1);
+      }
+      stopping = true;
+      broker.loggers.error.info({ event: 'shutdown', signal, pid: process.pid, graceMs }, 'shutting down: no new connections; running requests may finish');
+      watcher?.close();
+      broker.close(graceMs).finally(() => {
         process.off('SIGUSR2', reopen);
+        process.off('SIGHUP', hup);
+        process.off('SIGTERM', stop);
+        process.off('SIGINT', stop);
+        // A worker's IPC channel keeps it alive: let go of it so the process can end.
         if (inWorker && process.connected) process.disconnect();
-        resolve();
+        done();
       });
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
   });
 }
 

@@ -160,6 +160,7 @@ export const TimeoutsSchema = Type.Object(
     headers: Duration('10s', 'time to receive the request head (slowloris)'),
     request: Duration('60s', 'time to receive the whole request'),
     keepAlive: Duration('5s', 'idle keep-alive connections are closed after this'),
+    shutdown: Duration('30s', 'on SIGTERM, how long running requests may finish before connections are cut'),
   },
   { ...strict, default: {} },
 );
@@ -216,6 +217,13 @@ export const ConfigSchema = Type.Object(
     tls: TlsSchema,
     identities: Type.Array(IdentityRuleSchema, { default: [] }),
     routes: Type.Array(RouteSchema, { default: [] }),
+    reload: Type.Object(
+      {
+        watch: Type.Boolean({ default: true, description: 'reload when the config file or the certificate files change' }),
+        debounce: Duration('300ms', 'wait this long after the last change before reloading'),
+      },
+      { ...strict, default: {} },
+    ),
     workers: Type.Integer({ minimum: 1, maximum: 256, default: 1, description: 'processes serving the listener (node:cluster); limits stay exact across them' }),
     rateLimit: RateLimitSchema,
     maxConcurrent: Type.Integer({ minimum: 1, default: 100, description: 'in-flight requests per identity, unless a role says otherwise' }),

@@ -19,13 +19,13 @@ export type AcceptRefusal = 'ip not allowed' | 'banned' | 'too many connections'
 export const kRefused = Symbol('broker.refusedAtAccept');
 
 export class ConnectionGuard {
-  readonly #allow: IpList;
-  readonly #deny: IpList;
-  readonly #maxOpen: number;
-  readonly #rate: BucketSpec;
-  readonly #bans: BrokerConfig['bans'];
-  readonly #banWindowMs: number;
-  readonly #banMs: number;
+  #allow: IpList;
+  #deny: IpList;
+  #maxOpen: number;
+  #rate: BucketSpec;
+  #bans: BrokerConfig['bans'];
+  #banWindowMs: number;
+  #banMs: number;
   readonly #store: SharedStore;
   readonly #log: Logger;
   readonly #audit: Logger | undefined;
@@ -50,6 +50,18 @@ export class ConnectionGuard {
     this.#audit = audit;
     store.onBan((ip, until) => this.#banned.set(ip, until));
     this.#sweeper = setInterval(() => this.sweep(), 5_000).unref();
+  }
+
+  /** New filter and ban settings (reload); counters and bans in force are kept. */
+  update(c: Pick<BrokerConfig, 'filters' | 'bans'>): void {
+    this.#allow = compileIpList(c.filters.allowIps);
+    this.#deny = compileIpList(c.filters.denyIps);
+    this.#maxOpen = c.filters.maxConnectionsPerIp;
+    const r = c.filters.connectionRate;
+    this.#rate = { rate: r.rate, perMs: parseDuration(r.per, 'filters.connectionRate.per'), burst: r.burst };
+    this.#bans = c.bans;
+    this.#banWindowMs = parseDuration(c.bans.window, 'bans.window');
+    this.#banMs = parseDuration(c.bans.duration, 'bans.duration');
   }
 
   /** Loads the bans already in force (from other replicas, when the store is shared). */

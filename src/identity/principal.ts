@@ -32,7 +32,7 @@ export interface PeerCertLike {
 
 export const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
 
-export type IdentityResult = { ok: true; principal: Principal } | { ok: false; reason: string };
+export type IdentityResult = { ok: true; principal: Principal } | { ok: false; reason: string; detail: string };
 
 const asList = (v: string | string[] | undefined): string[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
 
@@ -93,12 +93,12 @@ function subjectString(subject: Record<string, string[]>): string {
 
 /** Decides who the peer is. The chain itself was verified by OpenSSL before this runs. */
 export function principalFromPeer(cert: PeerCertLike, rules: readonly CompiledRule[]): IdentityResult {
-  if (!cert.subject || !cert.fingerprint256 || !cert.serialNumber) return { ok: false, reason: 'no client certificate' };
-  if (!(cert.ext_key_usage ?? []).includes(CLIENT_AUTH_OID)) return { ok: false, reason: 'wrong key usage: the certificate has no extended key usage clientAuth' };
+  if (!cert.subject || !cert.fingerprint256 || !cert.serialNumber) return { ok: false, reason: 'no certificate', detail: 'no client certificate' };
+  if (!(cert.ext_key_usage ?? []).includes(CLIENT_AUTH_OID)) return { ok: false, reason: 'wrong key usage', detail: 'the certificate has no extended key usage clientAuth' };
   const subject: Record<string, string[]> = {};
   for (const [k, v] of Object.entries(cert.subject)) subject[k] = asList(v);
   const cns = subject.CN ?? [];
-  if (cns.length !== 1 || !cns[0]) return { ok: false, reason: `the certificate subject must have exactly one CN (it has ${cns.length})` };
+  if (cns.length !== 1 || !cns[0]) return { ok: false, reason: 'no identity', detail: `the certificate subject must have exactly one CN (it has ${cns.length})` };
   const sans = parseSans(cert.subjectaltname);
   const serial = normHex(cert.serialNumber);
   const fingerprint = cert.fingerprint256.replace(/:/g, '').toLowerCase();

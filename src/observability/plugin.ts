@@ -101,7 +101,7 @@ export function tcpReachable(host: string, port: number, ms: number): Promise<bo
 export interface ReadinessDeps {
   serverNotAfter: () => Date;
   crlNextUpdate: () => Date | undefined;
-  upstreams: Array<{ route: string; url: string }>;
+  upstreams: () => Array<{ route: string; url: string }>;
   upstreamTimeoutMs: number;
   store: { kind: string; ping?(): Promise<boolean> };
 }
@@ -117,7 +117,7 @@ export function readiness(d: ReadinessDeps): () => Promise<ReadinessCheck[]> {
     checks.push({ name: 'crl', ok: next === undefined || next.getTime() > now, detail: next ? `next update due ${next.toISOString()}` : 'no nextUpdate' });
     const seen = new Map<string, Promise<boolean>>();
     const results = await Promise.all(
-      d.upstreams.map(async (u) => {
+      d.upstreams().map(async (u) => {
         const url = new URL(u.url);
         const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
         const key = `${url.hostname}:${port}`;

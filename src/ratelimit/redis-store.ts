@@ -120,6 +120,8 @@ export class RedisStore implements SharedStore {
   readonly #failOpen: boolean;
   readonly #log: Logger;
   readonly #channel: string;
+  readonly #revokedChannel: string;
+  readonly #revokedListeners: Array<(serials: string[]) => void> = [];
   readonly #prefix: string;
   readonly #banListeners: Array<(ip: string, until: number) => void> = [];
   #down = false;
@@ -134,6 +136,7 @@ export class RedisStore implements SharedStore {
     this.#log = log;
     this.#prefix = c.redis.keyPrefix;
     this.#channel = `${c.redis.keyPrefix}bans`;
+    this.#revokedChannel = `${c.redis.keyPrefix}revoked`;
     this.#connectMs = opts.connectTimeout ?? 2_000;
     this.#client = new Redis(opts) as ScriptClient;
     this.#client.defineCommand('brokerTake', { lua: TAKE });
@@ -148,11 +151,16 @@ export class RedisStore implements SharedStore {
     // subscribed, ioredis subscribes again by itself after every reconnection.
     this.#sub = new Redis({ ...opts, keyPrefix: undefined, enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
     this.#sub.on('error', () => {});
-    this.#subscribed = this.#sub.subscribe(this.#channel).then(
+    this.#subscribed = this.#sub.subscribe(this.#channel, this.#revokedChannel).then(
       () => true,
       () => false,
     );
-    this.#sub.on('message', (_channel: string, message: string) => {
+    this.#sub.on('message', (channel: string, message: string) => {
+      if (channel === this.#revokedChannel) {
+        const serials = message.split(',').filter((s) => /^[0-9a-f]+$/.test(s));
+        if (serials.length) for (const l of this.#revokedListeners) l(serials);
+        return;
+      }
       const [ip, until] = message.split(' ');
       if (ip && until) for (const l of this.#banListeners) l(ip, Number(until));
     });
@@ -286,6 +294,33 @@ export class RedisStore implements SharedStore {
       this.#outage(err);
     }
     return found;
+  }
+
+  /** Revoked serials, kept a little over a year (longer than any leaf lives) and announced to all. */
+  async publishRevoked(serials: readonly string[]): Promise<void> {
+    if (!serials.length) return;
+    const now = Date.now();
+    try {
+      await this.#client.zadd('revoked', ...serials.flatMap((s) => [now, s]));
+      await this.#client.zremrangebyscore('revoked', 0, now - 400 * 86_400_000);
+      await this.#client.publish(this.#revokedChannel, serials.join(','));
+    } catch (err) {
+      this.#outage(err);
+    }
+  }
+
+  onRevoked(fn: (serials: string[]) => void): void {
+    this.#revokedListeners.push(fn);
+  }
+
+  async revokedSerials(): Promise<string[]> {
+    try {
+      await this.ready(2_000).catch(() => {});
+      return await this.#client.zrange('revoked', 0, -1);
+    } catch (err) {
+      this.#outage(err);
+      return [];
+    }
   }
 
   async close(): Promise<void> {

@@ -33,6 +33,14 @@ export interface SharedStore {
   close(): Promise<void>;
   /** Whether the store answers now (readiness); absent for the in-process store. */
   ping?(): Promise<boolean>;
+  /** Called when a shared store is reachable again after an outage. */
+  onRecover?(fn: () => void): void;
+  /** Announces revoked certificate serials to every replica (shared stores only). */
+  publishRevoked?(serials: readonly string[]): Promise<void>;
+  /** Revocations announced by any replica. */
+  onRevoked?(fn: (serials: string[]) => void): void;
+  /** Every serial announced so far (for a replica that starts later). */
+  revokedSerials?(): Promise<string[]>;
 }
 
 /**

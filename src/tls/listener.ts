@@ -52,10 +52,21 @@ export function remoteIpOf(socket: TLSSocket): string | undefined {
 export interface ListenerHooks {
   /** A refused handshake from `ip` (after OpenSSL or the identity check said no). */
   onRefused?(ip: string): void;
+  /** The identity rules in force now (they change on reload). */
+  rules?(): ReturnType<typeof compileIdentityRules>;
+  /** Revocations the CRL the handshake used may not know yet (heard from other replicas). */
+  isRevoked?(serial: string): boolean;
 }
 
-export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog: Logger, handler: (req: IncomingMessage, res: ServerResponse) => void, hooks: ListenerHooks = {}): Server {
-  const rules = compileIdentityRules(c.identities);
+export interface TlsListener extends Server {
+  /** Closes every open connection of a certificate serial; returns how many. */
+  closeConnectionsOf(serial: string): number;
+}
+
+export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog: Logger, handler: (req: IncomingMessage, res: ServerResponse) => void, hooks: ListenerHooks = {}): TlsListener {
+  const initialRules = compileIdentityRules(c.identities);
+  const rules = hooks.rules ?? (() => initialRules);
+  const bySerial = new Map<string, Set<TLSSocket>>();
   const headersTimeout = parseDuration(c.timeouts.headers, 'timeouts.headers');
   const requestTimeout = parseDuration(c.timeouts.request, 'timeouts.request');
   const server = createServer(
@@ -73,7 +84,13 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
       insecureHTTPParser: false,
     },
     handler,
-  );
+  ) as TlsListener;
+  server.closeConnectionsOf = (serial) => {
+    const open = bySerial.get(serial);
+    if (!open) return 0;
+    for (const s of open) s.destroy();
+    return open.size;
+  };
   // One more than the cap, so that a request over the cap is seen (and refused with 431) instead of
   // silently truncated, which could drop headers that matter.
   server.maxHeadersCount = c.limits.headerCount + 1;
@@ -84,17 +101,25 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
 
   server.prependListener('secureConnection', (socket: PrincipalSocket) => {
     const remoteIp = socket.remoteAddress;
-    const result = principalFromPeer(socket.getPeerCertificate(), rules);
+    let result = principalFromPeer(socket.getPeerCertificate(), rules());
+    if (result.ok && hooks.isRevoked?.(result.principal.serial)) result = { ok: false, reason: 'revoked', detail: 'revoked (announced by another replica)' };
     if (!result.ok) {
       const facts = peerFacts(socket);
-      authLog.warn({ event: 'handshake', outcome: 'refused', reason: result.reason, remoteIp, ...facts }, 'client refused');
-      channels.handshake.publish({ outcome: 'refused', reason: 'wrong key usage', remoteIp, ...(facts.serial ? { serial: facts.serial } : {}) } satisfies HandshakeEvent);
+      authLog.warn({ event: 'handshake', outcome: 'refused', reason: result.reason, detail: result.detail, remoteIp, ...facts }, 'client refused');
+      channels.handshake.publish({ outcome: 'refused', reason: result.reason, remoteIp, ...(facts.serial ? { serial: facts.serial } : {}) } satisfies HandshakeEvent);
       if (remoteIp) hooks.onRefused?.(remoteIp);
       socket.destroy();
       return;
     }
     const p = result.principal;
     socket[kPrincipal] = p;
+    let open = bySerial.get(p.serial);
+    if (!open) bySerial.set(p.serial, (open = new Set()));
+    open.add(socket);
+    socket.once('close', () => {
+      open.delete(socket);
+      if (open.size === 0 && bySerial.get(p.serial) === open) bySerial.delete(p.serial);
+    });
     channels.handshake.publish({ outcome: 'ok', remoteIp, principal: p.name, serial: p.serial } satisfies HandshakeEvent);
     authLog.info(
       { event: 'handshake', outcome: 'ok', principal: p.name, roles: p.roles, serial: p.serial, fingerprint: p.fingerprint, remoteIp, tlsVersion: socket.getProtocol(), cipher: socket.getCipher()?.name, resumed: socket.isSessionReused() },

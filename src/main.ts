@@ -13,6 +13,12 @@ if (major < 24) {
   process.exit(1);
 }
 
+// `broker pki list | head`: a reader that stops early is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 const { run } = await import('./cli/index.ts');
 const { BrokerError, formatError } = await import('./errors.ts');
 

@@ -14,6 +14,7 @@ import { register as pkiRenew } from './pki/renew.ts';
 import { register as pkiList } from './pki/list.ts';
 import { register as pkiInspect } from './pki/inspect.ts';
 import { register as pkiAudit } from './pki/audit.ts';
+import { register as pkiRotate } from './pki/rotate.ts';
 import { register as demo } from './demo.ts';
 import { register as serve } from './serve.ts';
 import { register as configCheck } from './config-check.ts';
@@ -27,7 +28,7 @@ export function buildProgram(): Command {
     .version(VERSION, '-V, --version')
     .configureOutput({ outputError: () => {} });
   const pki = program.command('pki').summary('the built-in certificate authority').description('Manage the broker\'s CA: identities, server certificates, revocation, CRLs and the audit log.');
-  for (const register of [pkiInit, pkiIssue, pkiServer, pkiSign, pkiRevoke, pkiCrl, pkiRenew, pkiList, pkiInspect, pkiAudit]) register(pki);
+  for (const register of [pkiInit, pkiIssue, pkiServer, pkiSign, pkiRevoke, pkiCrl, pkiRenew, pkiList, pkiInspect, pkiAudit, pkiRotate]) register(pki);
   serve(program);
   configCheck(program);
   usage(program);

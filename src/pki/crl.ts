@@ -37,16 +37,54 @@ export interface PublishedCrls {
   bundle: string;
 }
 
-/** Signs fresh CRLs from the inventory and stages them; bumps both CRL numbers. */
-export async function stageCrls(inv: Inventory, keys: CaKeys, layout: StoreLayout, tx: WriteTransaction, now = new Date()): Promise<PublishedCrls> {
-  const leaves: RevokedEntry[] = inv.certs
-    .filter((c) => c.revokedAt && c.issuer === inv.ca.intermediate.serial)
+/** Marks previous issuing CAs whose overlap has ended as retired; returns whether any was. */
+export function retireDue(inv: Inventory, now = new Date()): boolean {
+  let changed = false;
+  for (const p of inv.ca.previous ?? []) {
+    if (!p.retired && Date.parse(p.retireAt) <= now.getTime()) {
+      p.retired = true;
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+/** The client CA bundle: the issuing CA, the previous ones still in their overlap, the root. */
+export function stageChain(inv: Inventory, keys: CaKeys, layout: StoreLayout, tx: WriteTransaction): void {
+  const pem = (c: x509.X509Certificate) => `${c.toString('pem')}\n`;
+  const overlap = (inv.ca.previous ?? []).filter((p) => !p.retired).map((p) => keys.previous.get(p.serial)?.cert).filter((c): c is x509.X509Certificate => c !== undefined);
+  tx.write(layout.chain, pem(keys.intermediate.cert) + overlap.map(pem).join('') + pem(keys.root.cert), PUBLIC_MODE);
+}
+
+function revokedBy(inv: Inventory, issuerSerial: string): RevokedEntry[] {
+  return inv.certs
+    .filter((c) => c.revokedAt && c.issuer === issuerSerial)
     .map((c) => ({ serial: c.serial, revokedAt: new Date(c.revokedAt as string), ...(c.reason ? { reason: REASON_CODE[c.reason] } : {}) }));
+}
+
+/**
+ * Signs fresh CRLs from the inventory and stages them (one per issuing CA still trusted, one for
+ * the root listing retired issuing CAs) with the bundle; bumps the CRL numbers. Retires previous
+ * issuing CAs whose overlap has ended, and then stages the trimmed chain too.
+ */
+export async function stageCrls(inv: Inventory, keys: CaKeys, layout: StoreLayout, tx: WriteTransaction, now = new Date()): Promise<PublishedCrls> {
+  if (retireDue(inv, now)) stageChain(inv, keys, layout, tx);
   inv.ca.crlNumber.intermediate += 1;
   inv.ca.crlNumber.root += 1;
-  const intermediate = await createCrl({ issuer: keys.intermediate, number: inv.ca.crlNumber.intermediate, entries: leaves, validityMs: inv.ca.crlValidityMs, now });
-  const root = await createCrl({ issuer: keys.root, number: inv.ca.crlNumber.root, entries: [], validityMs: inv.ca.crlValidityMs, now });
-  const bundle = crlPem(intermediate) + crlPem(root);
+  const validityMs = inv.ca.crlValidityMs;
+  const intermediate = await createCrl({ issuer: keys.intermediate, number: inv.ca.crlNumber.intermediate, entries: revokedBy(inv, inv.ca.intermediate.serial), validityMs, now });
+  const retired: RevokedEntry[] = (inv.ca.previous ?? []).filter((p) => p.retired).map((p) => ({ serial: p.serial, revokedAt: new Date(p.retireAt), reason: x509.X509CrlReason.superseded }));
+  const root = await createCrl({ issuer: keys.root, number: inv.ca.crlNumber.root, entries: retired, validityMs, now });
+  let bundle = crlPem(intermediate);
+  for (const p of inv.ca.previous ?? []) {
+    const issuer = keys.previous.get(p.serial);
+    if (p.retired || !issuer) continue;
+    p.crlNumber += 1;
+    const crl = await createCrl({ issuer, number: p.crlNumber, entries: revokedBy(inv, p.serial), validityMs, now });
+    tx.write(layout.previousIntermediateCrl(p.serial), crlPem(crl), PUBLIC_MODE);
+    bundle += crlPem(crl);
+  }
+  bundle += crlPem(root);
   tx.write(layout.intermediateCrl, crlPem(intermediate), PUBLIC_MODE)
     .write(layout.rootCrl, crlPem(root), PUBLIC_MODE)
     .write(layout.crlBundle, bundle, PUBLIC_MODE);

@@ -10,6 +10,8 @@ import type { CaStore } from './store.ts';
 import { x509 } from './x509.ts';
 
 export interface ListRow {
+  /** Which issuing CA signed it: current, previous (still trusted until it retires) or retired. */
+  issuer: 'current' | 'previous' | 'retired';
   name: string;
   type: 'client' | 'server';
   roles: string[];
@@ -23,7 +25,17 @@ export interface ListRow {
 export function listCerts(inv: Inventory, o: { expiringMs?: number; now?: number } = {}): ListRow[] {
   const now = o.now ?? Date.now();
   return inv.certs
-    .map((c) => ({ name: c.name, type: c.type, roles: c.roles, serial: c.serial, notBefore: c.notBefore, notAfter: c.notAfter, status: statusOf(c, now), fingerprint: c.fingerprint }))
+    .map((c) => ({
+      issuer: c.issuer === inv.ca.intermediate.serial ? ('current' as const) : (inv.ca.previous ?? []).some((p) => p.serial === c.issuer && !p.retired) ? ('previous' as const) : ('retired' as const),
+      name: c.name,
+      type: c.type,
+      roles: c.roles,
+      serial: c.serial,
+      notBefore: c.notBefore,
+      notAfter: c.notAfter,
+      status: statusOf(c, now),
+      fingerprint: c.fingerprint,
+    }))
     .filter((r) => o.expiringMs === undefined || (r.status === 'valid' && Date.parse(r.notAfter) - now <= o.expiringMs))
     .sort((a, b) => a.name.localeCompare(b.name) || a.notBefore.localeCompare(b.notBefore));
 }
@@ -70,7 +82,12 @@ export async function inspectFile(store: CaStore, file: string, now = new Date()
 
   const serial = cert.serialNumber.toLowerCase();
   const fp = fingerprint(cert.rawData);
-  const signedByUs = await cert.verify({ publicKey: intermediate.publicKey, signatureOnly: true }).catch(() => false);
+  let signedByUs = await cert.verify({ publicKey: intermediate.publicKey, signatureOnly: true }).catch(() => false);
+  for (const p of inv.ca.previous ?? []) {
+    if (signedByUs || p.retired) continue;
+    const prev = new x509.X509Certificate(readText(store.layout.previousIntermediateCert(p.serial), 'CA certificate'));
+    signedByUs = await cert.verify({ publicKey: prev.publicKey, signatureOnly: true }).catch(() => false);
+  }
   const isCa = (cert.getExtension(x509.BasicConstraintsExtension) as x509.BasicConstraintsExtension | null)?.ca === true;
   if (fp === fingerprint(root.rawData) || fp === fingerprint(intermediate.rawData)) reasons.push('this is one of the CA certificates, not a client certificate');
   else if (!signedByUs) reasons.push(`unknown issuer: not signed by this CA's issuing certificate (${intermediate.subject})`);

@@ -38,6 +38,11 @@ export interface CaFacts {
   crlNumber: { root: number; intermediate: number };
   root: { serial: string; notAfter: string; fingerprint: string };
   intermediate: { serial: string; notAfter: string; fingerprint: string };
+  /**
+   * Issuing CAs replaced by `rotate intermediate`: trusted (chain, CRL) until `retireAt`, then
+   * retired: dropped from the chain and listed as revoked (superseded) in the root's CRL.
+   */
+  previous?: Array<{ serial: string; notAfter: string; fingerprint: string; retireAt: string; crlNumber: number; retired?: boolean }>;
 }
 
 export interface Inventory {

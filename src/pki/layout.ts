@@ -19,6 +19,10 @@ export interface StoreLayout {
   auditLog: string;
   auditHead: string;
   lock: string;
+  /** A replaced issuing CA kept through its overlap, by serial. */
+  previousIntermediateCert(serial: string): string;
+  previousIntermediateKey(serial: string): string;
+  previousIntermediateCrl(serial: string): string;
   serverCert(name: string): string;
   serverKey(name: string): string;
 }
@@ -39,6 +43,9 @@ export function storeLayout(dir: string): StoreLayout {
     auditLog: join(dir, 'audit.log'),
     auditHead: join(dir, 'audit.head'),
     lock: join(dir, '.lock'),
+    previousIntermediateCert: (serial) => join(dir, 'ca', `intermediate-${serial}.crt`),
+    previousIntermediateKey: (serial) => join(dir, 'ca', `intermediate-${serial}.key`),
+    previousIntermediateCrl: (serial) => join(dir, 'crl', `intermediate-${serial}.crl`),
     serverCert: (name) => join(dir, 'servers', `${name}.crt`),
     serverKey: (name) => join(dir, 'servers', `${name}.key`),
   };

@@ -16,6 +16,8 @@ import type { Issuer } from './certs.ts';
 export interface CaKeys {
   root: Issuer;
   intermediate: Issuer;
+  /** Issuing CAs still in their overlap, by serial (their CRLs must still be signed). */
+  previous: Map<string, Issuer>;
 }
 
 export interface MutationContext {
@@ -88,7 +90,11 @@ export class CaStore {
       key: await loadPrivateKey(readText(keyFile, 'CA key'), inv.ca.keyType, keyFile, pass),
       keyType: inv.ca.keyType,
     });
-    return { root: await issuer(l.rootCert, l.rootKey), intermediate: await issuer(l.intermediateCert, l.intermediateKey) };
+    const previous = new Map<string, Issuer>();
+    for (const p of inv.ca.previous ?? []) {
+      if (!p.retired) previous.set(p.serial, await issuer(l.previousIntermediateCert(p.serial), l.previousIntermediateKey(p.serial)));
+    }
+    return { root: await issuer(l.rootCert, l.rootKey), intermediate: await issuer(l.intermediateCert, l.intermediateKey), previous };
   }
 
   /**

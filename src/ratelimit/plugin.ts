@@ -35,13 +35,18 @@ export function limitGate(policy: LimitPolicy, store: SharedStore): Gate {
           return refuse(request, reply, 'BRK_ERR_CONCURRENCY_LIMITED', `more than ${plan.maxConcurrent} in flight`);
         }
         let released = false;
+        const socket = request.raw.socket;
         const release = () => {
           if (released) return;
           released = true;
+          // A keep-alive connection carries up to maxRequestsPerConnection requests: leaving one
+          // listener per request on it would pile them up for the connection's whole life.
+          reply.raw.off('close', release);
+          socket.off('close', release);
           store.release(plan.concurrencyKey);
         };
         reply.raw.once('close', release);
-        request.raw.socket.once('close', release);
+        socket.once('close', release);
         next();
       };
       const a = store.acquire(plan.concurrencyKey, plan.maxConcurrent);

@@ -19,8 +19,8 @@ export function register(pki: Command): void {
       if (!rows.length) return out.printLines(opts.expiring ? 'no valid certificate expires in that window' : 'no certificates issued yet');
       out.printLines(
         out.table(
-          ['NAME', 'TYPE', 'ROLES', 'SERIAL', 'NOT BEFORE', 'NOT AFTER', 'STATUS', 'SHA-256'],
-          rows.map((r) => [r.name, r.type, r.roles.join(',') || '-', r.serial, r.notBefore, r.notAfter, r.status, r.fingerprint]),
+          ['NAME', 'TYPE', 'ROLES', 'SERIAL', 'NOT BEFORE', 'NOT AFTER', 'STATUS', 'ISSUER', 'SHA-256'],
+          rows.map((r) => [r.name, r.type, r.roles.join(',') || '-', r.serial, r.notBefore, r.notAfter, r.status, r.issuer, r.fingerprint]),
         ),
       );
     });

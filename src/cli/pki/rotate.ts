@@ -5,6 +5,7 @@ import { printIssued } from './handout.ts';
 interface Opts extends StoreOptions {
   ttl?: string;
   dryRun?: boolean;
+  overlap?: string;
 }
 
 export function register(pki: Command): void {
@@ -35,5 +36,30 @@ export function register(pki: Command): void {
       const passphrase = await caPassphrase(store, opts);
       const r = await renew(store, { name, ttlMs, ...(passphrase === undefined ? {} : { passphrase }) });
       await printIssued(r, opts);
+    });
+
+  storeOptions(rotate.command('intermediate'), { json: true })
+    .summary('a new issuing CA, with an overlap during which the old one is still trusted')
+    .description('Create a new issuing CA signed by the root. New certificates come from it at once; during the overlap the broker trusts certificates from the old one too (chain.pem and the CRL bundle carry both), so they keep working while "broker pki renew" replaces them ("broker pki list" shows ISSUER previous). When the overlap ends, the next CRL publication ("broker pki crl", run it from a timer) retires the old one: out of the chain, revoked in the root\'s CRL.')
+    .option('--overlap <duration>', 'how long the old issuing CA stays trusted', '7d')
+    .option('--dry-run', 'print the plan and change nothing')
+    .addHelpText('after', examples('broker pki rotate intermediate --overlap 14d --dry-run', 'broker pki rotate intermediate --overlap 7d && broker pki renew --expiring 10000d'))
+    .action(async (opts: Opts) => {
+      const [{ planIntermediateRotation, rotateIntermediate }, { parseDuration }, out] = await Promise.all([import('../../pki/rotate.ts'), import('../../config/duration.ts'), import('../output.ts')]);
+      const store = await openStore(opts);
+      const overlapMs = parseDuration(opts.overlap ?? '7d', '--overlap');
+      const plan = planIntermediateRotation(store, overlapMs);
+      out.printLines(
+        `plan: rotate the issuing CA (now serial ${plan.from.serial})`,
+        '  1. a new issuing CA signed by the root; new certificates come from it at once',
+        `  2. the old one stays trusted until ${plan.retireAt}; chain.pem and crl.pem carry both (brokers reload them)`,
+        `  3. ${plan.affected.length} valid certificate${plan.affected.length === 1 ? '' : 's'} from the old one must be renewed before then${plan.affected.length ? `: ${plan.affected.map((a) => a.name).join(', ')}` : ''}`,
+        '  4. after the overlap, "broker pki crl" retires the old one (out of the chain, revoked in the root CRL)',
+      );
+      if (opts.dryRun) return out.printLines('dry run: nothing changed');
+      const passphrase = await caPassphrase(store, opts);
+      const r = await rotateIntermediate(store, { overlapMs, ...(passphrase === undefined ? {} : { passphrase }) });
+      if (opts.json) return out.printJson(r);
+      out.printLines(`new issuing CA serial ${r.serial} (until ${r.notAfter}); ${r.previous} trusted until ${r.retireAt}`);
     });
 }

@@ -26,13 +26,14 @@ export function register(pki: Command): void {
         .sort((a, b) => Date.parse(b.notAfter) - Date.parse(a.notAfter))[0];
       if (!current) throw new BrokerError('BRK_ERR_PKI_IDENTITY_NOT_FOUND', `no valid server certificate named ${name}`);
       const ttlMs = await ttl(opts.ttl, 90 * 86_400_000);
-      out.printLines(
+      const say = opts.json ? (...l: string[]) => void process.stderr.write(`${l.join('\n')}\n`) : out.printLines;
+      say(
         `plan: rotate server certificate ${name}`,
         `  1. new key and certificate for ${[...(current.dns ?? []).map((d) => `DNS:${d}`), ...(current.ip ?? []).map((a) => `IP:${a}`)].join(', ')}, valid ${out.days(ttlMs)}`,
         `  2. replace ${store.layout.serverCert(name)} and ${store.layout.serverKey(name)} (atomically)`,
         `  3. running brokers reload it (file watching, SIGHUP or POST /reload); the old certificate (serial ${current.serial}) stays valid until ${current.notAfter} and is not revoked`,
       );
-      if (opts.dryRun) return out.printLines('dry run: nothing changed');
+      if (opts.dryRun) return say('dry run: nothing changed');
       const passphrase = await caPassphrase(store, opts);
       const r = await renew(store, { name, ttlMs, ...(passphrase === undefined ? {} : { passphrase }) });
       await printIssued(r, opts);
@@ -49,14 +50,16 @@ export function register(pki: Command): void {
       const store = await openStore(opts);
       const overlapMs = parseDuration(opts.overlap ?? '7d', '--overlap');
       const plan = planIntermediateRotation(store, overlapMs);
-      out.printLines(
+      // with --json the plan goes to stderr, so stdout stays one JSON document
+      const say = opts.json ? (...l: string[]) => void process.stderr.write(`${l.join('\n')}\n`) : out.printLines;
+      say(
         `plan: rotate the issuing CA (now serial ${plan.from.serial})`,
         '  1. a new issuing CA signed by the root; new certificates come from it at once',
         `  2. the old one stays trusted until ${plan.retireAt}; chain.pem and crl.pem carry both (brokers reload them)`,
         `  3. ${plan.affected.length} valid certificate${plan.affected.length === 1 ? '' : 's'} from the old one must be renewed before then${plan.affected.length ? `: ${plan.affected.map((a) => a.name).join(', ')}` : ''}`,
         '  4. after the overlap, "broker pki crl" retires the old one (out of the chain, revoked in the root CRL)',
       );
-      if (opts.dryRun) return out.printLines('dry run: nothing changed');
+      if (opts.dryRun) return say('dry run: nothing changed');
       const passphrase = await caPassphrase(store, opts);
       const r = await rotateIntermediate(store, { overlapMs, ...(passphrase === undefined ? {} : { passphrase }) });
       if (opts.json) return out.printJson(r);

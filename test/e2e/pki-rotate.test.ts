@@ -1,0 +1,109 @@
+/**
+ * Rotation flows with the built CLI: the server certificate (plan, dry run, replacement), the
+ * issuing CA with an overlap (old and new both trusted, then the old one retired), and renewing
+ * everything that expires within a window.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { openssl } from '../helpers/cli.ts';
+import { json, makeCa, pemBlocks, snapshot, type ListRow, type TestCa } from '../helpers/pki.ts';
+
+/** openssl verify against the store as a broker would trust it: root + chain.pem + every CRL. */
+function trusted(ca: TestCa, leaf: string): boolean {
+  return openssl(['verify', '-CAfile', ca.file('ca.crt'), '-untrusted', ca.file('chain.pem'), '-crl_check_all', '-CRLfile', ca.file('crl.pem'), '-purpose', 'sslclient', leaf]).code === 0;
+}
+
+const leafFile = (ca: TestCa, name: string) => join(ca.root, name, `${name}.crt`);
+
+function issue(ca: TestCa, name: string, ttl = '90d'): void {
+  const r = ca.signing(['pki', 'issue', name, '--role', 'r', '--ttl', ttl, '--out', join(ca.root, name)]);
+  assert.equal(r.code, 0, r.stderr);
+}
+
+test('rotate intermediate: plan and dry run change nothing; then old and new issuing CAs are both trusted until the overlap ends, and the old one is retired', (t) => {
+  const ca = makeCa(t);
+  issue(ca, 'before');
+  const dry = ca.run(['pki', 'rotate', 'intermediate', '--overlap', '7d', '--dry-run']);
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.match(dry.stdout, /plan: rotate the issuing CA/);
+  assert.match(dry.stdout, /1 valid certificate from the old one must be renewed before then: before/);
+  assert.match(dry.stdout, /dry run: nothing changed/);
+  const untouched = snapshot(ca.dir);
+  assert.deepEqual(snapshot(ca.dir), untouched);
+
+  const oldChain = readFileSync(ca.file('chain.pem'), 'utf8');
+  const r = ca.signing(['pki', 'rotate', 'intermediate', '--overlap', '7d', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const rot = json<{ serial: string; previous: string; retireAt: string }>(r);
+  assert.notEqual(rot.serial, rot.previous);
+  issue(ca, 'after');
+
+  // both issuing CAs are in the chain and each has its CRL in the bundle (plus the root's)
+  assert.equal(pemBlocks(readFileSync(ca.file('chain.pem'), 'utf8'), 'CERTIFICATE').length, 3);
+  assert.equal(pemBlocks(readFileSync(ca.file('crl.pem'), 'utf8'), 'X509 CRL').length, 3);
+  assert.notEqual(readFileSync(ca.file('chain.pem'), 'utf8'), oldChain);
+  assert.ok(trusted(ca, leafFile(ca, 'before')), 'a certificate from the old issuing CA works during the overlap');
+  assert.ok(trusted(ca, leafFile(ca, 'after')), 'a certificate from the new issuing CA works');
+  const rows = json<ListRow[]>(ca.run(['pki', 'list', '--json']));
+  assert.equal(rows.find((x) => x.name === 'before')?.issuer, 'previous');
+  assert.equal(rows.find((x) => x.name === 'after')?.issuer, 'current');
+
+  // revoking a certificate of the old issuing CA lands in that CA's CRL
+  issue(ca, 'old-revoked');
+  assert.equal(ca.signing(['pki', 'rotate', 'intermediate', '--overlap', '1s']).code, 0);
+  // ('old-revoked' came from the second issuing CA, which the rotation just made "previous" for 1s)
+  assert.equal(ca.signing(['pki', 'revoke', 'old-revoked']).code, 0);
+  assert.ok(!trusted(ca, leafFile(ca, 'old-revoked')), 'revoked during the overlap');
+
+  // after the 1 s overlap, publishing the CRLs retires the second issuing CA: its certificates stop working
+  const deadline = Date.now() + 10_000;
+  let retired = false;
+  while (!retired && Date.now() < deadline) {
+    assert.equal(ca.signing(['pki', 'crl']).code, 0);
+    retired = json<ListRow[]>(ca.run(['pki', 'list', '--json'])).find((x) => x.name === 'after')?.issuer === 'retired';
+  }
+  assert.ok(retired, 'the issuing CA whose overlap ended is retired');
+  assert.ok(!trusted(ca, leafFile(ca, 'after')), 'a retired issuing CA is no longer trusted');
+  assert.ok(trusted(ca, leafFile(ca, 'before')), 'the first issuing CA is still within its 7-day overlap');
+  const rootCrl = openssl(['crl', '-in', ca.file('crl', 'root.crl'), '-noout', '-text']).stdout;
+  assert.match(rootCrl, new RegExp(rot.serial.toUpperCase()), 'the retired issuing CA is listed in the root CRL');
+  assert.match(rootCrl, /Superseded/);
+  assert.equal(ca.run(['pki', 'audit', 'verify']).code, 0);
+});
+
+test('rotate server: plan, dry run, then a new key and certificate with the same SANs in the store', (t) => {
+  const ca = makeCa(t);
+  assert.equal(ca.signing(['pki', 'server', 'edge', '--dns', 'edge.test', '--ip', '127.0.0.1']).code, 0);
+  const before = readFileSync(ca.file('servers', 'edge.crt'), 'utf8');
+  const dry = ca.run(['pki', 'rotate', 'server', 'edge', '--dry-run']);
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.match(dry.stdout, /DNS:edge\.test, IP:127\.0\.0\.1/);
+  assert.equal(readFileSync(ca.file('servers', 'edge.crt'), 'utf8'), before);
+  const r = ca.signing(['pki', 'rotate', 'server', 'edge']);
+  assert.equal(r.code, 0, r.stderr);
+  const after = readFileSync(ca.file('servers', 'edge.crt'), 'utf8');
+  assert.notEqual(after, before);
+  const text = openssl(['x509', '-in', ca.file('servers', 'edge.crt'), '-noout', '-ext', 'subjectAltName']).stdout;
+  assert.match(text, /DNS:edge\.test/);
+  assert.match(text, /IP Address:127\.0\.0\.1/);
+  const key = openssl(['pkey', '-in', ca.file('servers', 'edge.key'), '-pubout']).stdout;
+  assert.equal(openssl(['x509', '-in', ca.file('servers', 'edge.crt'), '-noout', '-pubkey']).stdout, key, 'the new key matches the new certificate');
+  assert.equal(ca.run(['pki', 'rotate', 'server', 'nosuch']).code, 1);
+});
+
+test('renew --expiring renews exactly the identities inside the window, with progress', (t) => {
+  const ca = makeCa(t);
+  issue(ca, 'soon', '10d');
+  issue(ca, 'later', '200d');
+  const r = ca.signing(['pki', 'renew', '--expiring', '30d', '--out', join(ca.root, 'renewed'), '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /\[1\/1\] renewing client soon/);
+  const done = json<Array<{ name: string }>>(r);
+  assert.deepEqual(done.map((d) => d.name), ['soon']);
+  assert.ok(trusted(ca, join(ca.root, 'renewed', 'soon', 'soon.crt')));
+  const again = ca.signing(['pki', 'renew', '--expiring', '30d']);
+  assert.match(again.stdout, /nothing expires within 30d/);
+  assert.equal(ca.run(['pki', 'renew']).code, 2, 'NAME or --expiring is required');
+});

@@ -7,7 +7,7 @@ import { json, sharedCa, type IssuedJson, type ListRow } from '../helpers/pki.ts
 
 const shared = sharedCa();
 
-const FIELDS = ['fingerprint', 'name', 'notAfter', 'notBefore', 'roles', 'serial', 'status', 'type'];
+const FIELDS = ['fingerprint', 'issuer', 'name', 'notAfter', 'notBefore', 'roles', 'serial', 'status', 'type'];
 
 test('an empty inventory lists as []', () => {
   const ca = shared();
@@ -30,6 +30,7 @@ test('list --json: one object per certificate with exactly the documented fields
   for (const row of rows) assert.deepEqual(Object.keys(row).sort(), FIELDS);
   const byName = new Map(rows.map((r) => [r.name, r]));
   assert.deepEqual(byName.get('long'), {
+    issuer: 'current',
     name: 'long',
     type: 'client',
     roles: ['ops', 'billing'],

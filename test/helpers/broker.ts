@@ -41,13 +41,14 @@ export interface TestPki {
   custom(o: { name: string; roles?: string[]; notBefore: Date; notAfter: Date; kind?: 'client' | 'server' }): Promise<Identity>;
 }
 
-/** A CA store with a server certificate "localhost" (DNS localhost, IP 127.0.0.1). Keys unencrypted. */
-export async function makePki(t: TestContext, o: { trustDomain?: string } = {}): Promise<TestPki> {
+/** A CA store with a server certificate "localhost" (DNS localhost, IP 127.0.0.1). CA keys unencrypted unless `passphrase`. */
+export async function makePki(t: TestContext, o: { trustDomain?: string; passphrase?: string } = {}): Promise<TestPki> {
   const root = tempDir(t, 'broker-pki-');
   const dir = join(root, 'pki');
-  await initCa({ dir, name: 'Test CA', keyType: 'ec-p256', trustDomain: o.trustDomain ?? 'test.example', passphrase: undefined });
+  await initCa({ dir, name: 'Test CA', keyType: 'ec-p256', trustDomain: o.trustDomain ?? 'test.example', passphrase: o.passphrase });
   const store = CaStore.open(dir);
-  await issueServer(store, { name: 'localhost', dns: ['localhost'], ip: ['127.0.0.1'], ttlMs: 86_400_000 });
+  const pass = o.passphrase === undefined ? {} : { passphrase: o.passphrase };
+  await issueServer(store, { name: 'localhost', dns: ['localhost'], ip: ['127.0.0.1'], ttlMs: 86_400_000, ...pass });
   let n = 0;
   const out = () => join(root, `out-${n++}`);
   const read = (f: string) => readFileSync(f, 'utf8');
@@ -56,14 +57,14 @@ export async function makePki(t: TestContext, o: { trustDomain?: string } = {}):
     store,
     ca: read(store.layout.caCert),
     async issue(name, roles, io = {}) {
-      const r = await issueClient(store, { name, roles, ttlMs: io.ttlMs ?? 86_400_000, outDir: out() });
+      const r = await issueClient(store, { name, roles, ttlMs: io.ttlMs ?? 86_400_000, outDir: out(), ...pass });
       return { cert: read(r.files.cert), key: read(r.files.key as string), serial: r.record.serial };
     },
     async revoke(target) {
-      await revoke(store, { target, reason: 'keyCompromise' });
+      await revoke(store, { target, reason: 'keyCompromise', ...pass });
     },
     async custom(c) {
-      const keys = await store.loadKeys(store.readInventory());
+      const keys = await store.loadKeys(store.readInventory(), o.passphrase);
       const pair = await generateKeyPair('ec-p256');
       const serial = randomSerial();
       const leaf = await createLeaf({ kind: c.kind ?? 'client', name: c.name, roles: c.roles ?? [], publicKey: pair.publicKey, serial, notBefore: c.notBefore, notAfter: c.notAfter, ...(c.kind === 'server' ? { dns: ['localhost'] } : {}) }, keys.intermediate);
@@ -207,6 +208,8 @@ export interface ClientOptions {
   headers?: Record<string, string | string[]>;
   body?: string | Buffer;
   tls?: ConnectionOptions;
+  /** The client's source address (any 127.x.y.z works on Linux loopback). */
+  localAddress?: string;
 }
 
 /** One HTTPS request on a fresh connection (no agent pooling). */
@@ -224,6 +227,7 @@ export function request(port: number, o: ClientOptions): Promise<Response> {
         ...(o.id ? { cert: o.id.cert, key: o.id.key } : {}),
         agent: false,
         timeout: 15_000,
+        ...(o.localAddress ? { localAddress: o.localAddress } : {}),
         ...o.tls,
       },
       (res) => {

@@ -55,7 +55,7 @@ test('list --json: one object per certificate with exactly the documented fields
 
   const text = ca.run(['pki', 'list']);
   assert.equal(text.code, 0);
-  assert.match(text.stdout, /^NAME\s+TYPE\s+ROLES\s+SERIAL\s+NOT BEFORE\s+NOT AFTER\s+STATUS\s+SHA-256$/m);
+  assert.match(text.stdout, /^NAME\s+TYPE\s+ROLES\s+SERIAL\s+NOT BEFORE\s+NOT AFTER\s+STATUS\s+ISSUER\s+SHA-256$/m);
   assert.match(text.stdout, new RegExp(`^long\\s+client\\s+ops,billing\\s+${long.serial}\\s`, 'm'));
 });
 

@@ -19,13 +19,13 @@ export type AcceptRefusal = 'ip not allowed' | 'banned' | 'too many connections'
 export const kRefused = Symbol('broker.refusedAtAccept');
 
 export class ConnectionGuard {
-  #allow: IpList;
-  #deny: IpList;
-  #maxOpen: number;
-  #rate: BucketSpec;
-  #bans: BrokerConfig['bans'];
-  #banWindowMs: number;
-  #banMs: number;
+  #allow!: IpList;
+  #deny!: IpList;
+  #maxOpen!: number;
+  #rate!: BucketSpec;
+  #bans!: BrokerConfig['bans'];
+  #banWindowMs!: number;
+  #banMs!: number;
   readonly #store: SharedStore;
   readonly #log: Logger;
   readonly #audit: Logger | undefined;
@@ -37,14 +37,7 @@ export class ConnectionGuard {
   readonly refused: Record<AcceptRefusal, number> = { 'ip not allowed': 0, banned: 0, 'too many connections': 0, 'connection rate': 0 };
 
   constructor(c: Pick<BrokerConfig, 'filters' | 'bans'>, store: SharedStore, log: Logger, audit?: Logger) {
-    this.#allow = compileIpList(c.filters.allowIps);
-    this.#deny = compileIpList(c.filters.denyIps);
-    this.#maxOpen = c.filters.maxConnectionsPerIp;
-    const r = c.filters.connectionRate;
-    this.#rate = { rate: r.rate, perMs: parseDuration(r.per, 'filters.connectionRate.per'), burst: r.burst };
-    this.#bans = c.bans;
-    this.#banWindowMs = parseDuration(c.bans.window, 'bans.window');
-    this.#banMs = parseDuration(c.bans.duration, 'bans.duration');
+    this.update(c);
     this.#store = store;
     this.#log = log;
     this.#audit = audit;

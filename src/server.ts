@@ -114,9 +114,24 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
 
   const deps = { loggers, store, guard, isRevoked };
   let app = await buildApp(config, deps);
-  const retired = new Set<NodeJS.Timeout>();
+  /** Replaced generations, closed once their running requests had time to finish. */
+  const retired = new Map<NodeJS.Timeout, FastifyInstance>();
 
-  const server = createTlsServer(config, material, loggers.auth, (req, res) => app.routing(req, res), {
+  // Responses being written, so that a shutdown can tell each one to end its connection: a kept-alive
+  // connection would otherwise take further requests until the grace period cuts them off.
+  const running = new Set<ServerResponse>();
+  let draining = false;
+  const finished = function (this: ServerResponse) {
+    running.delete(this);
+  };
+  const handle = (req: IncomingMessage, res: ServerResponse) => {
+    if (draining) res.shouldKeepAlive = false;
+    running.add(res);
+    res.once('close', finished);
+    app.routing(req, res);
+  };
+
+  const server = createTlsServer(config, material, loggers.auth, handle, {
     onRefused: (ip) => void guard.failure(ip, 'handshake'),
     rules: () => rules,
     isRevoked: (serial) => remoteRevoked.has(serial),
@@ -185,8 +200,13 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
       restart = restartNeeded(config, target);
       const nextMaterial = loadTlsMaterial(target);
       const nextApp = await buildApp(target, deps);
-      // setSecureContext replaces every option: hand it the full set.
-      server.setSecureContext(secureContextOptions(nextMaterial, target.tls));
+      try {
+        // setSecureContext replaces every option: hand it the full set.
+        server.setSecureContext(secureContextOptions(nextMaterial, target.tls));
+      } catch (err) {
+        await nextApp.close().catch(() => {});
+        throw err;
+      }
       const newlyRevoked = [...nextMaterial.revoked].filter((s) => !material.revoked.has(s));
       const previous = app;
       app = nextApp;
@@ -199,7 +219,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
         retired.delete(timer);
         void previous.close().catch(() => {});
       }, drainMs(target)).unref();
-      retired.add(timer);
+      retired.set(timer, previous);
       const closed = closeRevoked(newlyRevoked);
       if (newlyRevoked.length) await store.publishRevoked?.(newlyRevoked);
       loggers.audit.info({ event: 'reload', outcome: 'ok', trigger, routes: target.routes.length, revoked: newlyRevoked, closedConnections: closed, restartNeeded: restart }, 'configuration and certificates reloaded');
@@ -290,16 +310,25 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
       closing ??= (async () => {
         guard.close();
         clearInterval(expiryTimer);
-        for (const t of retired) clearTimeout(t);
-        // Stop accepting; idle keep-alive connections go now, busy ones after their answer.
+        for (const t of retired.keys()) clearTimeout(t);
+        // Stop accepting; idle keep-alive connections go now, busy ones after their answer
+        // ("Connection: close", or closed once idle when the answer's head is already out).
+        draining = true;
+        for (const res of running) {
+          if (!res.headersSent) res.shouldKeepAlive = false;
+          else res.once('close', () => setImmediate(() => server.closeIdleConnections()));
+        }
         const stopped = server.listening ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
         server.closeIdleConnections();
         const deadline = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
         await Promise.race([stopped, deadline]);
         server.closeAllConnections();
+        // WebSockets (upgraded connections) are not among Node's connections: without this they
+        // would keep the process alive after the grace period.
+        server.closeClientConnections();
         alerts.close();
         if (!o.metrics) metrics.close();
-        await Promise.all([app.close(), admin?.close()]);
+        await Promise.all([app.close(), admin?.close(), ...[...retired.values()].map((a) => a.close().catch(() => {}))]);
         await store.close();
         loggers.flush();
       })();

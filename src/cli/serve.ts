@@ -24,10 +24,6 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
     const where = (cause as { admin?: boolean }).admin ? `the admin listener ${config.admin.host}:${config.admin.port}` : `${config.listen.host}:${config.listen.port}`;
     throw new BrokerError('BRK_ERR_LISTEN', `cannot listen on ${where}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
   }
-  broker.loggers.error.info(
-    { event: 'listening', host: addr.host, port: addr.port, adminPort: addr.adminPort ?? null, routes: config.routes.map((r) => r.name), pid: process.pid, store: broker.store.kind },
-    `broker listening on https://${addr.host}:${addr.port}${addr.adminPort !== undefined ? `, admin on http://${config.admin.host}:${addr.adminPort}` : ''}`,
-  );
   // logrotate: move the files, then SIGUSR2 makes the broker write to new ones
   const reopen = () => broker.loggers.reopen();
   process.on('SIGUSR2', reopen);
@@ -65,6 +61,12 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
+    // Said only now that the signal handlers and the file watcher are in place: whoever waits for
+    // this line may signal the process or edit its files at once.
+    broker.loggers.error.info(
+      { event: 'listening', host: addr.host, port: addr.port, adminPort: addr.adminPort ?? null, routes: config.routes.map((r) => r.name), pid: process.pid, store: broker.store.kind },
+      `broker listening on https://${addr.host}:${addr.port}${addr.adminPort !== undefined ? `, admin on http://${config.admin.host}:${addr.adminPort}` : ''}`,
+    );
   });
 }
 

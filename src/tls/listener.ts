@@ -61,6 +61,11 @@ export interface ListenerHooks {
 export interface TlsListener extends Server {
   /** Closes every open connection of a certificate serial; returns how many. */
   closeConnectionsOf(serial: string): number;
+  /**
+   * Closes every open client connection, upgraded ones (WebSockets) included, which Node's
+   * closeAllConnections() no longer tracks once upgraded; returns how many.
+   */
+  closeClientConnections(): number;
 }
 
 export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog: Logger, handler: (req: IncomingMessage, res: ServerResponse) => void, hooks: ListenerHooks = {}): TlsListener {
@@ -90,6 +95,11 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     if (!open) return 0;
     for (const s of open) s.destroy();
     return open.size;
+  };
+  server.closeClientConnections = () => {
+    let closed = 0;
+    for (const serial of [...bySerial.keys()]) closed += server.closeConnectionsOf(serial);
+    return closed;
   };
   // One more than the cap, so that a request over the cap is seen (and refused with 431) instead of
   // silently truncated, which could drop headers that matter.

@@ -43,11 +43,14 @@ async function keyIds(subjectKey: CryptoKey, issuerCert?: x509.X509Certificate):
   return [ski, new x509.AuthorityKeyIdentifierExtension(aki)];
 }
 
-export async function createRoot(opts: { name: string; keys: CryptoKeyPair; keyType: KeyType; lifetimeMs: number; now?: Date }): Promise<x509.X509Certificate> {
+/** " G2", " G3"… after the first: successive CAs get distinct names, so no verifier confuses them. */
+const generation = (g?: number) => (g && g > 1 ? ` G${g}` : '');
+
+export async function createRoot(opts: { name: string; keys: CryptoKeyPair; keyType: KeyType; lifetimeMs: number; now?: Date; generation?: number }): Promise<x509.X509Certificate> {
   const now = opts.now ?? new Date();
   return x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: randomSerial(),
-    name: name(`${opts.name} Root`),
+    name: name(`${opts.name} Root${generation(opts.generation)}`),
     notBefore: now,
     notAfter: new Date(now.getTime() + opts.lifetimeMs),
     keys: opts.keys,
@@ -60,11 +63,11 @@ export async function createRoot(opts: { name: string; keys: CryptoKeyPair; keyT
   });
 }
 
-export async function createIntermediate(opts: { name: string; publicKey: CryptoKey; issuer: Issuer; lifetimeMs: number; now?: Date }): Promise<x509.X509Certificate> {
+export async function createIntermediate(opts: { name: string; publicKey: CryptoKey; issuer: Issuer; lifetimeMs: number; now?: Date; generation?: number }): Promise<x509.X509Certificate> {
   const now = opts.now ?? new Date();
   return x509.X509CertificateGenerator.create({
     serialNumber: randomSerial(),
-    subject: name(`${opts.name} Issuing CA`),
+    subject: name(`${opts.name} Issuing CA${generation(opts.generation)}`),
     issuer: opts.issuer.cert.subjectName,
     notBefore: now,
     notAfter: new Date(Math.min(now.getTime() + opts.lifetimeMs, opts.issuer.cert.notAfter.getTime())),
@@ -75,6 +78,30 @@ export async function createIntermediate(opts: { name: string; publicKey: Crypto
       new x509.BasicConstraintsExtension(true, 0, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
       ...(await keyIds(opts.publicKey, opts.issuer.cert)),
+    ],
+  });
+}
+
+/**
+ * A cross certificate: the new issuing CA's name and key, signed by the old root. Served in chains
+ * during a root rollover, it lets clients that trust only the old root verify leaves of the new
+ * issuing CA (old root → cross → leaf keeps within the old root's path length of 1).
+ */
+export async function createCrossCert(opts: { subject: x509.X509Certificate; subjectKey: CryptoKey; issuer: Issuer; now?: Date }): Promise<x509.X509Certificate> {
+  const now = opts.now ?? new Date();
+  return x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial(),
+    subject: opts.subject.subjectName,
+    issuer: opts.issuer.cert.subjectName,
+    notBefore: now,
+    notAfter: new Date(Math.min(opts.subject.notAfter.getTime(), opts.issuer.cert.notAfter.getTime())),
+    publicKey: opts.subjectKey,
+    signingKey: opts.issuer.key,
+    signingAlgorithm: signingAlgorithm(opts.issuer.keyType),
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+      ...(await keyIds(opts.subjectKey, opts.issuer.cert)),
     ],
   });
 }

@@ -3,6 +3,7 @@
  * intermediate's for leaves) and written as separate files plus one bundle, because OpenSSL-based
  * verifiers, Node's included, want a current CRL for every level once CRL checking is on.
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { x509 } from './x509.ts';
 import { createCrl, type RevokedEntry } from './certs.ts';
 import { PUBLIC_MODE } from './files.ts';
@@ -40,7 +41,7 @@ export interface PublishedCrls {
 /** Marks previous issuing CAs whose overlap has ended as retired; returns whether any was. */
 export function retireDue(inv: Inventory, now = new Date()): boolean {
   let changed = false;
-  for (const p of inv.ca.previous ?? []) {
+  for (const p of [...(inv.ca.previous ?? []), ...(inv.ca.previousRoots ?? [])]) {
     if (!p.retired && Date.parse(p.retireAt) <= now.getTime()) {
       p.retired = true;
       changed = true;
@@ -49,11 +50,30 @@ export function retireDue(inv: Inventory, now = new Date()): boolean {
   return changed;
 }
 
-/** The client CA bundle: the issuing CA, the previous ones still in their overlap, the root. */
+/**
+ * The trust bundles: chain.pem (what the broker verifies clients against: the issuing CA, previous
+ * ones still in their overlap, the root and previous roots in theirs) and ca.crt (what clients
+ * trust for the broker: the root, and previous roots during a rollover).
+ */
 export function stageChain(inv: Inventory, keys: CaKeys, layout: StoreLayout, tx: WriteTransaction): void {
   const pem = (c: x509.X509Certificate) => `${c.toString('pem')}\n`;
-  const overlap = (inv.ca.previous ?? []).filter((p) => !p.retired).map((p) => keys.previous.get(p.serial)?.cert).filter((c): c is x509.X509Certificate => c !== undefined);
-  tx.write(layout.chain, pem(keys.intermediate.cert) + overlap.map(pem).join('') + pem(keys.root.cert), PUBLIC_MODE);
+  const live = <T extends { serial: string; retired?: boolean }>(list: T[] | undefined, map: Map<string, { cert: x509.X509Certificate }>) =>
+    (list ?? []).filter((p) => !p.retired).map((p) => map.get(p.serial)?.cert).filter((c): c is x509.X509Certificate => c !== undefined);
+  const ints = live(inv.ca.previous, keys.previous);
+  const roots = live(inv.ca.previousRoots, keys.previousRoots);
+  tx.write(layout.chain, [keys.intermediate.cert, ...ints, keys.root.cert, ...roots].map(pem).join(''), PUBLIC_MODE);
+  tx.write(layout.caCert, [keys.root.cert, ...roots].map(pem).join(''), PUBLIC_MODE);
+}
+
+/** After a root retires: server chains stop carrying the cross certificate and end at the new root. */
+function stageServerChains(inv: Inventory, keys: CaKeys, layout: StoreLayout, tx: WriteTransaction): void {
+  const names = new Set(inv.certs.filter((c) => c.type === 'server' && !c.revokedAt).map((c) => c.name));
+  for (const name of names) {
+    const file = layout.serverCert(name);
+    if (!existsSync(file)) continue;
+    const leaf = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(readFileSync(file, 'utf8'))?.[0];
+    if (leaf) tx.write(file, `${leaf}\n${keys.intermediate.cert.toString('pem')}\n`, PUBLIC_MODE);
+  }
 }
 
 function revokedBy(inv: Inventory, issuerSerial: string): RevokedEntry[] {
@@ -68,13 +88,19 @@ function revokedBy(inv: Inventory, issuerSerial: string): RevokedEntry[] {
  * issuing CAs whose overlap has ended, and then stages the trimmed chain too.
  */
 export async function stageCrls(inv: Inventory, keys: CaKeys, layout: StoreLayout, tx: WriteTransaction, now = new Date()): Promise<PublishedCrls> {
-  if (retireDue(inv, now)) stageChain(inv, keys, layout, tx);
+  const rootsBefore = (inv.ca.previousRoots ?? []).filter((p) => !p.retired).length;
+  if (retireDue(inv, now)) {
+    stageChain(inv, keys, layout, tx);
+    if ((inv.ca.previousRoots ?? []).filter((p) => !p.retired).length < rootsBefore) stageServerChains(inv, keys, layout, tx);
+  }
   inv.ca.crlNumber.intermediate += 1;
   inv.ca.crlNumber.root += 1;
   const validityMs = inv.ca.crlValidityMs;
   const intermediate = await createCrl({ issuer: keys.intermediate, number: inv.ca.crlNumber.intermediate, entries: revokedBy(inv, inv.ca.intermediate.serial), validityMs, now });
-  const retired: RevokedEntry[] = (inv.ca.previous ?? []).filter((p) => p.retired).map((p) => ({ serial: p.serial, revokedAt: new Date(p.retireAt), reason: x509.X509CrlReason.superseded }));
-  const root = await createCrl({ issuer: keys.root, number: inv.ca.crlNumber.root, entries: retired, validityMs, now });
+  // a retired issuing CA is listed in the CRL of the root that signed it
+  const retiredUnder = (rootSerial: string): RevokedEntry[] =>
+    (inv.ca.previous ?? []).filter((p) => p.retired && (p.root ?? inv.ca.root.serial) === rootSerial).map((p) => ({ serial: p.serial, revokedAt: new Date(p.retireAt), reason: x509.X509CrlReason.superseded }));
+  const root = await createCrl({ issuer: keys.root, number: inv.ca.crlNumber.root, entries: retiredUnder(inv.ca.root.serial), validityMs, now });
   let bundle = crlPem(intermediate);
   for (const p of inv.ca.previous ?? []) {
     const issuer = keys.previous.get(p.serial);
@@ -82,6 +108,14 @@ export async function stageCrls(inv: Inventory, keys: CaKeys, layout: StoreLayou
     p.crlNumber += 1;
     const crl = await createCrl({ issuer, number: p.crlNumber, entries: revokedBy(inv, p.serial), validityMs, now });
     tx.write(layout.previousIntermediateCrl(p.serial), crlPem(crl), PUBLIC_MODE);
+    bundle += crlPem(crl);
+  }
+  for (const p of inv.ca.previousRoots ?? []) {
+    const issuer = keys.previousRoots.get(p.serial);
+    if (p.retired || !issuer) continue;
+    p.crlNumber += 1;
+    const crl = await createCrl({ issuer, number: p.crlNumber, entries: retiredUnder(p.serial), validityMs, now });
+    tx.write(layout.previousRootCrl(p.serial), crlPem(crl), PUBLIC_MODE);
     bundle += crlPem(crl);
   }
   bundle += crlPem(root);

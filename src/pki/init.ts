@@ -71,7 +71,7 @@ export async function initCa(o: InitOptions): Promise<InitResult> {
       .write(layout.intermediateKey, privateKeyPem(intKeys.privateKey, o.passphrase), PRIVATE_MODE)
       .write(layout.caCert, rootPem, PUBLIC_MODE)
       .write(layout.chain, intPem + rootPem, PUBLIC_MODE);
-    await stageCrls(inventory, { root, intermediate, previous: new Map() }, layout, tx, now);
+    await stageCrls(inventory, { root, intermediate, previous: new Map(), previousRoots: new Map() }, layout, tx, now);
     tx.write(layout.inventory, serializeInventory(inventory), PRIVATE_MODE);
     const { line, head } = nextLine(readHead(layout.auditHead), {
       op: 'init',

@@ -42,7 +42,11 @@ export interface CaFacts {
    * Issuing CAs replaced by `rotate intermediate`: trusted (chain, CRL) until `retireAt`, then
    * retired: dropped from the chain and listed as revoked (superseded) in the root's CRL.
    */
-  previous?: Array<{ serial: string; notAfter: string; fingerprint: string; retireAt: string; crlNumber: number; retired?: boolean }>;
+  previous?: Array<{ serial: string; notAfter: string; fingerprint: string; retireAt: string; crlNumber: number; retired?: boolean; root?: string }>;
+  /** Roots replaced by `rotate root`: trusted until `retireAt`, then dropped from every bundle. */
+  previousRoots?: Array<{ serial: string; notAfter: string; fingerprint: string; retireAt: string; crlNumber: number; retired?: boolean }>;
+  /** The current issuing CA cross-signed by the previous root, served in chains during a root overlap. */
+  cross?: { serial: string; retireAt: string };
 }
 
 export interface Inventory {

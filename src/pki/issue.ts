@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BrokerError } from '../errors.ts';
 import { createLeaf, fingerprint, leafWindow, randomSerial, type Issuer } from './certs.ts';
-import { PRIVATE_MODE, PUBLIC_MODE, type WriteTransaction } from './files.ts';
+import { PRIVATE_MODE, PUBLIC_MODE, readText, type WriteTransaction } from './files.ts';
 import { generateKeyPair, keyTypeOf, privateKeyDer, privateKeyPem } from './keys.ts';
 import { statusOf, type CertRecord, type Inventory } from './inventory.ts';
 import { checkName, checkRoles, checkSans, spiffeId } from './names.ts';
@@ -104,7 +104,12 @@ function pem(cert: x509.X509Certificate): string {
 }
 
 /** Stages NAME.crt (leaf + intermediate), NAME.key, ca.crt and NAME.p12 into the hand-out folder. */
-function stageHandout(tx: WriteTransaction, h: Handout, name: string, leaf: x509.X509Certificate, issuer: Issuer, root: Issuer, key?: CryptoKey): IssuedFiles {
+/** What clients trust: the store's ca.crt (the root, and the previous root too during a rollover). */
+function trustBundle(ctx: MutationContext, root: Issuer): string {
+  return existsSync(ctx.layout.caCert) ? readText(ctx.layout.caCert, 'CA bundle') : pem(root.cert);
+}
+
+function stageHandout(tx: WriteTransaction, h: Handout, name: string, leaf: x509.X509Certificate, issuer: Issuer, root: Issuer, trust: string, key?: CryptoKey): IssuedFiles {
   const files: IssuedFiles = { cert: join(h.outDir, `${name}.crt`), ca: join(h.outDir, 'ca.crt') };
   if (key) files.key = join(h.outDir, `${name}.key`);
   if (key && h.p12Password !== undefined) files.p12 = join(h.outDir, `${name}.p12`);
@@ -112,7 +117,7 @@ function stageHandout(tx: WriteTransaction, h: Handout, name: string, leaf: x509
     const clash = [files.cert, files.key, files.p12].filter((f): f is string => f !== undefined && existsSync(f));
     if (clash.length) throw new BrokerError('BRK_ERR_PKI_OUTPUT_EXISTS', `would overwrite ${clash.join(', ')}`);
   }
-  tx.write(files.cert, pem(leaf) + pem(issuer.cert), PUBLIC_MODE).write(files.ca, pem(root.cert), PUBLIC_MODE);
+  tx.write(files.cert, pem(leaf) + pem(issuer.cert), PUBLIC_MODE).write(files.ca, trust, PUBLIC_MODE);
   if (key && files.key) tx.write(files.key, privateKeyPem(key), PRIVATE_MODE);
   if (key && files.p12) {
     const p12 = toPkcs12({
@@ -139,7 +144,7 @@ export async function issueClient(store: CaStore, o: { name: string; roles: stri
     }
     const keys = await generateKeyPair(ctx.inventory.ca.keyType);
     const { cert, record, issuer, root } = await mint(ctx, { kind: 'client', name, roles, ttlMs: o.ttlMs, publicKey: keys.publicKey, source: 'issue' });
-    const files = stageHandout(ctx.tx, o, name, cert, issuer, root, keys.privateKey);
+    const files = stageHandout(ctx.tx, o, name, cert, issuer, root, trustBundle(ctx, root), keys.privateKey);
     return { result: { record, files }, audit: { name, serial: record.serial, roles } };
   });
 }
@@ -158,9 +163,16 @@ export async function issueServer(store: CaStore, o: { name: string; dns: string
 async function mintServer(ctx: MutationContext, o: { name: string; dns: string[]; ip: string[]; ttlMs: number; source: CertRecord['source']; outDir?: string; force: boolean }) {
   const keys = await generateKeyPair(ctx.inventory.ca.keyType);
   const { cert, record, issuer, root } = await mint(ctx, { kind: 'server', name: o.name, roles: [], dns: o.dns, ip: o.ip, ttlMs: o.ttlMs, publicKey: keys.publicKey, source: o.source });
-  ctx.tx.write(ctx.layout.serverCert(o.name), pem(cert) + pem(issuer.cert), PUBLIC_MODE).write(ctx.layout.serverKey(o.name), privateKeyPem(keys.privateKey), PRIVATE_MODE);
+  // During a root rollover the chain carries the issuing CA as cross-signed by the old root: every
+  // client still trusts the old root (ca.crt holds both), and OpenSSL-based clients do not search
+  // alternative paths, so one chain that ends at the old root is what all of them can verify.
+  // When the old root retires, `broker pki crl` rewrites the chain to end at the new root.
+  const inv = ctx.inventory;
+  const crossLive = inv.ca.cross && (inv.ca.previousRoots ?? []).some((p) => !p.retired) && existsSync(ctx.layout.crossCert);
+  const chain = pem(cert) + (crossLive ? readText(ctx.layout.crossCert, 'cross certificate') : pem(issuer.cert));
+  ctx.tx.write(ctx.layout.serverCert(o.name), chain, PUBLIC_MODE).write(ctx.layout.serverKey(o.name), privateKeyPem(keys.privateKey), PRIVATE_MODE);
   const files: IssuedFiles = o.outDir
-    ? stageHandout(ctx.tx, { outDir: o.outDir, force: o.force }, o.name, cert, issuer, root, keys.privateKey)
+    ? stageHandout(ctx.tx, { outDir: o.outDir, force: o.force }, o.name, cert, issuer, root, trustBundle(ctx, root), keys.privateKey)
     : { cert: ctx.layout.serverCert(o.name), key: ctx.layout.serverKey(o.name), ca: ctx.layout.caCert };
   return { result: { record, files }, audit: { name: o.name, serial: record.serial, detail: `dns=${o.dns.join(',')} ip=${o.ip.join(',')}` } };
 }
@@ -197,7 +209,7 @@ export async function signCsr(store: CaStore, o: { csr: Buffer; csrFile: string;
       throw new BrokerError('BRK_ERR_PKI_IDENTITY_EXISTS', `${name} already has a valid client certificate`);
     }
     const { cert, record, issuer, root } = await mint(ctx, { kind: 'client', name, roles, ttlMs: o.ttlMs, publicKey, source: 'sign' });
-    const files = stageHandout(ctx.tx, o, name, cert, issuer, root);
+    const files = stageHandout(ctx.tx, o, name, cert, issuer, root, trustBundle(ctx, root));
     return { result: { record, files }, audit: { name, serial: record.serial, roles } };
   });
 }
@@ -220,7 +232,7 @@ export async function renew(store: CaStore, o: { name: string; ttlMs: number; cs
     const publicKey = publicKeyFromCsr ?? (keys as CryptoKeyPair).publicKey;
     const { cert, record, issuer, root } = await mint(ctx, { kind: 'client', name, roles: prev.roles, ttlMs: o.ttlMs, publicKey, source: 'renew' });
     const handout: Handout = { outDir: o.outDir ?? '.', force: o.force ?? false, savePassword: o.savePassword ?? false, ...(o.p12Password === undefined ? {} : { p12Password: o.p12Password }) };
-    const files = stageHandout(ctx.tx, handout, name, cert, issuer, root, keys?.privateKey);
+    const files = stageHandout(ctx.tx, handout, name, cert, issuer, root, trustBundle(ctx, root), keys?.privateKey);
     return { result: { record, files }, audit: { name, serial: record.serial, roles: prev.roles, detail: `renews=${prev.serial}` } };
   });
 }

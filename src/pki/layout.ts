@@ -23,6 +23,11 @@ export interface StoreLayout {
   previousIntermediateCert(serial: string): string;
   previousIntermediateKey(serial: string): string;
   previousIntermediateCrl(serial: string): string;
+  previousRootCert(serial: string): string;
+  previousRootKey(serial: string): string;
+  previousRootCrl(serial: string): string;
+  /** The current issuing CA cross-signed by the previous root (during a root rollover). */
+  crossCert: string;
   serverCert(name: string): string;
   serverKey(name: string): string;
 }
@@ -46,6 +51,10 @@ export function storeLayout(dir: string): StoreLayout {
     previousIntermediateCert: (serial) => join(dir, 'ca', `intermediate-${serial}.crt`),
     previousIntermediateKey: (serial) => join(dir, 'ca', `intermediate-${serial}.key`),
     previousIntermediateCrl: (serial) => join(dir, 'crl', `intermediate-${serial}.crl`),
+    previousRootCert: (serial) => join(dir, 'ca', `root-${serial}.crt`),
+    previousRootKey: (serial) => join(dir, 'ca', `root-${serial}.key`),
+    previousRootCrl: (serial) => join(dir, 'crl', `root-${serial}.crl`),
+    crossCert: join(dir, 'ca', 'root-cross.crt'),
     serverCert: (name) => join(dir, 'servers', `${name}.crt`),
     serverKey: (name) => join(dir, 'servers', `${name}.key`),
   };

@@ -5,13 +5,13 @@
  * CRL publication: run `broker pki crl` from a timer) the old one is retired: dropped from the
  * chain and listed as revoked (superseded) in the root's CRL.
  */
-import { createIntermediate, fingerprint } from './certs.ts';
+import { createCrossCert, createIntermediate, createRoot, fingerprint } from './certs.ts';
 import { PRIVATE_MODE, PUBLIC_MODE, readText } from './files.ts';
 import { generateKeyPair, privateKeyPem } from './keys.ts';
-import { INTERMEDIATE_LIFETIME_MS } from './init.ts';
+import { INTERMEDIATE_LIFETIME_MS, ROOT_LIFETIME_MS } from './init.ts';
 import { stageChain, stageCrls } from './crl.ts';
 import { statusOf } from './inventory.ts';
-import type { CaStore } from './store.ts';
+import type { CaKeys, CaStore } from './store.ts';
 
 export interface RotationPlan {
   from: { serial: string; notAfter: string };
@@ -41,11 +41,11 @@ export async function rotateIntermediate(store: CaStore, o: { overlapMs: number;
     ctx.tx.write(l.previousIntermediateCert(old.serial), readText(l.intermediateCert, 'CA certificate'), PUBLIC_MODE);
     ctx.tx.write(l.previousIntermediateKey(old.serial), readText(l.intermediateKey, 'CA key'), PRIVATE_MODE);
     const pair = await generateKeyPair(inv.ca.keyType);
-    const cert = await createIntermediate({ name: inv.ca.name, publicKey: pair.publicKey, issuer: keys.root, lifetimeMs: INTERMEDIATE_LIFETIME_MS, now });
+    const cert = await createIntermediate({ name: inv.ca.name, publicKey: pair.publicKey, issuer: keys.root, lifetimeMs: INTERMEDIATE_LIFETIME_MS, now, generation: (inv.ca.previous?.length ?? 0) + 2 });
     ctx.tx.write(l.intermediateCert, `${cert.toString('pem')}\n`, PUBLIC_MODE);
     ctx.tx.write(l.intermediateKey, privateKeyPem(pair.privateKey, encrypted ? o.passphrase : undefined), PRIVATE_MODE);
     const retireAt = new Date(now.getTime() + o.overlapMs).toISOString();
-    inv.ca.previous = [...(inv.ca.previous ?? []), { ...old, retireAt, crlNumber: 0 }];
+    inv.ca.previous = [...(inv.ca.previous ?? []), { ...old, retireAt, crlNumber: 0, root: inv.ca.root.serial }];
     inv.ca.intermediate = { serial: cert.serialNumber.toLowerCase(), notAfter: cert.notAfter.toISOString(), fingerprint: fingerprint(cert.rawData) };
     const next = { ...keys, previous: new Map(keys.previous).set(old.serial, keys.intermediate), intermediate: { cert, key: pair.privateKey, keyType: inv.ca.keyType } };
     stageChain(inv, next, l, ctx.tx);
@@ -53,6 +53,61 @@ export async function rotateIntermediate(store: CaStore, o: { overlapMs: number;
     return {
       result: { serial: inv.ca.intermediate.serial, notAfter: inv.ca.intermediate.notAfter, retireAt, previous: old.serial },
       audit: { serial: inv.ca.intermediate.serial, detail: `previous=${old.serial} retireAt=${retireAt}` },
+    };
+  });
+}
+
+/**
+ * `broker pki rotate root`: a new root, a new issuing CA under it, and a cross certificate (the new
+ * issuing CA signed by the old root). During the overlap both roots are trusted (ca.crt, chain.pem, a CRL
+ * for each), and server chains carry the cross certificate so clients that still trust only the
+ * old root reach the new one. Hand the new ca.crt to partners during the overlap; after it, the
+ * old root and the issuing CA under it are retired.
+ */
+export async function rotateRoot(store: CaStore, o: { overlapMs: number; passphrase?: string }): Promise<{ root: string; intermediate: string; cross: string; retireAt: string; previousRoot: string }> {
+  return store.mutate('rotate-root', o.passphrase, async (ctx) => {
+    const keys = await ctx.keys();
+    const inv = ctx.inventory;
+    const l = ctx.layout;
+    const now = new Date();
+    const retireAt = new Date(now.getTime() + o.overlapMs).toISOString();
+    const pass = inv.ca.encrypted ? o.passphrase : undefined;
+    const oldRoot = inv.ca.root;
+    const oldInt = inv.ca.intermediate;
+    ctx.tx.write(l.previousRootCert(oldRoot.serial), readText(l.rootCert, 'CA certificate'), PUBLIC_MODE);
+    ctx.tx.write(l.previousRootKey(oldRoot.serial), readText(l.rootKey, 'CA key'), PRIVATE_MODE);
+    ctx.tx.write(l.previousIntermediateCert(oldInt.serial), readText(l.intermediateCert, 'CA certificate'), PUBLIC_MODE);
+    ctx.tx.write(l.previousIntermediateKey(oldInt.serial), readText(l.intermediateKey, 'CA key'), PRIVATE_MODE);
+
+    const rootPair = await generateKeyPair(inv.ca.keyType);
+    const rootCert = await createRoot({ name: inv.ca.name, keys: rootPair, keyType: inv.ca.keyType, lifetimeMs: ROOT_LIFETIME_MS, now, generation: (inv.ca.previousRoots?.length ?? 0) + 2 });
+    const root = { cert: rootCert, key: rootPair.privateKey, keyType: inv.ca.keyType };
+    const intPair = await generateKeyPair(inv.ca.keyType);
+    const intCert = await createIntermediate({ name: inv.ca.name, publicKey: intPair.publicKey, issuer: root, lifetimeMs: INTERMEDIATE_LIFETIME_MS, now, generation: (inv.ca.previous?.length ?? 0) + 2 });
+    const cross = await createCrossCert({ subject: intCert, subjectKey: intPair.publicKey, issuer: keys.root, now });
+    ctx.tx.write(l.rootCert, `${rootCert.toString('pem')}\n`, PUBLIC_MODE);
+    ctx.tx.write(l.rootKey, privateKeyPem(rootPair.privateKey, pass), PRIVATE_MODE);
+    ctx.tx.write(l.intermediateCert, `${intCert.toString('pem')}\n`, PUBLIC_MODE);
+    ctx.tx.write(l.intermediateKey, privateKeyPem(intPair.privateKey, pass), PRIVATE_MODE);
+    ctx.tx.write(l.crossCert, `${cross.toString('pem')}\n`, PUBLIC_MODE);
+
+    const facts = (c: typeof rootCert) => ({ serial: c.serialNumber.toLowerCase(), notAfter: c.notAfter.toISOString(), fingerprint: fingerprint(c.rawData) });
+    inv.ca.previous = [...(inv.ca.previous ?? []), { ...oldInt, retireAt, crlNumber: 0, root: oldRoot.serial }];
+    inv.ca.previousRoots = [...(inv.ca.previousRoots ?? []), { ...oldRoot, retireAt, crlNumber: 0 }];
+    inv.ca.root = facts(rootCert);
+    inv.ca.intermediate = facts(intCert);
+    inv.ca.cross = { serial: cross.serialNumber.toLowerCase(), retireAt };
+    const next: CaKeys = {
+      root,
+      intermediate: { cert: intCert, key: intPair.privateKey, keyType: inv.ca.keyType },
+      previous: new Map(keys.previous).set(oldInt.serial, keys.intermediate),
+      previousRoots: new Map(keys.previousRoots).set(oldRoot.serial, keys.root),
+    };
+    stageChain(inv, next, l, ctx.tx);
+    await stageCrls(inv, next, l, ctx.tx, now);
+    return {
+      result: { root: inv.ca.root.serial, intermediate: inv.ca.intermediate.serial, cross: inv.ca.cross.serial, retireAt, previousRoot: oldRoot.serial },
+      audit: { serial: inv.ca.root.serial, detail: `previousRoot=${oldRoot.serial} intermediate=${inv.ca.intermediate.serial} retireAt=${retireAt}` },
     };
   });
 }

@@ -18,6 +18,8 @@ export interface CaKeys {
   intermediate: Issuer;
   /** Issuing CAs still in their overlap, by serial (their CRLs must still be signed). */
   previous: Map<string, Issuer>;
+  /** Roots still in their overlap, by serial. */
+  previousRoots: Map<string, Issuer>;
 }
 
 export interface MutationContext {
@@ -94,7 +96,11 @@ export class CaStore {
     for (const p of inv.ca.previous ?? []) {
       if (!p.retired) previous.set(p.serial, await issuer(l.previousIntermediateCert(p.serial), l.previousIntermediateKey(p.serial)));
     }
-    return { root: await issuer(l.rootCert, l.rootKey), intermediate: await issuer(l.intermediateCert, l.intermediateKey), previous };
+    const previousRoots = new Map<string, Issuer>();
+    for (const p of inv.ca.previousRoots ?? []) {
+      if (!p.retired) previousRoots.set(p.serial, await issuer(l.previousRootCert(p.serial), l.previousRootKey(p.serial)));
+    }
+    return { root: await issuer(l.rootCert, l.rootKey), intermediate: await issuer(l.intermediateCert, l.intermediateKey), previous, previousRoots };
   }
 
   /**

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openssl } from '../helpers/cli.ts';
 import { json, makeCa, pemBlocks, snapshot, type ListRow, type TestCa } from '../helpers/pki.ts';
@@ -106,4 +106,45 @@ test('renew --expiring renews exactly the identities inside the window, with pro
   const again = ca.signing(['pki', 'renew', '--expiring', '30d']);
   assert.match(again.stdout, /nothing expires within 30d/);
   assert.equal(ca.run(['pki', 'renew']).code, 2, 'NAME or --expiring is required');
+});
+
+test('rotate root: during the overlap both roots are trusted and server chains reach the old root; afterwards the old root is retired and chains end at the new one', (t) => {
+  const ca = makeCa(t);
+  assert.equal(ca.signing(['pki', 'server', 'edge', '--dns', 'localhost']).code, 0);
+  issue(ca, 'old-client');
+  const oldRoot = join(ca.root, 'old-root.crt');
+  writeFileSync(oldRoot, readFileSync(ca.file('ca.crt')));
+  const dry = ca.run(['pki', 'rotate', 'root', '--overlap', '30d', '--dry-run']);
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.match(dry.stdout, /plan: root rollover/);
+  assert.match(dry.stdout, /dry run: nothing changed/);
+  assert.equal(readFileSync(ca.file('ca.crt'), 'utf8'), readFileSync(oldRoot, 'utf8'));
+
+  const r = ca.signing(['pki', 'rotate', 'root', '--overlap', '2s', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const rot = json<{ root: string; previousRoot: string }>(r);
+  const newRoot = join(ca.root, 'new-root.crt');
+  writeFileSync(newRoot, readFileSync(ca.file('ca', 'root.crt')));
+  assert.match(openssl(['x509', '-in', newRoot, '-noout', '-subject']).stdout, /Root G2/);
+  issue(ca, 'new-client');
+  assert.equal(ca.signing(['pki', 'rotate', 'server', 'edge']).code, 0);
+  assert.equal(pemBlocks(readFileSync(ca.file('ca.crt'), 'utf8'), 'CERTIFICATE').length, 2, 'ca.crt holds both roots during the overlap');
+  assert.ok(trusted(ca, leafFile(ca, 'old-client')));
+  assert.ok(trusted(ca, leafFile(ca, 'new-client')));
+  const serverVerify = (anchor: string) => openssl(['verify', '-CAfile', anchor, '-untrusted', ca.file('servers', 'edge.crt'), '-purpose', 'sslserver', ca.file('servers', 'edge.crt')]).code === 0;
+  assert.ok(serverVerify(oldRoot), 'a partner that still trusts only the old root verifies the new server certificate');
+  assert.ok(serverVerify(ca.file('ca.crt')));
+
+  const deadline = Date.now() + 15_000;
+  let retired = false;
+  while (!retired && Date.now() < deadline) {
+    assert.equal(ca.signing(['pki', 'crl']).code, 0);
+    retired = pemBlocks(readFileSync(ca.file('ca.crt'), 'utf8'), 'CERTIFICATE').length === 1;
+  }
+  assert.ok(retired, 'the old root is retired after the overlap');
+  assert.ok(serverVerify(newRoot), 'after the overlap the server chain ends at the new root');
+  assert.ok(!trusted(ca, leafFile(ca, 'old-client')), 'certificates under the old root stop working');
+  assert.ok(trusted(ca, leafFile(ca, 'new-client')));
+  assert.notEqual(rot.root, rot.previousRoot);
+  assert.equal(ca.run(['pki', 'audit', 'verify']).code, 0);
 });

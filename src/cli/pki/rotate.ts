@@ -65,4 +65,31 @@ export function register(pki: Command): void {
       if (opts.json) return out.printJson(r);
       out.printLines(`new issuing CA serial ${r.serial} (until ${r.notAfter}); ${r.previous} trusted until ${r.retireAt}`);
     });
+
+  storeOptions(rotate.command('root'), { json: true })
+    .summary('root rollover: a new root and issuing CA, cross-signed, with an overlap')
+    .description('Create a new root, a new issuing CA under it, and a cross certificate (the new issuing CA signed by the old root). During the overlap ca.crt and chain.pem carry both roots (each with its CRL), new certificates come from the new issuing CA, and server chains include the cross certificate so clients that trust only the old root keep working. Hand the new ca.crt to partners and rotate the server certificate (broker pki rotate server) during the overlap. After it, "broker pki crl" retires the old root and the issuing CA under it.')
+    .option('--overlap <duration>', 'how long the old root stays trusted', '30d')
+    .option('--dry-run', 'print the plan and change nothing')
+    .addHelpText('after', examples('broker pki rotate root --overlap 30d --dry-run', 'broker pki rotate root --overlap 60d && broker pki rotate server broker'))
+    .action(async (opts: Opts) => {
+      const [{ planIntermediateRotation, rotateRoot }, { parseDuration }, out] = await Promise.all([import('../../pki/rotate.ts'), import('../../config/duration.ts'), import('../output.ts')]);
+      const store = await openStore(opts);
+      const overlapMs = parseDuration(opts.overlap ?? '30d', '--overlap');
+      const plan = planIntermediateRotation(store, overlapMs);
+      const say = opts.json ? (...l: string[]) => void process.stderr.write(`${l.join('\n')}\n`) : out.printLines;
+      say(
+        `plan: root rollover (the issuing CA now is serial ${plan.from.serial})`,
+        '  1. a new root and a new issuing CA under it; new certificates come from the new issuing CA at once',
+        '  2. a cross certificate (the new issuing CA signed by the old root) goes into server chains, so clients trusting only the old root keep working',
+        `  3. until ${plan.retireAt}: ca.crt and chain.pem carry both roots; hand the new ca.crt to partners, then "broker pki rotate server NAME"`,
+        `  4. ${plan.affected.length} valid certificate${plan.affected.length === 1 ? '' : 's'} from the old issuing CA must be renewed before then${plan.affected.length ? `: ${plan.affected.map((a) => a.name).join(', ')}` : ''}`,
+        '  5. after the overlap, "broker pki crl" retires the old root and the issuing CA under it',
+      );
+      if (opts.dryRun) return say('dry run: nothing changed');
+      const passphrase = await caPassphrase(store, opts);
+      const r = await rotateRoot(store, { overlapMs, ...(passphrase === undefined ? {} : { passphrase }) });
+      if (opts.json) return out.printJson(r);
+      out.printLines(`new root serial ${r.root} with issuing CA ${r.intermediate} (cross certificate ${r.cross}); the old root ${r.previousRoot} is trusted until ${r.retireAt}`);
+    });
 }

@@ -57,7 +57,13 @@ export const ERRORS = {
   BRK_ERR_UPSTREAM_TIMEOUT: { exit: 1, status: 504, public: 'upstream timed out', hint: 'the upstream did not answer within the route timeout; check it, or raise routes[].timeout' },
   BRK_ERR_HTTP_INTERNAL: { exit: 1, status: 500, public: 'internal error', hint: 'an unexpected error; the error log has the details' },
   BRK_ERR_ADMIN_UNAUTHORIZED: { exit: 1, status: 401, public: 'admin token required', hint: 'send Authorization: Bearer <the token in admin.tokenFile>' },
+  // broker connect (the partner-side forwarder)
+  BRK_ERR_CONNECT_URL: { exit: 2, hint: 'give --url as https://HOST[:PORT][/base] and --via as http://[USER:PASS@]HOST:PORT (proxy credentials: --via-auth-file or BROKER_PROXY_AUTH as USER:PASS)' },
+  BRK_ERR_CONNECT_LISTEN_REMOTE: { exit: 2, hint: 'listen on a loopback address (127.0.0.1, ::1, localhost): anyone who reaches a network listener uses your certificate; --allow-remote only behind your own access control' },
+  BRK_ERR_CONNECT_CERT: { exit: 1, hint: 'check that --cert, --key and --ca are readable PEM files and that the key belongs to the certificate (broker pki inspect FILE)' },
+  BRK_ERR_CONNECT_UPSTREAM: { exit: 1, status: 502, public: 'the broker could not be reached', hint: 'the broker or the --via proxy refused or dropped the connection (the message says which); check --url, --via and its credentials, and the certificate (broker pki inspect)' },
   BRK_ERR_PROXY_IDENTITY_VALUE: { exit: 1, hint: 'an identity value is not safe to send as a header; check the certificate subject and the identities rules' },
+  BRK_ERR_DOCTOR_PROBLEMS: { exit: 3, hint: 'each FAIL line above says what to do' },
   BRK_ERR_NODE_VERSION: { exit: 1, hint: 'run through npm (npx broker, npm run ...) so the project\'s Node 24 is used, or install Node 24' },
   BRK_ERR_INTERNAL: { exit: 1, hint: 'an unexpected error; please report it with the log line' },
 } as const satisfies Record<string, { exit: number; hint: string; status?: number; public?: string }>;

@@ -1,0 +1,57 @@
+import type { Command } from 'commander';
+import { examples } from './pki/common.ts';
+
+interface Opts {
+  config: string;
+  json?: boolean;
+  firewall?: boolean;
+  days: string;
+  hostname: string[];
+  client?: boolean;
+  url?: string;
+  cert?: string;
+  key?: string;
+  ca?: string;
+  via?: string;
+  path?: string;
+  timeout: string;
+}
+
+export function register(program: Command): void {
+  program
+    .command('doctor')
+    .summary('find what blocks a connection, on the broker\'s host or the partner\'s')
+    .description('On the broker\'s host: config, listen and admin ports (and who holds them), admin exposure, local firewall rules, server certificate and key, chain, CA and CRL validity (a CRL for every CA level), key file permissions, and every upstream. With --client, on the partner\'s side: walks DNS, TCP (or the proxy\'s CONNECT), TLS (is it really the broker?) and one HTTP request, and names the first failure. Exit 0 when all is well, 3 when a problem was found.')
+    .option('-c, --config <file>', 'config file (server side)', 'broker.yaml')
+    .option('--json', 'print the findings as JSON')
+    .option('--firewall', 'print an nftables snippet for this config and exit')
+    .option('--days <n>', 'warn about certificates expiring within this many days', '14')
+    .option('--hostname <host>', 'a name partners use to reach the broker: the server certificate must cover it (repeat)', (v: string, p: string[] = []) => [...p, v], [])
+    .option('--client', 'check from the partner\'s side (needs --url, --cert, --key)')
+    .option('--url <url>', 'the broker, e.g. https://broker.acme.example:8443')
+    .option('--cert <file>', 'the partner\'s certificate')
+    .option('--key <file>', 'the partner\'s key')
+    .option('--ca <file>', 'the broker\'s CA (ca.crt): tells a TLS-inspecting middlebox from the broker')
+    .option('--via <url>', 'an outbound HTTP proxy, e.g. http://user:pass@proxy:3128')
+    .option('--path <path>', 'the path to request once connected', '/')
+    .option('--timeout <duration>', 'per step', '5s')
+    .addHelpText('after', examples('broker doctor --config broker.yaml', 'broker doctor --firewall', 'broker doctor --client --url https://broker.acme.example:8443 --cert acme.crt --key acme.key --ca ca.crt --via http://proxy:3128'))
+    .action(async (opts: Opts) => {
+      const [{ BrokerError }, out, { formatFindings }, { parseDuration }] = await Promise.all([import('../errors.ts'), import('./output.ts'), import('../doctor/finding.ts'), import('../config/duration.ts')]);
+      let findings;
+      if (opts.client) {
+        if (!opts.url || !opts.cert || !opts.key) throw new BrokerError('BRK_ERR_USAGE', '--client needs --url, --cert and --key');
+        const { doctorClient } = await import('../doctor/client.ts');
+        findings = await doctorClient({ url: opts.url, cert: opts.cert, key: opts.key, ca: opts.ca, via: opts.via, path: opts.path ?? '/', timeoutMs: parseDuration(opts.timeout, '--timeout') });
+      } else {
+        const [{ loadConfig }, doctor] = await Promise.all([import('../config/index.ts'), import('../doctor/server.ts')]);
+        const { config } = loadConfig(opts.config);
+        if (opts.firewall) return out.printLines(doctor.nftablesSnippet(config));
+        findings = await doctor.doctorServer(config, { warnDays: Number(opts.days), hostnames: opts.hostname });
+      }
+      const failed = findings.filter((f) => f.status === 'fail');
+      if (opts.json) out.printJson({ ok: failed.length === 0, findings });
+      else out.printLines(formatFindings(findings));
+      if (failed.length) throw new BrokerError('BRK_ERR_DOCTOR_PROBLEMS', `${failed.length} problem${failed.length === 1 ? '' : 's'} found: ${failed.map((f) => f.check).join(', ')}`);
+    });
+}

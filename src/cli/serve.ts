@@ -24,6 +24,17 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
     const where = (cause as { admin?: boolean }).admin ? `the admin listener ${config.admin.host}:${config.admin.port}` : `${config.listen.host}:${config.listen.port}`;
     throw new BrokerError('BRK_ERR_LISTEN', `cannot listen on ${where}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
   }
+  // Bound (a low port needs root or CAP_NET_BIND_SERVICE): now give up root, before any request.
+  if (config.user && process.getuid?.() === 0) {
+    try {
+      process.setgid?.(config.group ?? config.user);
+      process.setuid?.(config.user);
+    } catch (cause) {
+      await broker.close().catch(() => {});
+      throw new BrokerError('BRK_ERR_LISTEN', `cannot switch to user ${config.user}${config.group ? `, group ${config.group}` : ''}: ${(cause as Error).message}`, { cause, hint: 'create the user and group, or remove user/group from the config' });
+    }
+    broker.loggers.audit.info({ event: 'privileges', user: config.user, group: config.group ?? config.user, uid: process.getuid?.(), gid: process.getgid?.() }, 'switched to an unprivileged user after binding');
+  }
   // logrotate: move the files, then SIGUSR2 makes the broker write to new ones
   const reopen = () => broker.loggers.reopen();
   process.on('SIGUSR2', reopen);

@@ -224,6 +224,8 @@ export const ConfigSchema = Type.Object(
       },
       { ...strict, default: {} },
     ),
+    user: Type.Optional(Type.String({ minLength: 1, description: 'started as root (to bind a low port), switch to this user right after binding' })),
+    group: Type.Optional(Type.String({ minLength: 1, description: 'and to this group (default: the user\'s own group name)' })),
     workers: Type.Integer({ minimum: 1, maximum: 256, default: 1, description: 'processes serving the listener (node:cluster); limits stay exact across them' }),
     rateLimit: RateLimitSchema,
     maxConcurrent: Type.Integer({ minimum: 1, default: 100, description: 'in-flight requests per identity, unless a role says otherwise' }),

@@ -119,6 +119,13 @@ async function servePrimary(file: string, workers: number): Promise<void> {
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
+    // reload and log reopening are the workers' business: pass the signals on (Node's default
+    // for them would end the primary, and with it every worker)
+    const relay = (signal: NodeJS.Signals) => () => {
+      for (const w of live()) w.process.kill(signal);
+    };
+    process.on('SIGHUP', relay('SIGHUP'));
+    process.on('SIGUSR2', relay('SIGUSR2'));
   });
   await store.close();
 }

@@ -83,7 +83,12 @@ export async function doctorClient(o: ClientDoctorOptions): Promise<Finding[]> {
   } catch (e) {
     return [fail('certificate', `cannot read ${(e as NodeJS.ErrnoException).path ?? o.cert}`, 'point --cert and --key at the files the broker operator handed over')];
   }
-  const leaf = new X509Certificate(certPem);
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(certPem);
+  } catch (e) {
+    return [fail('certificate', `${o.cert} is not a readable PEM certificate (${(e as Error).message})`, 'point --cert at the .crt file the broker operator handed over')];
+  }
   const now = Date.now();
   if (new Date(leaf.validTo).getTime() <= now) return [...out, fail('certificate', `your certificate expired on ${leaf.validTo}`, 'ask the broker operator for a renewed one (broker pki renew)')];
   if (new Date(leaf.validFrom).getTime() > now) return [...out, fail('certificate', `your certificate is not valid before ${leaf.validFrom} (check this machine's clock)`)];

@@ -3,7 +3,7 @@
  * firewall let partners in (where it can be read), are the certificates, CA and CRLs usable, and do
  * the upstreams answer. Every finding says what to do.
  */
-import { createServer } from 'node:net';
+import { createServer, isIP } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { lookup } from 'node:dns/promises';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
@@ -88,7 +88,13 @@ function certFindings(c: BrokerConfig, warnDays: number, hostnames: readonly str
     return out;
   }
   const blocks = certPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-  const leaf = new X509Certificate(blocks[0] ?? certPem);
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(blocks[0] ?? certPem);
+  } catch (e) {
+    out.push(fail('server certificate', `${f.cert} is not a readable PEM certificate (${(e as Error).message})`, c.tls.server ? `broker pki server ${c.tls.server} --dns HOST` : 'point tls.cert at the PEM certificate chain'));
+    return out;
+  }
   try {
     out.push(leaf.checkPrivateKey(createPrivateKey(keyPem)) ? ok('server key', 'matches the certificate') : fail('server key', `${f.key} does not match ${f.cert}`, 'renew the server certificate (broker pki rotate server NAME)'));
   } catch (e) {
@@ -97,7 +103,9 @@ function certFindings(c: BrokerConfig, warnDays: number, hostnames: readonly str
   const left = new Date(leaf.validTo).getTime() - now;
   out.push(left <= 0 ? fail('server certificate', `expired on ${leaf.validTo}`, 'broker pki rotate server NAME, then reload') : left < warnDays * DAY ? warn('server certificate', `expires in ${Math.ceil(left / DAY)} days`, 'broker pki rotate server NAME') : ok('server certificate', `valid until ${leaf.validTo}`));
   for (const h of hostnames) {
-    out.push(leaf.checkHost(h) || leaf.checkIP(h) ? ok('server certificate', `covers ${h}`) : fail('server certificate', `does not cover ${h} (SANs: ${leaf.subjectAltName ?? 'none'})`, `issue one with --dns ${h}`));
+    // checkIP throws on anything but an IP address, and checkHost does not match IP SANs
+    const covered = isIP(h) ? leaf.checkIP(h) : leaf.checkHost(h);
+    out.push(covered ? ok('server certificate', `covers ${h}`) : fail('server certificate', `does not cover ${h} (SANs: ${leaf.subjectAltName ?? 'none'})`, `issue one with ${isIP(h) ? '--ip' : '--dns'} ${h}`));
   }
   // the chain: every certificate after the leaf signs the one before, up to a CA of the client CA bundle
   const caPem = read(f.ca) ?? '';
@@ -117,9 +125,17 @@ function certFindings(c: BrokerConfig, warnDays: number, hostnames: readonly str
   }
   if (cas.length) out.push(ok('CA certificates', `${cas.length} in ${f.ca}`));
   const crlPem = read(f.crl);
+  let crls: ReturnType<typeof revokedSerials> | undefined;
   if (!crlPem) out.push(fail('CRL', `missing ${f.crl}: with CRL checking on, every client would be refused`, 'broker pki crl'));
   else {
-    const r = revokedSerials(crlPem);
+    try {
+      crls = revokedSerials(crlPem);
+    } catch (e) {
+      out.push(fail('CRL', `${f.crl} holds a CRL that cannot be read (${(e as Error).message}): every client would be refused`, 'broker pki crl'));
+    }
+  }
+  if (crls) {
+    const r = crls;
     const missing = cas.filter((ca) => ![...r.issuers].some((i) => sameName(i, ca.subject)));
     if (missing.length) out.push(fail('CRL', `no CRL for ${missing.map((m) => m.subject.replace(/\n/g, ',')).join('; ')}: OpenSSL would refuse every client`, 'publish every level: broker pki crl (crl.pem holds them all)'));
     else out.push(ok('CRL', `a CRL for each of the ${cas.length} CA levels`));

@@ -16,6 +16,10 @@ import { portOwner } from './port-owner.ts';
 import { fail, ok, warn, type Finding } from './finding.ts';
 
 const DAY = 86_400_000;
+const days = (ms: number) => {
+  const n = Math.ceil(ms / DAY);
+  return `${n} day${n === 1 ? '' : 's'}`;
+};
 
 /** Whether host:port can be bound now; why not when it cannot. */
 export function tryBind(host: string, port: number): Promise<{ ok: true } | { ok: false; code: string }> {
@@ -32,6 +36,7 @@ async function portCheck(what: string, host: string, port: number): Promise<Find
   if (r.ok) return ok(what, `${host}:${port} is free and bindable`);
   if (r.code === 'EADDRINUSE') {
     const owner = portOwner(port);
+    if (owner && /\b(broker|dist\/main\.js) serve\b/.test(owner.command)) return warn(what, `${host}:${port} is held by a running broker (pid ${owner.pid}): fine if that is this broker`);
     return fail(what, `${host}:${port} is already in use${owner ? ` by pid ${owner.pid} (${owner.command})` : ''}`, owner ? `stop that process, or choose another port` : 'find the process with "ss -ltnp" and stop it, or choose another port');
   }
   if (r.code === 'EACCES') return fail(what, `no permission to bind ${host}:${port} (a port below 1024 needs CAP_NET_BIND_SERVICE)`, 'run with AmbientCapabilities=CAP_NET_BIND_SERVICE (systemd), setcap cap_net_bind_service=+ep on the node binary, or use a port ≥ 1024 behind a port forward');
@@ -101,7 +106,7 @@ function certFindings(c: BrokerConfig, warnDays: number, hostnames: readonly str
     out.push(fail('server key', `${f.key} is not a readable private key (${(e as Error).message})`));
   }
   const left = new Date(leaf.validTo).getTime() - now;
-  out.push(left <= 0 ? fail('server certificate', `expired on ${leaf.validTo}`, 'broker pki rotate server NAME, then reload') : left < warnDays * DAY ? warn('server certificate', `expires in ${Math.ceil(left / DAY)} days`, 'broker pki rotate server NAME') : ok('server certificate', `valid until ${leaf.validTo}`));
+  out.push(left <= 0 ? fail('server certificate', `expired on ${leaf.validTo}`, 'broker pki rotate server NAME, then reload') : left < warnDays * DAY ? warn('server certificate', `expires in ${days(left)}`, 'broker pki rotate server NAME') : ok('server certificate', `valid until ${leaf.validTo}`));
   for (const h of hostnames) {
     // checkIP throws on anything but an IP address, and checkHost does not match IP SANs
     const covered = isIP(h) ? leaf.checkIP(h) : leaf.checkHost(h);
@@ -121,7 +126,7 @@ function certFindings(c: BrokerConfig, warnDays: number, hostnames: readonly str
   for (const ca of cas) {
     const caLeft = new Date(ca.validTo).getTime() - now;
     if (caLeft <= 0) out.push(fail('CA certificate', `${ca.subject.replace(/\n/g, ',')} expired on ${ca.validTo}`, 'broker pki rotate intermediate / root'));
-    else if (caLeft < warnDays * DAY) out.push(warn('CA certificate', `${ca.subject.replace(/\n/g, ',')} expires in ${Math.ceil(caLeft / DAY)} days`, 'broker pki rotate intermediate / root'));
+    else if (caLeft < warnDays * DAY) out.push(warn('CA certificate', `${ca.subject.replace(/\n/g, ',')} expires in ${days(caLeft)}`, 'broker pki rotate intermediate / root'));
   }
   if (cas.length) out.push(ok('CA certificates', `${cas.length} in ${f.ca}`));
   const crlPem = read(f.crl);

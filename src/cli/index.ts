@@ -19,6 +19,7 @@ import { register as demo } from './demo.ts';
 import { register as serve } from './serve.ts';
 import { register as configCheck } from './config-check.ts';
 import { register as usage } from './usage.ts';
+import { register as connect } from './connect.ts';
 import { register as doctor } from './doctor.ts';
 
 export const VERSION = '0.1.0';
@@ -33,6 +34,7 @@ export function buildProgram(): Command {
   serve(program);
   configCheck(program);
   usage(program);
+  connect(program);
   doctor(program);
   demo(program);
   const exitOverride = (cmd: Command) => {

@@ -1,0 +1,90 @@
+import type { Command } from 'commander';
+import { examples } from './pki/common.ts';
+
+interface Opts {
+  url: string;
+  cert: string;
+  key: string;
+  ca?: string;
+  listen: string;
+  allowRemote?: boolean;
+  via?: string;
+  viaAuthFile?: string;
+}
+
+export function register(program: Command): void {
+  program
+    .command('connect')
+    .summary('partner side: a local plain-HTTP port that forwards to the broker over mutual TLS')
+    .description(
+      'Listen for plain HTTP on a local port and forward every request to the broker at --url over mutual TLS with ' +
+        'the client certificate --cert/--key, keeping connections to the broker alive, so that software that cannot ' +
+        'do client certificates can still use the broker. With --via, connections go through an outbound HTTP proxy ' +
+        '(CONNECT); its credentials come from the URL (http://USER:PASS@HOST:PORT), --via-auth-file or BROKER_PROXY_AUTH ' +
+        '(USER:PASS). The certificate files are watched and reloaded when they change (a failed reload keeps the old ' +
+        'certificate). One JSON log line per request on stderr. SIGTERM or SIGINT stops it.\n\n' +
+        'The listener stays on loopback: anything that can reach it acts with your certificate, as your identity, at the ' +
+        'broker, so a listener on the network would hand your identity to everyone on it. --allow-remote lifts the ' +
+        'check for setups that control access themselves (a container network, a host firewall).',
+    )
+    .requiredOption('--url <url>', 'the broker: https://HOST[:PORT][/base]')
+    .requiredOption('--cert <file>', 'client certificate (PEM, leaf first, chain after it)')
+    .requiredOption('--key <file>', 'its private key (PEM, unencrypted)')
+    .option('--ca <file>', 'CA certificate(s) that sign the broker\'s server certificate (default: the system roots)')
+    .option('--listen <addr>', 'local address: HOST:PORT, [IPv6]:PORT or PORT; port 0 picks a free one', '127.0.0.1:8080')
+    .option('--allow-remote', 'allow a --listen address beyond loopback (exposes your identity to whoever reaches it)')
+    .option('--via <url>', 'outbound HTTP proxy: http://[USER:PASS@]HOST:PORT')
+    .option('--via-auth-file <file>', 'file whose first line is the proxy USER:PASS (or set BROKER_PROXY_AUTH)')
+    .addHelpText(
+      'after',
+      examples(
+        'broker connect --url https://broker.acme.example:8443 --cert acme-billing.crt --key acme-billing.key --ca ca.crt',
+        'broker connect --url https://broker.acme.example --cert p.crt --key p.key --listen 127.0.0.1:9000 --via http://proxy.corp:3128 --via-auth-file proxy.pass',
+        'curl http://127.0.0.1:8080/orders/1',
+      ),
+    )
+    .action(async (opts: Opts) => {
+      const [{ parseTarget, parseListen, parseVia, startConnect }, { createLoggers }, { readSecretFile }, { BrokerError }] = await Promise.all([
+        import('../connect/index.ts'),
+        import('../observability/loggers.ts'),
+        import('./secrets.ts'),
+        import('../errors.ts'),
+      ]);
+      const target = parseTarget(opts.url);
+      const listen = parseListen(opts.listen, Boolean(opts.allowRemote));
+      if (opts.viaAuthFile && !opts.via) throw new BrokerError('BRK_ERR_USAGE', '--via-auth-file needs --via');
+      let via;
+      if (opts.via) {
+        const fromEnv = process.env.BROKER_PROXY_AUTH;
+        const credentials = opts.viaAuthFile
+          ? { value: readSecretFile(opts.viaAuthFile, 'proxy credentials'), from: '--via-auth-file' }
+          : fromEnv
+            ? { value: fromEnv, from: 'BROKER_PROXY_AUTH' }
+            : undefined;
+        via = parseVia(opts.via, credentials);
+      }
+      const loggers = createLoggers({ level: 'info', auth: 'off', access: 'stderr', error: 'stderr', audit: 'stderr' });
+      const connector = await startConnect({ target, listen, via, files: { cert: opts.cert, key: opts.key, ca: opts.ca } }, loggers);
+      await new Promise<void>((done) => {
+        let stopping = false;
+        const stop = (signal: string) => {
+          if (stopping) {
+            loggers.error.warn({ event: 'shutdown', signal, pid: process.pid }, 'second signal: exiting at once');
+            loggers.flush();
+            process.exit(1);
+          }
+          stopping = true;
+          loggers.error.info({ event: 'shutdown', signal, pid: process.pid }, 'shutting down: running requests may finish');
+          void connector.close().finally(() => {
+            process.off('SIGTERM', stop);
+            process.off('SIGINT', stop);
+            loggers.flush();
+            done();
+          });
+        };
+        process.on('SIGTERM', stop);
+        process.on('SIGINT', stop);
+        connector.announce();
+      });
+    });
+}

@@ -8,6 +8,11 @@ interface Opts extends StoreOptions {
   overlap?: string;
 }
 
+/** Where a plan is printed: stdout, or stderr with --json so that stdout stays one JSON document. */
+function planPrinter(opts: Opts, printLines: (...l: string[]) => void): (...l: string[]) => void {
+  return opts.json ? (...l: string[]) => void process.stderr.write(`${l.join('\n')}\n`) : printLines;
+}
+
 export function register(pki: Command): void {
   const rotate = pki.command('rotate').summary('planned key rotation').description('Rotate keys with a plan printed before acting; --dry-run prints the plan only.');
   storeOptions(rotate.command('server'), { json: true })
@@ -26,7 +31,7 @@ export function register(pki: Command): void {
         .sort((a, b) => Date.parse(b.notAfter) - Date.parse(a.notAfter))[0];
       if (!current) throw new BrokerError('BRK_ERR_PKI_IDENTITY_NOT_FOUND', `no valid server certificate named ${name}`);
       const ttlMs = await ttl(opts.ttl, 90 * 86_400_000);
-      const say = opts.json ? (...l: string[]) => void process.stderr.write(`${l.join('\n')}\n`) : out.printLines;
+      const say = planPrinter(opts, out.printLines);
       say(
         `plan: rotate server certificate ${name}`,
         `  1. new key and certificate for ${[...(current.dns ?? []).map((d) => `DNS:${d}`), ...(current.ip ?? []).map((a) => `IP:${a}`)].join(', ')}, valid ${out.days(ttlMs)}`,
@@ -50,8 +55,7 @@ export function register(pki: Command): void {
       const store = await openStore(opts);
       const overlapMs = parseDuration(opts.overlap ?? '7d', '--overlap');
       const plan = planIntermediateRotation(store, overlapMs);
-      // with --json the plan goes to stderr, so stdout stays one JSON document
-      const say = opts.json ? (...l: string[]) => void process.stderr.write(`${l.join('\n')}\n`) : out.printLines;
+      const say = planPrinter(opts, out.printLines);
       say(
         `plan: rotate the issuing CA (now serial ${plan.from.serial})`,
         '  1. a new issuing CA signed by the root; new certificates come from it at once',
@@ -77,7 +81,7 @@ export function register(pki: Command): void {
       const store = await openStore(opts);
       const overlapMs = parseDuration(opts.overlap ?? '30d', '--overlap');
       const plan = planIntermediateRotation(store, overlapMs);
-      const say = opts.json ? (...l: string[]) => void process.stderr.write(`${l.join('\n')}\n`) : out.printLines;
+      const say = planPrinter(opts, out.printLines);
       say(
         `plan: root rollover (the issuing CA now is serial ${plan.from.serial})`,
         '  1. a new root and a new issuing CA under it; new certificates come from the new issuing CA at once',

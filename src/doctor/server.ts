@@ -10,7 +10,7 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import type { BrokerConfig } from '../config/index.ts';
-import { materialFiles, revokedSerials } from '../tls/material.ts';
+import { materialFiles, revokedSerials, subjectKey } from '../tls/material.ts';
 import { tcpReachable } from '../observability/plugin.ts';
 import { portOwner } from './port-owner.ts';
 import { fail, ok, warn, type Finding } from './finding.ts';
@@ -141,7 +141,7 @@ function certFindings(c: BrokerConfig, warnDays: number, hostnames: readonly str
   }
   if (crls) {
     const r = crls;
-    const missing = cas.filter((ca) => ![...r.issuers].some((i) => sameName(i, ca.subject)));
+    const missing = cas.filter((ca) => !r.issuers.has(subjectKey(ca.raw)));
     if (missing.length) out.push(fail('CRL', `no CRL for ${missing.map((m) => m.subject.replace(/\n/g, ',')).join('; ')}: OpenSSL would refuse every client`, 'publish every level: broker pki crl (crl.pem holds them all)'));
     else out.push(ok('CRL', `a CRL for each of the ${cas.length} CA levels`));
     if (r.nextUpdate && r.nextUpdate.getTime() <= now) out.push(fail('CRL', `expired on ${r.nextUpdate.toISOString()}: every client is refused`, 'broker pki crl (and run it from a timer)'));
@@ -159,11 +159,6 @@ function certFindings(c: BrokerConfig, warnDays: number, hostnames: readonly str
   return out;
 }
 
-/** "CN=a\nO=b" (Node) and "O=b, CN=a" (x509) name the same subject. */
-function sameName(a: string, b: string): boolean {
-  const norm = (s: string) => s.split(/\n|,\s*/).map((p) => p.trim()).filter(Boolean).sort().join('|');
-  return norm(a) === norm(b);
-}
 
 async function upstreamFindings(c: BrokerConfig): Promise<Finding[]> {
   return Promise.all(

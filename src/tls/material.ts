@@ -9,6 +9,7 @@ import { BrokerError } from '../errors.ts';
 import type { BrokerConfig } from '../config/index.ts';
 import { storeLayout } from '../pki/layout.ts';
 import { x509 } from '../pki/x509.ts';
+import { certSubject, pemBlocks, readCrl } from './crl-der.ts';
 
 export interface TlsMaterial {
   cert: string;
@@ -35,19 +36,28 @@ export function materialFiles(c: BrokerConfig): TlsMaterial['files'] {
 const PEM_BLOCK = (label: string) => new RegExp(`-----BEGIN ${label}-----[\\s\\S]+?-----END ${label}-----`, 'g');
 
 /** Revoked serials from every CRL in a PEM bundle, with the earliest nextUpdate and the issuers covered. */
+/**
+ * Revoked serials from every CRL in a PEM bundle, with the earliest nextUpdate and the issuers
+ * covered (raw Name DER as hex, to compare with `subjectKey()` of the CA certificates).
+ */
 export function revokedSerials(crlPem: string): { revoked: Set<string>; nextUpdate: Date | undefined; count: number; issuers: Set<string> } {
   const revoked = new Set<string>();
   const issuers = new Set<string>();
   let nextUpdate: Date | undefined;
   let count = 0;
-  for (const block of crlPem.match(PEM_BLOCK('X509 CRL')) ?? []) {
-    const crl = new x509.X509Crl(block);
+  for (const der of pemBlocks(crlPem, 'X509 CRL')) {
+    const crl = readCrl(der);
     count++;
-    issuers.add(crl.issuer);
+    issuers.add(crl.issuer.toString('hex'));
     if (crl.nextUpdate && (!nextUpdate || crl.nextUpdate < nextUpdate)) nextUpdate = crl.nextUpdate;
-    for (const e of crl.entries) revoked.add(e.serialNumber.toLowerCase().replace(/^(00)+/, ''));
+    for (const s of crl.serials) revoked.add(s);
   }
   return { revoked, nextUpdate, count, issuers };
+}
+
+/** A certificate's subject in the form `revokedSerials().issuers` uses. */
+export function subjectKey(certDer: Uint8Array): string {
+  return certSubject(certDer).toString('hex');
 }
 
 /** Loads and checks everything; throws BRK_ERR_TLS_MATERIAL listing every problem found. */
@@ -96,9 +106,9 @@ export function loadTlsMaterial(c: BrokerConfig, now = new Date()): TlsMaterial 
       crlNextUpdate = r.nextUpdate;
       // OpenSSL wants a CRL for every CA level once CRL checking is on; a missing one refuses everyone
       // (and hides the real reason behind UNABLE_TO_GET_CRL), so refuse to start instead.
-      for (const block of ca.match(PEM_BLOCK('CERTIFICATE')) ?? []) {
-        const caCert = new x509.X509Certificate(block);
-        if (!r.issuers.has(caCert.subject)) problems.push(`CRL: ${files.crl} has no CRL from the CA "${caCert.subject}" in ${files.ca}; every client would be refused (run "broker pki crl" and use its bundle)`);
+      for (const der of pemBlocks(ca, 'CERTIFICATE')) {
+        const caCert = new x509.X509Certificate(new Uint8Array(der));
+        if (!r.issuers.has(subjectKey(der))) problems.push(`CRL: ${files.crl} has no CRL from the CA "${caCert.subject}" in ${files.ca}; every client would be refused (run "broker pki crl" and use its bundle)`);
       }
       if (r.nextUpdate && r.nextUpdate <= now) problems.push(`CRL: ${files.crl} expired on ${r.nextUpdate.toISOString()}; every client would be refused (run "broker pki crl")`);
     } catch (e) {

@@ -5,7 +5,8 @@
  * outputs are reopened on SIGUSR2, so logrotate can move them without losing lines.
  *
  * Key material, full PEMs, Authorization and Cookie values are never logged: the loggers are only
- * handed chosen fields, and pino's redaction covers headers in case an error object carries them.
+ * handed chosen fields, and on the error stream pino's redaction covers headers in case an error
+ * object carries them.
  */
 import { pino, type Logger, type DestinationStream } from 'pino';
 
@@ -47,7 +48,10 @@ export const REDACT = [
 type Dest = DestinationStream & { reopen?: () => void; flushSync?: () => void };
 
 export function createLoggers(o: LogConfig & { stdout?: DestinationStream; stderr?: DestinationStream }): Loggers {
-  const base = { level: o.level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime, redact: { paths: REDACT, censor: '[redacted]' } };
+  // Redaction only where arbitrary objects are logged (errors); the auth, access and audit lines are
+  // built from chosen fields, and redaction on every access line cost ~3% of the request path.
+  const base = { level: o.level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime };
+  const redacted = { ...base, redact: { paths: REDACT, censor: '[redacted]' } };
   const dests = new Map<string, Dest>();
   const dest = (target: LogTarget): Dest | undefined => {
     if (target === 'off') return undefined;
@@ -60,11 +64,11 @@ export function createLoggers(o: LogConfig & { stdout?: DestinationStream; stder
     }
     return d;
   };
-  const make = (name: string, target: LogTarget): Logger => {
+  const make = (name: string, target: LogTarget, opts: typeof base = base): Logger => {
     const d = dest(target);
-    return d ? pino(base, d).child({ log: name }) : pino({ ...base, level: 'silent' }).child({ log: name });
+    return d ? pino(opts, d).child({ log: name }) : pino({ ...opts, level: 'silent' }).child({ log: name });
   };
-  const error = make('error', o.error ?? 'stderr');
+  const error = make('error', o.error ?? 'stderr', redacted);
   return {
     auth: make('auth', o.auth ?? 'stdout'),
     access: make('access', o.access ?? 'stdout'),

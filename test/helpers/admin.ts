@@ -3,7 +3,7 @@
  * the Prometheus text of /metrics parsed into samples.
  */
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
-import type { RunningBroker } from './broker.ts';
+import { collectResponse, type RunningBroker } from './broker.ts';
 
 /** The admin listener's port (startBroker sets admin.port 0). */
 export function adminPort(b: RunningBroker): number {
@@ -22,15 +22,7 @@ export interface AdminResponse {
 /** One plain-HTTP GET on a fresh connection. */
 export function httpGet(port: number, path: string, headers: Record<string, string> = {}): Promise<AdminResponse> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path, headers, agent: false, timeout: 15_000 }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json: () => JSON.parse(text) as Record<string, unknown> });
-      });
-      res.on('error', reject);
-    });
+    const req = httpRequest({ host: '127.0.0.1', port, path, headers, agent: false, timeout: 15_000 }, (res) => collectResponse(res, resolve, reject));
     req.on('timeout', () => req.destroy(new Error('client timeout')));
     req.on('error', reject);
     req.end();

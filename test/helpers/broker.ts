@@ -212,6 +212,17 @@ export interface ClientOptions {
   localAddress?: string;
 }
 
+/** Reads a whole response into a `Response`. */
+export function collectResponse(res: import('node:http').IncomingMessage, resolve: (r: Response) => void, reject: (e: Error) => void): void {
+  const chunks: Buffer[] = [];
+  res.on('data', (c: Buffer) => chunks.push(c));
+  res.on('end', () => {
+    const text = Buffer.concat(chunks).toString('utf8');
+    resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json: () => JSON.parse(text) as Record<string, unknown> });
+  });
+  res.on('error', reject);
+}
+
 /** One HTTPS request on a fresh connection (no agent pooling). */
 export function request(port: number, o: ClientOptions): Promise<Response> {
   return new Promise((resolve, reject) => {
@@ -230,15 +241,7 @@ export function request(port: number, o: ClientOptions): Promise<Response> {
         ...(o.localAddress ? { localAddress: o.localAddress } : {}),
         ...o.tls,
       },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json: () => JSON.parse(text) as Record<string, unknown> });
-        });
-        res.on('error', reject);
-      },
+      (res) => collectResponse(res, resolve, reject),
     );
     req.on('timeout', () => req.destroy(new Error('client timeout')));
     req.on('error', reject);

@@ -11,9 +11,9 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { BrokerConfig } from './config/index.ts';
 import { parseSize } from './config/index.ts';
 import { checkHead, normalizePath } from './filter/index.ts';
-import { principalOf } from './tls/listener.ts';
+import { isAdmitted, principalOf } from './tls/listener.ts';
 import { registerRoute, kBody } from './proxy/plugin.ts';
-import { replyError } from './proxy/reply-error.ts';
+import { denialOf, replyError } from './proxy/reply-error.ts';
 import { accessLog } from './observability/plugin.ts';
 import type { Loggers } from './observability/loggers.ts';
 import type { HttpErrorCode } from './errors.ts';
@@ -23,8 +23,12 @@ import type { ConnectionGuard } from './filter/connection-guard.ts';
 import { compileIpList, plainIp, type IpList } from './filter/ip.ts';
 import { compileLimits, type SharedStore } from './ratelimit/index.ts';
 import { limitGate } from './ratelimit/plugin.ts';
+import { authGate } from './auth/gate.ts';
+import type { Verifiers } from './auth/authenticate.ts';
+import { kCaller, notesOf } from './proxy/notes.ts';
 
 const kReject = Symbol('broker.reject');
+const CREDENTIAL_REFUSALS: ReadonlySet<string> = new Set(['BRK_ERR_AUTH_INVALID', 'BRK_ERR_AUTH_MISMATCH']);
 
 interface RejectMark {
   code: HttpErrorCode;
@@ -38,6 +42,8 @@ export interface AppDeps {
   guard: ConnectionGuard;
   /** Whether a certificate serial is revoked now (CRL, and revocations heard from other replicas). */
   isRevoked(serial: string): boolean;
+  /** API keys, Basic credentials and bearer tokens, as this generation's config and store say. */
+  verifiers: Verifiers;
 }
 
 /** Per-role address lists: a refusal reason when one of the identity's roles does not admit `ip`. */
@@ -90,11 +96,14 @@ export async function buildApp(c: BrokerConfig, deps: AppDeps): Promise<FastifyI
     },
   });
 
-  const principal = (request: FastifyRequest): Principal => {
-    const p = principalOf(request.raw.socket);
-    if (!p) throw new Error('request without a verified principal reached a route');
-    return p;
-  };
+  const auth = authGate({
+    verifiers: deps.verifiers,
+    apiKeyHeader: c.auth.apiKeyHeader,
+    basicRealm: c.auth.basicRealm,
+    authLog: loggers.auth,
+    certOf: (request) => principalOf(request.raw.socket),
+    onFailure: (ip) => void guard.failure(ip, 'handshake'),
+  });
 
   app.addHook('onRequest', (request, reply, done) => {
     const raw = request.raw;
@@ -106,7 +115,11 @@ export async function buildApp(c: BrokerConfig, deps: AppDeps): Promise<FastifyI
     const head = checkHead(raw.rawHeaders, limits);
     if (!head.ok) return void replyError(reply.header('connection', 'close'), head.code, head.detail);
     const p = principalOf(raw.socket);
-    if (!p) return void replyError(reply.header('connection', 'close'), 'BRK_ERR_AUTH_NO_IDENTITY', 'no verified principal on this connection');
+    if (!p) {
+      // Only the certificate-optional listener admits connections without one: the route decides.
+      if (isAdmitted(raw.socket)) return done();
+      return void replyError(reply.header('connection', 'close'), 'BRK_ERR_AUTH_NO_IDENTITY', 'no verified principal on this connection');
+    }
     const ipRefusal = roleIps(p.roles, raw.socket.remoteAddress ?? '');
     if (ipRefusal) return void replyError(reply, 'BRK_ERR_FILTER_IP_DENIED', ipRefusal);
     if (deps.isRevoked(p.serial)) {
@@ -118,14 +131,18 @@ export async function buildApp(c: BrokerConfig, deps: AppDeps): Promise<FastifyI
 
   accessLog(app, {
     access: loggers.access,
+    callerOf: (request) => notesOf(request)[kCaller],
     principalOf: (request) => principalOf(request.raw.socket),
     bytesIn: (request) => (request as unknown as Record<symbol, BodyLimiter | undefined>)[kBody]?.bytes ?? Number(request.headers['content-length'] ?? 0),
     onAnswer: (request, status) => {
-      if (status === 401 || status === 403) void guard.failure(request.raw.socket.remoteAddress ?? '', 'request');
+      // Refused credentials were counted as failed authentications already.
+      if ((status === 401 || status === 403) && !CREDENTIAL_REFUSALS.has(denialOf(request)?.code ?? '')) void guard.failure(request.raw.socket.remoteAddress ?? '', 'request');
     },
   });
 
   app.setNotFoundHandler((request, reply) => {
+    // Without a certificate, nobody learns which paths exist.
+    if (!principalOf(request.raw.socket)) return replyError(reply, 'BRK_ERR_AUTH_REQUIRED', `no route for ${request.url.split('?', 1)[0]} (and no certificate)`);
     replyError(reply, 'BRK_ERR_HTTP_NOT_FOUND', `no route for ${request.url.split('?', 1)[0]}`);
   });
 
@@ -136,7 +153,7 @@ export async function buildApp(c: BrokerConfig, deps: AppDeps): Promise<FastifyI
     return replyError(reply, 'BRK_ERR_HTTP_INTERNAL', err.message);
   });
 
-  for (const route of c.routes) await registerRoute(app, route, { bodyLimit: limits.bodySize, errorLog: loggers.error, principalOf: principal, gate });
+  for (const route of c.routes) await registerRoute(app, route, { bodyLimit: limits.bodySize, errorLog: loggers.error, auth, apiKeyHeader: c.auth.apiKeyHeader, roleIps, gate });
   await app.ready();
   return app;
 }

@@ -13,6 +13,15 @@ export interface HandshakeEvent {
   serial?: string;
 }
 
+/** A credential checked on a request (API key, bearer token, Basic; certificates are handshakes). */
+export interface CredentialEvent {
+  method: string;
+  outcome: 'ok' | 'refused';
+  reason?: string;
+  remoteIp?: string | undefined;
+  principal?: string;
+}
+
 export interface RequestEvent {
   route: string | null;
   /** The role that granted access, or '' when refused before that. */
@@ -48,6 +57,7 @@ export interface ConnectionEvent {
 
 export const channels = {
   handshake: channel('broker:handshake'),
+  credential: channel('broker:credential'),
   request: channel('broker:request'),
   reject: channel('broker:reject'),
   ban: channel('broker:ban'),

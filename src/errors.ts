@@ -33,6 +33,10 @@ export const ERRORS = {
   BRK_ERR_PKI_CERT_REJECTED: { exit: 1, hint: 'this CA would refuse the certificate for the reasons given; issue or renew one with "broker pki issue/renew"' },
   BRK_ERR_PKI_SAN_INVALID: { exit: 2, hint: 'give --dns as a hostname (a leading "*." wildcard is allowed) and --ip as an IPv4 or IPv6 address' },
   BRK_ERR_PKI_CRYPTO: { exit: 1, hint: 'a cryptographic operation failed; the message has the cause' },
+  // API keys and Basic credentials (broker keys)
+  BRK_ERR_KEYS_NOT_FOUND: { exit: 1, hint: 'no credential with that id or name; see "broker keys list"' },
+  BRK_ERR_KEYS_ALREADY_REVOKED: { exit: 1, hint: 'that credential is already revoked; nothing to do' },
+  BRK_ERR_KEYS_CORRUPT: { exit: 1, hint: 'keys.json in the store is not valid; restore it from a backup (nothing was changed)' },
   // configuration
   BRK_ERR_CONFIG_READ: { exit: 2, hint: 'check the --config path and that the file is readable YAML or JSON' },
   BRK_ERR_CONFIG_INVALID: { exit: 2, hint: 'fix each "path: problem" listed; "broker config check --config FILE" re-checks without starting' },
@@ -49,6 +53,10 @@ export const ERRORS = {
   BRK_ERR_ACL_DENIED: { exit: 1, status: 403, public: 'access denied', hint: 'the identity holds none of the roles this route allows for this method; see the access log for the route' },
   BRK_ERR_AUTH_REVOKED: { exit: 1, status: 401, public: 'client certificate revoked', hint: 'this certificate was revoked; ask the broker operator for a new one' },
   BRK_ERR_AUTH_NO_IDENTITY: { exit: 1, status: 403, public: 'access denied', hint: 'the client certificate does not name exactly one identity (one CN) with EKU clientAuth' },
+  BRK_ERR_AUTH_REQUIRED: { exit: 1, status: 401, public: 'authentication required', hint: 'this route needs a credential the request did not carry: a client certificate, an x-api-key header, or Authorization: Bearer / Basic, as routes[].auth says' },
+  BRK_ERR_AUTH_INVALID: { exit: 1, status: 401, public: 'authentication failed', hint: 'the credential is wrong, expired, revoked or was refused (token signature, issuer, audience, algorithm); the auth log has the reason' },
+  BRK_ERR_AUTH_MISMATCH: { exit: 1, status: 401, public: 'authentication failed', hint: 'the credentials on this request (certificate, API key, token, Basic) belong to different identities; send credentials of one identity' },
+  BRK_ERR_AUTH_UNAVAILABLE: { exit: 1, status: 503, public: 'service temporarily unavailable', hint: 'the broker could not fetch the signing keys (JWKS) to check the token; check auth.jwt.jwks and that the identity provider answers' },
   BRK_ERR_RATE_LIMITED: { exit: 1, status: 429, public: 'rate limit exceeded', hint: 'slow down: wait for Retry-After seconds; the limits are rateLimit, roles.*.rateLimit and routes[].rateLimit' },
   BRK_ERR_CONCURRENCY_LIMITED: { exit: 1, status: 429, public: 'too many requests in flight', hint: 'wait for answers before sending more; the limit is maxConcurrent (or roles.*.maxConcurrent)' },
   BRK_ERR_RATELIMIT_UNAVAILABLE: { exit: 1, status: 503, public: 'service temporarily unavailable', hint: 'the shared limit store (Redis) is unreachable and rateLimit.failOpen is false; check Redis' },

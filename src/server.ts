@@ -15,7 +15,7 @@ import type { FastifyInstance } from 'fastify';
 import type { BrokerConfig } from './config/index.ts';
 import { parseDuration } from './config/index.ts';
 import { compileIdentityRules } from './identity/index.ts';
-import { createTlsServer, principalOf, type TlsListener } from './tls/listener.ts';
+import { createTlsServer, isAdmitted, type TlsListener } from './tls/listener.ts';
 import { loadTlsMaterial, type TlsMaterial } from './tls/material.ts';
 import { secureContextOptions } from './tls/options.ts';
 import { readiness } from './observability/plugin.ts';
@@ -29,6 +29,7 @@ import { ConnectionGuard } from './filter/connection-guard.ts';
 import { createStore, type SharedStore } from './ratelimit/index.ts';
 import { buildApp } from './app.ts';
 import { channels } from './channels.ts';
+import { buildVerifiers } from './auth/index.ts';
 
 export interface ReloadResult {
   ok: boolean;
@@ -46,12 +47,14 @@ export interface Broker {
   store: SharedStore;
   guard: ConnectionGuard;
   server: TlsListener;
+  /** The certificate-optional listener (listenCertOptional), when configured. */
+  optionalServer: TlsListener | undefined;
   loggers: Loggers;
   metrics: Metrics;
   alerts: AlertEngine;
   admin: FastifyInstance | undefined;
   /** Starts listening (and the admin listener); resolves with the bound addresses. */
-  listen(): Promise<{ host: string; port: number; adminPort?: number }>;
+  listen(): Promise<{ host: string; port: number; adminPort?: number; optionalPort?: number }>;
   /**
    * Builds everything for `next` off to the side and switches to it; on any problem keeps the
    * current config and certificates and says why. `next` defaults to re-reading the same config
@@ -77,7 +80,7 @@ function clientErrorHandler(err: Error & { code?: string }, socket: Duplex): voi
   // TLS errors arrive here too (a handshake timeout, an alert): there is no channel to answer on,
   // and `end()` would keep the connection open for ever; those sockets are destroyed.
   const httpError = err.code !== undefined && (err.code.startsWith('HPE_') || err.code === 'ERR_HTTP_REQUEST_TIMEOUT');
-  if (!httpError || !socket.writable || !principalOf(socket)) return void socket.destroy();
+  if (!httpError || !socket.writable || !isAdmitted(socket)) return void socket.destroy();
   const code: HttpErrorCode = err.code === 'HPE_HEADER_OVERFLOW' ? 'BRK_ERR_HTTP_HEADERS_TOO_LARGE' : 'BRK_ERR_HTTP_BAD_REQUEST';
   const body = JSON.stringify(httpErrorBody(code, '-'));
   const status = ERRORS[code].status;
@@ -85,7 +88,7 @@ function clientErrorHandler(err: Error & { code?: string }, socket: Duplex): voi
 }
 
 /** Top-level settings a reload cannot change in a running process. */
-const RESTART_ONLY = ['listen', 'admin', 'log', 'workers', 'redis'] as const;
+const RESTART_ONLY = ['listen', 'listenCertOptional', 'admin', 'log', 'workers', 'redis'] as const;
 
 function restartNeeded(a: BrokerConfig, b: BrokerConfig): string[] {
   const changed: string[] = RESTART_ONLY.filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
@@ -113,7 +116,8 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
   store.onRecover?.(() => void guard.start());
 
   const deps = { loggers, store, guard, isRevoked };
-  let app = await buildApp(config, deps);
+  let verifiers = buildVerifiers(config);
+  let app = await buildApp(config, { ...deps, verifiers });
   /** Replaced generations, closed once their running requests had time to finish. */
   const retired = new Map<NodeJS.Timeout, FastifyInstance>();
 
@@ -131,37 +135,46 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     app.routing(req, res);
   };
 
-  const server = createTlsServer(config, material, loggers.auth, handle, {
-    onRefused: (ip) => void guard.failure(ip, 'handshake'),
+  const hooks = {
+    onRefused: (ip: string) => void guard.failure(ip, 'handshake'),
     rules: () => rules,
-    isRevoked: (serial) => remoteRevoked.has(serial),
-  });
-  server.on('clientError', clientErrorHandler);
-  guard.attach(server);
+    isRevoked: (serial: string) => remoteRevoked.has(serial),
+  };
+  // The main listener always requires a client certificate; routes whose auth drops mtls are
+  // reached on a second listener that asks for one without requiring it.
+  const server = createTlsServer(config, material, loggers.auth, handle, hooks);
+  const optionalServer = config.listenCertOptional ? createTlsServer(config, material, loggers.auth, handle, hooks, { certOptional: true }) : undefined;
+  const servers = optionalServer ? [server, optionalServer] : [server];
   const applyServerLimits = (c: BrokerConfig) => {
-    server.maxRequestsPerSocket = c.filters.maxRequestsPerConnection;
-    server.maxHeadersCount = c.limits.headerCount + 1;
-    server.headersTimeout = parseDuration(c.timeouts.headers, 'timeouts.headers');
-    server.requestTimeout = parseDuration(c.timeouts.request, 'timeouts.request');
-    server.keepAliveTimeout = parseDuration(c.timeouts.keepAlive, 'timeouts.keepAlive');
+    for (const s of servers) {
+      s.maxRequestsPerSocket = c.filters.maxRequestsPerConnection;
+      s.maxHeadersCount = c.limits.headerCount + 1;
+      s.headersTimeout = parseDuration(c.timeouts.headers, 'timeouts.headers');
+      s.requestTimeout = parseDuration(c.timeouts.request, 'timeouts.request');
+      s.keepAliveTimeout = parseDuration(c.timeouts.keepAlive, 'timeouts.keepAlive');
+    }
   };
   applyServerLimits(config);
-  // WebSocket upgrades go to the current generation: to its WebSocket routes when it has any,
-  // otherwise through its normal request path (which refuses them).
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (app.server.listenerCount('upgrade') > 0) {
-      app.server.emit('upgrade', req, socket, head);
-      return;
-    }
-    const res = new ServerResponse(req);
-    res.assignSocket(socket as never);
-    res.on('finish', () => socket.destroy());
-    app.routing(req, res);
-  });
+  for (const s of servers) {
+    s.on('clientError', clientErrorHandler);
+    guard.attach(s);
+    // WebSocket upgrades go to the current generation: to its WebSocket routes when it has any,
+    // otherwise through its normal request path (which refuses them).
+    s.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (app.server.listenerCount('upgrade') > 0) {
+        app.server.emit('upgrade', req, socket, head);
+        return;
+      }
+      const res = new ServerResponse(req);
+      res.assignSocket(socket as never);
+      res.on('finish', () => socket.destroy());
+      app.routing(req, res);
+    });
+  }
 
   const closeRevoked = (serials: Iterable<string>): number => {
     let closed = 0;
-    for (const serial of serials) closed += server.closeConnectionsOf(serial);
+    for (const serial of serials) for (const s of servers) closed += s.closeConnectionsOf(serial);
     return closed;
   };
   store.onRevoked?.((serials) => {
@@ -199,10 +212,11 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
       if (!next && o.reloadSource) target = o.reloadSource();
       restart = restartNeeded(config, target);
       const nextMaterial = loadTlsMaterial(target);
-      const nextApp = await buildApp(target, deps);
+      const nextVerifiers = buildVerifiers(target, { config, verifiers });
+      const nextApp = await buildApp(target, { ...deps, verifiers: nextVerifiers });
       try {
         // setSecureContext replaces every option: hand it the full set.
-        server.setSecureContext(secureContextOptions(nextMaterial, target.tls));
+        for (const s of servers) s.setSecureContext(secureContextOptions(nextMaterial, target.tls));
       } catch (err) {
         await nextApp.close().catch(() => {});
         throw err;
@@ -210,6 +224,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
       const newlyRevoked = [...nextMaterial.revoked].filter((s) => !material.revoked.has(s));
       const previous = app;
       app = nextApp;
+      verifiers = nextVerifiers;
       material = nextMaterial;
       rules = compileIdentityRules(target.identities);
       applyServerLimits(target);
@@ -278,32 +293,45 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     store,
     guard,
     server,
+    optionalServer,
     loggers,
     metrics,
     alerts,
     admin,
     async listen() {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(config.listen.port, config.listen.host, () => {
-          server.off('error', reject);
-          resolve();
+      const bind = (s: TlsListener, at: { host: string; port: number }) =>
+        new Promise<{ address: string; port: number }>((resolve, reject) => {
+          s.once('error', reject);
+          s.listen(at.port, at.host, () => {
+            s.off('error', reject);
+            const addr = s.address();
+            if (!addr || typeof addr === 'string') reject(new Error('listener has no TCP address'));
+            else resolve(addr);
+          });
         });
-      });
-      const addr = server.address();
-      if (!addr || typeof addr === 'string') throw new Error('listener has no TCP address');
+      const addr = await bind(server, config.listen);
+      let optionalPort: number | undefined;
+      if (optionalServer && config.listenCertOptional) {
+        try {
+          optionalPort = (await bind(optionalServer, config.listenCertOptional)).port;
+        } catch (err) {
+          server.close();
+          throw Object.assign(new Error(`certificate-optional listener ${config.listenCertOptional.host}:${config.listenCertOptional.port}: ${(err as NodeJS.ErrnoException).code ?? err}`), { code: (err as NodeJS.ErrnoException).code, optional: true });
+        }
+      }
       let adminPort: number | undefined;
       if (admin) {
         try {
           await admin.listen({ host: config.admin.host, port: config.admin.port });
         } catch (err) {
           server.close();
+          optionalServer?.close();
           throw Object.assign(new Error(`admin listener ${config.admin.host}:${config.admin.port}: ${(err as NodeJS.ErrnoException).code ?? err}`), { code: (err as NodeJS.ErrnoException).code, admin: true });
         }
         const a = admin.server.address();
         adminPort = a && typeof a !== 'string' ? a.port : undefined;
       }
-      return { host: addr.address, port: addr.port, ...(adminPort !== undefined ? { adminPort } : {}) };
+      return { host: addr.address, port: addr.port, ...(adminPort !== undefined ? { adminPort } : {}), ...(optionalPort !== undefined ? { optionalPort } : {}) };
     },
     reload: serialReload,
     close(graceMs = 0) {
@@ -316,16 +344,18 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
         draining = true;
         for (const res of running) {
           if (!res.headersSent) res.shouldKeepAlive = false;
-          else res.once('close', () => setImmediate(() => server.closeIdleConnections()));
+          else res.once('close', () => setImmediate(() => { for (const s of servers) s.closeIdleConnections(); }));
         }
-        const stopped = server.listening ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
-        server.closeIdleConnections();
+        const stopped = Promise.all(servers.map((s) => (s.listening ? new Promise<void>((resolve) => s.close(() => resolve())) : Promise.resolve())));
+        for (const s of servers) s.closeIdleConnections();
         const deadline = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
         await Promise.race([stopped, deadline]);
-        server.closeAllConnections();
-        // WebSockets (upgraded connections) are not among Node's connections: without this they
-        // would keep the process alive after the grace period.
-        server.closeClientConnections();
+        for (const s of servers) {
+          s.closeAllConnections();
+          // WebSockets (upgraded connections) are not among Node's connections: without this they
+          // would keep the process alive after the grace period.
+          s.closeClientConnections();
+        }
         alerts.close();
         if (!o.metrics) metrics.close();
         await Promise.all([app.close(), admin?.close(), ...[...retired.values()].map((a) => a.close().catch(() => {}))]);

@@ -16,12 +16,17 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
     store = new IpcStore();
   }
   const broker = await buildBroker(config, { ...(store ? { store } : {}), reloadSource: () => loadConfig(file).config });
-  let addr: { host: string; port: number; adminPort?: number };
+  let addr: { host: string; port: number; adminPort?: number; optionalPort?: number };
   try {
     addr = await broker.listen();
   } catch (cause) {
     await broker.close().catch(() => {});
-    const where = (cause as { admin?: boolean }).admin ? `the admin listener ${config.admin.host}:${config.admin.port}` : `${config.listen.host}:${config.listen.port}`;
+    const c = cause as { admin?: boolean; optional?: boolean };
+    const where = c.admin
+      ? `the admin listener ${config.admin.host}:${config.admin.port}`
+      : c.optional && config.listenCertOptional
+        ? `the certificate-optional listener ${config.listenCertOptional.host}:${config.listenCertOptional.port}`
+        : `${config.listen.host}:${config.listen.port}`;
     throw new BrokerError('BRK_ERR_LISTEN', `cannot listen on ${where}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
   }
   // Bound (a low port needs root or CAP_NET_BIND_SERVICE): now give up root, before any request.
@@ -42,10 +47,11 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
   process.on('SIGHUP', hup);
   const { watchFiles } = await import('../tls/watch.ts');
   const { materialFiles } = await import('../tls/material.ts');
+  const { keysFile } = await import('../auth/index.ts');
   const { parseDuration } = await import('../config/duration.ts');
   const { resolve } = await import('node:path');
   const watcher = config.reload.watch
-    ? watchFiles([resolve(file), ...Object.values(materialFiles(config))], parseDuration(config.reload.debounce, 'reload.debounce'), (what) => void broker.reload(undefined, `file change: ${what}`))
+    ? watchFiles([resolve(file), ...Object.values(materialFiles(config)), keysFile(config)], parseDuration(config.reload.debounce, 'reload.debounce'), (what) => void broker.reload(undefined, `file change: ${what}`))
     : undefined;
   const graceMs = parseDuration(config.timeouts.shutdown, 'timeouts.shutdown');
   await new Promise<void>((done) => {
@@ -75,8 +81,8 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
     // Said only now that the signal handlers and the file watcher are in place: whoever waits for
     // this line may signal the process or edit its files at once.
     broker.loggers.error.info(
-      { event: 'listening', host: addr.host, port: addr.port, adminPort: addr.adminPort ?? null, routes: config.routes.map((r) => r.name), pid: process.pid, store: broker.store.kind },
-      `broker listening on https://${addr.host}:${addr.port}${addr.adminPort !== undefined ? `, admin on http://${config.admin.host}:${addr.adminPort}` : ''}`,
+      { event: 'listening', host: addr.host, port: addr.port, optionalPort: addr.optionalPort ?? null, adminPort: addr.adminPort ?? null, routes: config.routes.map((r) => r.name), pid: process.pid, store: broker.store.kind },
+      `broker listening on https://${addr.host}:${addr.port}${addr.optionalPort !== undefined ? ` (client certificate optional on port ${addr.optionalPort})` : ''}${addr.adminPort !== undefined ? `, admin on http://${config.admin.host}:${addr.adminPort}` : ''}`,
     );
   });
 }

@@ -114,10 +114,44 @@ function semanticProblems(c: BrokerConfig): string[] {
     if (f && !existsSync(f)) problems.push(`redis.tls.${k}: file ${f} not found`);
   }
 
+  problems.push(...authProblems(c, routes));
+
   const t = c.tls ?? {};
   if (t.server && (t.cert || t.key)) problems.push('tls: give either server (a name in the PKI store) or cert + key, not both');
   if (!t.server && !(t.cert && t.key)) problems.push('tls: give server (a name made by "broker pki server NAME") or cert + key');
   if (Boolean(t.cert) !== Boolean(t.key)) problems.push('tls: cert and key go together');
+  return problems;
+}
+
+/** Routes' auth lists against the auth settings and the listeners. */
+function authProblems(c: BrokerConfig, routes: BrokerConfig['routes']): string[] {
+  const problems: string[] = [];
+  const jwt = c.auth?.jwt;
+  routes.forEach((r, i) => {
+    const auth: readonly string[] = Array.isArray(r?.auth) ? r.auth : [];
+    if (auth.includes('jwt') && !jwt) problems.push(`routes[${i}].auth: jwt needs auth.jwt (jwksUrl or jwksFile, issuer, audience)`);
+    if (auth.includes('jwt') && auth.includes('basic')) problems.push(`routes[${i}].auth: jwt and basic both use the Authorization header; a request can carry only one of them`);
+    if (!auth.includes('mtls') && !c.listenCertOptional) {
+      problems.push(`routes[${i}].auth: without mtls the route needs listenCertOptional (a second listener where the client certificate is optional); the main listener always requires one`);
+    }
+  });
+  if (jwt) {
+    if (Boolean(jwt.jwksUrl) === Boolean(jwt.jwksFile)) problems.push('auth.jwt: give exactly one of jwksUrl and jwksFile');
+    if (jwt.jwksUrl) {
+      try {
+        const u = new URL(jwt.jwksUrl);
+        if (u.protocol === 'http:' && !isLoopback(u.hostname.replace(/^\[|\]$/g, ''))) problems.push(`auth.jwt.jwksUrl: ${jwt.jwksUrl} must be https (http only on loopback): the signing keys must not travel in the clear`);
+      } catch {
+        problems.push(`auth.jwt.jwksUrl: "${jwt.jwksUrl}" is not a URL`);
+      }
+    }
+    for (const k of ['jwksFile', 'jwksCa'] as const) {
+      const f = jwt[k];
+      if (f && !existsSync(f)) problems.push(`auth.jwt.${k}: file ${f} not found`);
+    }
+  }
+  const l = c.listenCertOptional;
+  if (l && c.listen && l.port !== 0 && l.port === c.listen.port && l.host === c.listen.host) problems.push('listenCertOptional.port: the certificate-optional listener cannot share the main listener\'s address');
   return problems;
 }
 
@@ -139,6 +173,11 @@ function resolvePaths(c: BrokerConfig, base: string): void {
       const v = r?.upstreamTls?.[k];
       if (v && r.upstreamTls) r.upstreamTls[k] = abs(v);
     }
+  }
+  const jwt = c.auth && typeof c.auth === 'object' ? c.auth.jwt : undefined;
+  if (jwt && typeof jwt === 'object') {
+    if (jwt.jwksFile) jwt.jwksFile = abs(jwt.jwksFile);
+    if (jwt.jwksCa) jwt.jwksCa = abs(jwt.jwksCa);
   }
   if (c.admin && typeof c.admin === 'object' && c.admin.tokenFile) c.admin.tokenFile = abs(c.admin.tokenFile);
   if (c.log && typeof c.log === 'object') {

@@ -129,6 +129,11 @@ export const BansSchema = Type.Object(
   { ...strict, default: {} },
 );
 
+export const AUTH_METHODS = ['mtls', 'apiKey', 'jwt', 'basic'] as const;
+const AuthMethod = Type.Union(AUTH_METHODS.map((m) => Type.Literal(m)));
+/** The asymmetric JWS algorithms a token may use: never "none", never HS* (no HMAC/public-key confusion). */
+export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
+
 export const RouteSchema = Type.Object(
   {
     name: Name,
@@ -141,8 +146,43 @@ export const RouteSchema = Type.Object(
     timeout: Duration('30s', 'upstream response deadline (504 after)'),
     upstreamTls: Type.Optional(UpstreamTlsSchema),
     rateLimit: Type.Optional(BucketSchema),
+    auth: Type.Array(AuthMethod, {
+      default: ['mtls'],
+      minItems: 1,
+      uniqueItems: true,
+      description: 'credentials the route requires, every one of them: mtls (client certificate), apiKey, jwt (OAuth2/OIDC bearer token), basic. Without mtls the route is served only on listenCertOptional',
+    }),
+    passCredentials: Type.Boolean({ default: false, description: 'forward the Authorization / API key header the broker checked (stripped by default)' }),
   },
   strict,
+);
+
+export const JwtSchema = Type.Object(
+  {
+    jwksUrl: Type.Optional(Type.String({ pattern: '^https?://', description: 'the identity provider\'s JWKS URL (https; http only on loopback)' })),
+    jwksFile: Type.Optional(Type.String({ description: 'a JWKS JSON file, instead of jwksUrl (re-read on reload)' })),
+    jwksCa: Type.Optional(Type.String({ description: 'CA bundle (PEM) to verify the JWKS server; default: the system store' })),
+    issuer: Type.String({ minLength: 1, description: 'the exact "iss" tokens must carry' }),
+    audience: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'tokens must name one of these in "aud"' }),
+    algorithms: Type.Array(Type.Union(JWT_ALGORITHMS.map((a) => Type.Literal(a))), { default: ['RS256', 'PS256', 'ES256', 'EdDSA'], minItems: 1, uniqueItems: true }),
+    clockSkew: Duration('30s', 'tolerance for exp / nbf / iat'),
+    nameClaim: Type.String({ default: 'sub', minLength: 1, description: 'claim holding the identity name (dotted path allowed)' }),
+    rolesClaim: Type.String({ default: 'roles', minLength: 1, description: 'claim holding the roles: a list or a space-separated string (dotted path allowed)' }),
+    cacheMaxAge: Duration('10m', 'JWKS kept this long before it is fetched again'),
+    cooldown: Duration('30s', 'an unknown key id refetches the JWKS at most this often (key rotation)'),
+    timeout: Duration('5s', 'JWKS fetch deadline'),
+  },
+  strict,
+);
+
+export const AuthSchema = Type.Object(
+  {
+    apiKeyHeader: Type.String({ default: 'x-api-key', pattern: '^[a-z0-9][a-z0-9-]{0,63}$', description: 'request header carrying an API key (made by "broker keys create")' }),
+    basicRealm: Type.String({ default: 'broker', pattern: '^[\\x20-\\x21\\x23-\\x5b\\x5d-\\x7e]{1,64}$', description: 'realm named in WWW-Authenticate for Basic routes' }),
+    cacheTtl: Duration('60s', 'a verified API key or Basic credential is remembered this long (a revocation is seen at the next reload)'),
+    jwt: Type.Optional(JwtSchema),
+  },
+  { ...strict, default: {} },
 );
 
 export const LimitsSchema = Type.Object(
@@ -213,6 +253,13 @@ export const AlertsSchema = Type.Object(
 export const ConfigSchema = Type.Object(
   {
     listen: ListenSchema,
+    listenCertOptional: Type.Optional(
+      Type.Object(
+        { host: Type.String({ default: '0.0.0.0' }), port: Type.Integer({ minimum: 0, maximum: 65535, default: 8444 }) },
+        { ...strict, description: 'a second TLS listener that asks for a client certificate without requiring one, for routes whose auth drops mtls' },
+      ),
+    ),
+    auth: AuthSchema,
     pki: Type.Object({ dir: Type.String({ default: './pki' }) }, { ...strict, default: {} }),
     tls: TlsSchema,
     identities: Type.Array(IdentityRuleSchema, { default: [] }),
@@ -249,3 +296,5 @@ export type IdentityRule = Static<typeof IdentityRuleSchema>;
 export type MatchRule = Static<typeof MatchSchema>;
 export type BucketConfig = Static<typeof BucketSchema>;
 export type RoleConfig = Static<typeof RoleSchema>;
+export type AuthMethod = (typeof AUTH_METHODS)[number];
+export type JwtConfig = Static<typeof JwtSchema>;

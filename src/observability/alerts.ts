@@ -5,7 +5,7 @@
  * slow or dead webhook never slows a request.
  */
 import type { Logger } from 'pino';
-import { channels, type HandshakeEvent, type RequestEvent } from '../channels.ts';
+import { channels, type CredentialEvent, type HandshakeEvent, type RequestEvent } from '../channels.ts';
 
 export interface AlertRules {
   webhook?: string | undefined;
@@ -136,6 +136,13 @@ export function createAlerts(rules: AlertRules, log: Logger): AlertEngine {
       raise({ alert: 'failed_handshakes_total', severity: 'warning', key: 'hs-total', message: `${rules.failedHandshakesTotal} failed handshakes in total`, details: { windowMs: rules.windowMs } });
     }
   };
+  /** A refused API key, token or Basic password counts like a failed handshake (guessing looks the same). */
+  const onCredential = (m: unknown) => {
+    const e = m as CredentialEvent;
+    if (e.outcome !== 'refused' || e.reason === 'missing') return;
+    if (e.reason === 'revoked') raise({ alert: 'revoked_credential_used', severity: 'critical', key: `revoked-credential:${e.method}:${e.principal ?? e.remoteIp}`, message: `a revoked ${e.method} credential was presented`, details: { remoteIp: e.remoteIp, principal: e.principal } });
+    onHandshake({ outcome: 'refused', reason: `credential:${e.reason}`, remoteIp: e.remoteIp } satisfies HandshakeEvent);
+  };
   const onRequest = (m: unknown) => {
     const e = m as RequestEvent;
     if (e.code === 'BRK_ERR_AUTH_REVOKED') raise({ alert: 'revoked_certificate_used', severity: 'critical', key: `revoked:${e.principal}`, message: 'a revoked certificate was used on an open connection', details: { principal: e.principal, remoteIp: e.remoteIp } });
@@ -147,6 +154,7 @@ export function createAlerts(rules: AlertRules, log: Logger): AlertEngine {
     }
   };
   channels.handshake.subscribe(onHandshake);
+  channels.credential.subscribe(onCredential);
   channels.request.subscribe(onRequest);
 
   return {
@@ -177,6 +185,7 @@ export function createAlerts(rules: AlertRules, log: Logger): AlertEngine {
       closed = true;
       queue.length = 0;
       channels.handshake.unsubscribe(onHandshake);
+      channels.credential.unsubscribe(onCredential);
       channels.request.unsubscribe(onRequest);
     },
   };

@@ -5,7 +5,7 @@
  * gauges are computed when scraped.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { channels, type BanEvent, type ConnectionEvent, type HandshakeEvent, type RejectEvent, type RequestEvent, type StoreEvent } from '../channels.ts';
+import { channels, type BanEvent, type ConnectionEvent, type CredentialEvent, type HandshakeEvent, type RejectEvent, type RequestEvent, type StoreEvent } from '../channels.ts';
 
 export interface ExpirySource {
   /** [kind, name, notAfter] for every certificate and CRL worth watching. */
@@ -29,6 +29,7 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
   const duration = new Histogram({ name: 'broker_request_duration_seconds', help: 'Time from request head to response end', labelNames: ['route'], buckets: LATENCY_BUCKETS, registers: [registry] });
   const upstream = new Histogram({ name: 'broker_upstream_duration_seconds', help: 'Time the upstream took to answer', labelNames: ['route'], buckets: LATENCY_BUCKETS, registers: [registry] });
   const handshakes = new Counter({ name: 'broker_handshakes_total', help: 'TLS handshakes by outcome and failure reason', labelNames: ['outcome', 'reason'], registers: [registry] });
+  const credentials = new Counter({ name: 'broker_credentials_total', help: 'API keys, bearer tokens and Basic credentials checked, by method, outcome and failure reason', labelNames: ['method', 'outcome', 'reason'], registers: [registry] });
   const rejections = new Counter({ name: 'broker_rejections_total', help: 'Requests and connections refused by limits and filters, by kind', labelNames: ['kind'], registers: [registry] });
   const open = new Gauge({ name: 'broker_open_connections', help: 'Client connections open now', registers: [registry] });
   const bans = new Counter({ name: 'broker_bans_total', help: 'Addresses banned, by reason', labelNames: ['reason'], registers: [registry] });
@@ -53,6 +54,10 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
     const e = m as HandshakeEvent;
     handshakes.inc({ outcome: e.outcome, reason: e.outcome === 'ok' ? '' : (e.reason ?? 'unknown') });
   };
+  const onCredential = (m: unknown) => {
+    const e = m as CredentialEvent;
+    credentials.inc({ method: e.method, outcome: e.outcome, reason: e.outcome === 'ok' ? '' : (e.reason ?? 'unknown') });
+  };
   const onRequest = (m: unknown) => {
     const e = m as RequestEvent;
     const route = e.route ?? '';
@@ -67,6 +72,7 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
   const onReload = (m: unknown) => reloads.inc({ outcome: (m as { outcome: string }).outcome });
   const subs: Array<[keyof typeof channels, (m: unknown) => void]> = [
     ['handshake', onHandshake],
+    ['credential', onCredential],
     ['request', onRequest],
     ['reject', onReject],
     ['ban', onBan],

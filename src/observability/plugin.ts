@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { channels, type RejectEvent, type RequestEvent } from '../channels.ts';
 import { denialOf, decisionOf } from '../proxy/reply-error.ts';
 import { kGrant, kProxyHeaders, kProxyStart, notesOf } from '../proxy/notes.ts';
-import type { Principal } from '../identity/index.ts';
+import type { Caller, Principal } from '../identity/index.ts';
 import type { ReadinessCheck } from '../admin/plugin.ts';
 import type { HttpErrorCode } from '../errors.ts';
 
@@ -29,6 +29,9 @@ const REJECT_KIND: Partial<Record<HttpErrorCode, string>> = {
 
 export interface AccessDeps {
   access: Logger;
+  /** Who the request was authenticated as, once its route checked the credentials. */
+  callerOf(request: FastifyRequest): Caller | undefined;
+  /** The connection's certificate identity (for requests refused before authentication). */
   principalOf(request: FastifyRequest): Principal | undefined;
   bytesIn(request: FastifyRequest): number;
   /** Called for every answer (bans count 401/403 answers). */
@@ -39,7 +42,8 @@ export function accessLog(app: FastifyInstance, deps: AccessDeps): void {
   app.addHook('onResponse', (request, reply, done) => {
     const status = reply.statusCode;
     deps.onAnswer?.(request, status);
-    const p = deps.principalOf(request);
+    const caller = deps.callerOf(request);
+    const p = caller ?? deps.principalOf(request);
     const cfg = request.routeOptions.config as { routeName?: string; upstream?: string };
     const denial = denialOf(request);
     const decision = decisionOf(denial);
@@ -53,6 +57,8 @@ export function accessLog(app: FastifyInstance, deps: AccessDeps): void {
       reqId: request.id,
       principal: p?.name ?? null,
       roles: p?.roles ?? [],
+      auth: caller?.methods ?? (p ? ['mtls'] : []),
+      ...(caller?.keyId !== undefined ? { keyId: caller.keyId } : {}),
       method: request.method,
       route: cfg.routeName ?? null,
       path: request.url.split('?', 1)[0],

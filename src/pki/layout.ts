@@ -18,6 +18,8 @@ export interface StoreLayout {
   chain: string;
   auditLog: string;
   auditHead: string;
+  /** API keys and Basic credentials (salted scrypt hashes only): `broker keys`. */
+  keys: string;
   lock: string;
   /** A replaced issuing CA kept through its overlap, by serial. */
   previousIntermediateCert(serial: string): string;
@@ -47,6 +49,7 @@ export function storeLayout(dir: string): StoreLayout {
     chain: join(dir, 'chain.pem'),
     auditLog: join(dir, 'audit.log'),
     auditHead: join(dir, 'audit.head'),
+    keys: join(dir, 'keys.json'),
     lock: join(dir, '.lock'),
     previousIntermediateCert: (serial) => join(dir, 'ca', `intermediate-${serial}.crt`),
     previousIntermediateKey: (serial) => join(dir, 'ca', `intermediate-${serial}.key`),

@@ -29,11 +29,16 @@ import { BrokerError } from '../errors.ts';
 export interface IdentityHeaders {
   name: string;
   roles: readonly string[];
-  serial: string;
+  /** How the caller authenticated (x-client-auth); default mtls. */
+  methods?: readonly string[];
+  /** The API key or Basic credential id (x-client-key-id). */
+  keyId?: string;
+  /** The verified client certificate's facts; absent when the caller used no certificate. */
+  serial?: string;
   /** SHA-256 of the certificate's DER, 64 lower-case hex digits. */
-  fingerprint: string;
+  fingerprint?: string;
   /** Subject DN as an ASCII string (RFC 4514, non-ASCII escaped). */
-  subject: string;
+  subject?: string;
   uri?: string;
   certDer?: never;
 }
@@ -65,7 +70,7 @@ const FIRST_WINS = new Set([
 
 /** The headers this module adds; each is dropped from the input by the rules above. */
 export const BROKER_HEADERS = [
-  'x-client-name', 'x-client-roles', 'x-client-serial', 'x-client-fingerprint',
+  'x-client-name', 'x-client-roles', 'x-client-auth', 'x-client-key-id', 'x-client-serial', 'x-client-fingerprint',
   'x-forwarded-client-cert', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host',
   'forwarded', 'x-real-ip',
 ] as const;
@@ -129,10 +134,10 @@ const XFCC_SPECIAL = /[",;=\\\s]/;
 
 /** Envoy's x-forwarded-client-cert element for the verified client: `Hash=…;Subject="…"[;URI=…]`. */
 export function xfccValue(id: IdentityHeaders): string {
-  if (!/^[0-9a-f]{64}$/.test(id.fingerprint)) {
+  if (id.fingerprint === undefined || !/^[0-9a-f]{64}$/.test(id.fingerprint)) {
     throw new BrokerError('BRK_ERR_PROXY_IDENTITY_VALUE', 'identity fingerprint is not 64 lower-case hex digits');
   }
-  let v = `Hash=${id.fingerprint};Subject=${quoted(checked('subject', id.subject))}`;
+  let v = `Hash=${id.fingerprint};Subject=${quoted(checked('subject', id.subject ?? ''))}`;
   if (id.uri !== undefined) {
     const uri = checked('uri', id.uri);
     v += ';URI=' + (XFCC_SPECIAL.test(uri) ? quoted(uri) : uri);
@@ -160,7 +165,7 @@ function rolesValue(roles: readonly string[]): string {
 
 const IP = /^[0-9A-Za-z:.%_-]+$/;
 
-interface IdentityValues { name: string; roles: string; serial: string; fingerprint: string; xfcc: string }
+interface IdentityValues { name: string; roles: string; auth: string; keyId?: string; cert?: { serial: string; fingerprint: string; xfcc: string } }
 
 /**
  * Checked identity values, cached per identity object: the caller builds one frozen identity per
@@ -171,15 +176,26 @@ const identityCache = new WeakMap<IdentityHeaders, IdentityValues>();
 function identityValues(id: IdentityHeaders): IdentityValues {
   let v = identityCache.get(id);
   if (v === undefined) {
-    const xfcc = xfccValue(id); // also validates fingerprint, subject and uri
-    v = { name: element('name', id.name), roles: rolesValue(id.roles), serial: element('serial', id.serial), fingerprint: id.fingerprint, xfcc };
+    const hasCert = id.serial !== undefined || id.fingerprint !== undefined;
+    v = {
+      name: element('name', id.name),
+      roles: rolesValue(id.roles),
+      auth: (id.methods ?? ['mtls']).map((m) => element('auth method', m)).join(','),
+      ...(id.keyId !== undefined ? { keyId: element('key id', id.keyId) } : {}),
+      // xfccValue also validates fingerprint, subject and uri
+      ...(hasCert ? { cert: { serial: element('serial', id.serial ?? ''), fingerprint: id.fingerprint ?? '', xfcc: xfccValue(id) } } : {}),
+    };
     identityCache.set(id, v);
   }
   return v;
 }
 
 /** Build the header object to send upstream from the inbound raw headers (Node's req.rawHeaders: flat [name, value, name, value…]). */
-export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeaders, fwd: ForwardInfo): Record<string, string> {
+/**
+ * `strip`: further names (lower case, "-" form) to drop, e.g. the credentials the broker checked
+ * for this route; matched like the built-in rules, so `X_Api_Key` goes with `x-api-key`.
+ */
+export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeaders, fwd: ForwardInfo, strip?: ReadonlySet<string>): Record<string, string> {
   // Header names listed in Connection are hop-by-hop (RFC 9110 §7.6.1).
   let named: Set<string> | undefined;
   for (let i = 0; i < rawHeaders.length; i += 2) {
@@ -198,7 +214,7 @@ export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeade
     if (!isToken(name)) continue;
     const key = name.toLowerCase();
     const cmp = comparable(key);
-    if (dropped(cmp) || (named !== undefined && named.has(cmp))) continue;
+    if (dropped(cmp) || (named !== undefined && named.has(cmp)) || (strip !== undefined && strip.has(cmp))) continue;
     const prev = out[key];
     if (prev === undefined) out[key] = value;
     else if (!FIRST_WINS.has(key)) out[key] = prev + (key === 'cookie' ? '; ' : ', ') + value;
@@ -210,9 +226,13 @@ export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeade
   const v = identityValues(id);
   out['x-client-name'] = v.name;
   out['x-client-roles'] = v.roles;
-  out['x-client-serial'] = v.serial;
-  out['x-client-fingerprint'] = v.fingerprint;
-  out['x-forwarded-client-cert'] = v.xfcc;
+  out['x-client-auth'] = v.auth;
+  if (v.keyId !== undefined) out['x-client-key-id'] = v.keyId;
+  if (v.cert !== undefined) {
+    out['x-client-serial'] = v.cert.serial;
+    out['x-client-fingerprint'] = v.cert.fingerprint;
+    out['x-forwarded-client-cert'] = v.cert.xfcc;
+  }
   out['x-forwarded-for'] = ip;
   out['x-forwarded-proto'] = fwd.proto;
   out['x-forwarded-host'] = host;

@@ -16,18 +16,50 @@ import { BodyLimiter } from '../filter/body-limit.ts';
 import { downstreamHeaders, upstreamHeaders } from './headers.ts';
 import { replyError } from './reply-error.ts';
 import type { Gate } from '../ratelimit/plugin.ts';
-import { kGrant, kProxyHeaders, kProxyStart, notesOf } from './notes.ts';
+import { kCaller, kGrant, kProxyHeaders, kProxyStart, notesOf } from './notes.ts';
 import type { HttpErrorCode } from '../errors.ts';
-import type { Principal } from '../identity/index.ts';
+import type { Caller } from '../identity/index.ts';
+import type { AuthGate } from '../auth/gate.ts';
+import type { IdentityHeaders } from './headers.ts';
 
 export const kBody = Symbol('broker.body');
 
 export interface ProxyDeps {
   bodyLimit: number;
   errorLog: Logger;
-  principalOf(request: FastifyRequest): Principal;
+  /** The route's credentials → the caller, before anything else is decided. */
+  auth: AuthGate;
+  /** Lower-case header carrying API keys: never forwarded unless the route passes credentials. */
+  apiKeyHeader: string;
+  /** A refusal when one of the caller's roles does not admit its address. */
+  roleIps(roles: readonly string[], ip: string): string | undefined;
   /** Rate and concurrency limits, after the ACL. */
   gate: Gate;
+}
+
+/** Header values per caller, so that keep-alive requests of one caller reuse one checked set. */
+const identityHeaders = new WeakMap<Caller, IdentityHeaders>();
+
+function identityOf(caller: Caller): IdentityHeaders {
+  let id = identityHeaders.get(caller);
+  if (id === undefined) {
+    const c = caller.cert;
+    id = Object.freeze({
+      name: caller.name,
+      roles: caller.roles,
+      methods: caller.methods,
+      ...(caller.keyId !== undefined ? { keyId: caller.keyId } : {}),
+      ...(c ? { serial: c.serial, fingerprint: c.fingerprint, subject: c.subject, ...(c.uri !== undefined ? { uri: c.uri } : {}) } : {}),
+    });
+    identityHeaders.set(caller, id);
+  }
+  return id;
+}
+
+function callerOf(request: FastifyRequest): Caller {
+  const c = notesOf(request)[kCaller];
+  if (!c) throw new Error('request without an authenticated caller reached the proxy');
+  return c;
 }
 
 const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
@@ -64,7 +96,10 @@ export async function registerRoute(app: FastifyInstance, route: RouteConfig, de
   const timeout = parseDuration(route.timeout, `routes.${route.name}.timeout`);
   const tls = upstreamTls(route);
 
-  const headersFor = (request: FastifyRequest): Record<string, string> => upstreamHeaders(request.raw.rawHeaders, deps.principalOf(request), forwardInfo(request));
+  // Credentials the broker checked stay here unless the route says to pass them; the API key header
+  // never travels on (it is the broker's secret), whatever the route's methods.
+  const strip = route.passCredentials ? undefined : new Set([deps.apiKeyHeader, ...(route.auth.includes('jwt') || route.auth.includes('basic') ? ['authorization'] : [])]);
+  const headersFor = (request: FastifyRequest): Record<string, string> => upstreamHeaders(request.raw.rawHeaders, identityOf(callerOf(request)), forwardInfo(request), strip);
 
   await app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
@@ -88,9 +123,16 @@ export async function registerRoute(app: FastifyInstance, route: RouteConfig, de
       replyError(reply, code, detail);
     };
 
-    const acl = (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
-      const principal = deps.principalOf(request);
-      const verdict = decide(policy, principal.roles, request.method);
+    const acl = (request: FastifyRequest, reply: FastifyReply, done: () => void) => deps.auth(request, reply, route, (caller) => authorize(request, reply, caller, done), refuse);
+
+    const authorize = (request: FastifyRequest, reply: FastifyReply, caller: Caller, done: () => void) => {
+      notesOf(request)[kCaller] = caller;
+      if (caller.cert === undefined || caller.roles !== caller.cert.roles) {
+        // Certificate callers had their addresses checked on arrival; other callers' roles are known only now.
+        const ipRefusal = deps.roleIps(caller.roles, request.raw.socket.remoteAddress ?? '');
+        if (ipRefusal) return void refuse(request, reply, 'BRK_ERR_FILTER_IP_DENIED', ipRefusal);
+      }
+      const verdict = decide(policy, caller.roles, request.method);
       if (!verdict.allow) return void refuse(request, reply, 'BRK_ERR_ACL_DENIED', `${verdict.reason} not allowed on route ${route.name}`);
       // `raw.upgrade` is only set while some route has installed an 'upgrade' listener; without one,
       // Node hands the request over as a plain one, so look at the header too.
@@ -98,7 +140,7 @@ export async function registerRoute(app: FastifyInstance, route: RouteConfig, de
         return void refuse(request, reply, 'BRK_ERR_HTTP_BAD_REQUEST', `upgrade on route ${route.name} without websocket`);
       }
       notesOf(request)[kGrant] = verdict.role;
-      deps.gate(request, reply, principal, route.name, () => {
+      deps.gate(request, reply, caller, route.name, () => {
         notesOf(request)[kProxyStart] = performance.now();
         done();
       }, refuse);

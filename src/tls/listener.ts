@@ -17,13 +17,24 @@ import { kRefused } from '../filter/connection-guard.ts';
 import { channels, type HandshakeEvent } from '../channels.ts';
 
 export const kPrincipal = Symbol('broker.principal');
+const kAnonymous = Symbol('broker.anonymous');
 
 export interface PrincipalSocket extends TLSSocket {
   [kPrincipal]?: Principal;
+  [kAnonymous]?: true;
 }
 
 export function principalOf(socket: unknown): Principal | undefined {
   return (socket as PrincipalSocket)[kPrincipal];
+}
+
+/**
+ * Whether the listener admitted this connection: with a verified certificate, or (on the
+ * certificate-optional listener only) without presenting any certificate at all.
+ */
+export function isAdmitted(socket: unknown): boolean {
+  const s = socket as PrincipalSocket;
+  return s[kPrincipal] !== undefined || s[kAnonymous] === true;
 }
 
 function peerFacts(socket: TLSSocket): { subject?: string; serial?: string } {
@@ -68,7 +79,15 @@ export interface TlsListener extends Server {
   closeClientConnections(): number;
 }
 
-export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog: Logger, handler: (req: IncomingMessage, res: ServerResponse) => void, hooks: ListenerHooks = {}): TlsListener {
+export interface ListenerOptions {
+  /**
+   * Ask for a client certificate without requiring one (the listener for routes whose auth drops
+   * mtls). A certificate that is presented must still verify: a bad one is refused as on the main listener.
+   */
+  certOptional?: boolean;
+}
+
+export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog: Logger, handler: (req: IncomingMessage, res: ServerResponse) => void, hooks: ListenerHooks = {}, o: ListenerOptions = {}): TlsListener {
   const initialRules = compileIdentityRules(c.identities);
   const rules = hooks.rules ?? (() => initialRules);
   const bySerial = new Map<string, Set<TLSSocket>>();
@@ -77,6 +96,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   const server = createServer(
     {
       ...serverTlsOptions(material, c.tls),
+      ...(o.certOptional ? { rejectUnauthorized: false } : {}),
       maxHeaderSize: parseSize(c.limits.headerSize, 'limits.headerSize'),
       headersTimeout,
       requestTimeout,
@@ -96,10 +116,13 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     for (const s of open) s.destroy();
     return open.size;
   };
+  /** Connections admitted without a certificate (certificate-optional listener). */
+  const anonymous = new Set<TLSSocket>();
   server.closeClientConnections = () => {
     let closed = 0;
     for (const serial of [...bySerial.keys()]) closed += server.closeConnectionsOf(serial);
-    return closed;
+    for (const s of [...anonymous]) s.destroy();
+    return closed + anonymous.size;
   };
   // One more than the cap, so that a request over the cap is seen (and refused with 431) instead of
   // silently truncated, which could drop headers that matter.
@@ -109,18 +132,35 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     raw[kRemoteIp] = raw.remoteAddress;
   });
 
+  const refuse = (socket: PrincipalSocket, reason: string, detail: string) => {
+    const remoteIp = socket.remoteAddress;
+    const facts = peerFacts(socket);
+    authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp, ...facts }, 'client refused');
+    channels.handshake.publish({ outcome: 'refused', reason, remoteIp, ...(facts.serial ? { serial: facts.serial } : {}) } satisfies HandshakeEvent);
+    if (remoteIp) hooks.onRefused?.(remoteIp);
+    socket.destroy();
+  };
+
   server.prependListener('secureConnection', (socket: PrincipalSocket) => {
     const remoteIp = socket.remoteAddress;
-    let result = principalFromPeer(socket.getPeerCertificate(), rules());
-    if (result.ok && hooks.isRevoked?.(result.principal.serial)) result = { ok: false, reason: 'revoked', detail: 'revoked (announced by another replica)' };
-    if (!result.ok) {
-      const facts = peerFacts(socket);
-      authLog.warn({ event: 'handshake', outcome: 'refused', reason: result.reason, detail: result.detail, remoteIp, ...facts }, 'client refused');
-      channels.handshake.publish({ outcome: 'refused', reason: result.reason, remoteIp, ...(facts.serial ? { serial: facts.serial } : {}) } satisfies HandshakeEvent);
-      if (remoteIp) hooks.onRefused?.(remoteIp);
-      socket.destroy();
+    const peer = socket.getPeerCertificate();
+    if (o.certOptional && !socket.authorized) {
+      // OpenSSL let the handshake finish: either no certificate was sent (admitted, the routes'
+      // credentials decide) or one failed verification (refused, with OpenSSL's reason).
+      if (peer && peer.serialNumber) {
+        const { reason, detail } = refusalReason(socket.authorizationError, new Error(String(socket.authorizationError ?? 'certificate not verified')));
+        return refuse(socket, reason, detail);
+      }
+      socket[kAnonymous] = true;
+      anonymous.add(socket);
+      socket.once('close', () => anonymous.delete(socket));
+      channels.handshake.publish({ outcome: 'ok', remoteIp } satisfies HandshakeEvent);
+      authLog.info({ event: 'handshake', outcome: 'ok', principal: null, certificate: false, remoteIp, tlsVersion: socket.getProtocol(), cipher: socket.getCipher()?.name }, 'client connected without a certificate');
       return;
     }
+    let result = principalFromPeer(peer, rules());
+    if (result.ok && hooks.isRevoked?.(result.principal.serial)) result = { ok: false, reason: 'revoked', detail: 'revoked (announced by another replica)' };
+    if (!result.ok) return refuse(socket, result.reason, result.detail);
     const p = result.principal;
     socket[kPrincipal] = p;
     let open = bySerial.get(p.serial);

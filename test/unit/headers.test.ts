@@ -17,6 +17,7 @@ const FWD: ForwardInfo = { clientIp: '192.0.2.7', proto: 'https', host: 'broker.
 const OURS = {
   'x-client-name': 'alice',
   'x-client-roles': 'orders:read,admin',
+  'x-client-auth': 'mtls',
   'x-client-serial': '01ab',
   'x-client-fingerprint': FP,
   'x-forwarded-client-cert': `Hash=${FP};Subject="CN=alice,OU=ops,O=Example"`,
@@ -59,7 +60,10 @@ test('every header the broker adds is one the filter drops, so a client can neve
     assert.ok(isDroppedHeader(h), h);
     assert.ok(isDroppedHeader(h.toUpperCase().replaceAll('-', '_')), h);
   }
-  assert.deepEqual(Object.keys(build([])).sort(), [...BROKER_HEADERS].sort());
+  // A certificate caller gets all of them but the key id; an API key caller all but the certificate's.
+  assert.deepEqual(Object.keys(build([])).sort(), BROKER_HEADERS.filter((h) => h !== 'x-client-key-id').sort());
+  const keyOnly = { name: 'acme', roles: ['billing'], methods: ['apiKey'], keyId: '0123456789ab' };
+  assert.deepEqual(Object.keys(build([], keyOnly)).sort(), BROKER_HEADERS.filter((h) => !['x-client-serial', 'x-client-fingerprint', 'x-forwarded-client-cert'].includes(h)).sort());
 });
 
 const CONNECTION: Array<[string, string[], Record<string, string>]> = [
@@ -215,7 +219,7 @@ test('a header flood is filtered the same way (count is the server\'s job)', () 
   for (let i = 0; i < 500; i++) raw.push(`X-Junk-${i}`, 'j', 'X-Client-Name', 'mallory');
   const out = build(raw);
   assert.equal(out['x-client-name'], 'alice');
-  assert.equal(Object.keys(out).length, 500 + BROKER_HEADERS.length);
+  assert.equal(Object.keys(out).length, 500 + BROKER_HEADERS.length - 1); // no key id for a certificate caller
 });
 
 test('response headers: hop-by-hop fields and the ones Connection names are dropped, the rest kept as they are', () => {
@@ -234,4 +238,24 @@ test('response headers: hop-by-hop fields and the ones Connection names are drop
   assert.deepEqual(out, { 'set-cookie': ['a=1', 'b=2'], 'content-type': 'text/plain' });
   assert.deepEqual(downstreamHeaders({ connection: ['close', 'x-a'], 'x-a': '1', 'x-b': '2' }), { 'x-b': '2' });
   assert.deepEqual(downstreamHeaders({}), {});
+});
+
+test('a caller without a certificate gets name, roles, auth and key id, and no certificate headers', () => {
+  const out = build(['X-Api-Key', 'brk_x', 'Authorization', 'Bearer t', 'Accept', 'a'], { name: 'acme', roles: ['billing'], methods: ['apiKey'], keyId: '0123456789ab' });
+  assert.equal(out['x-client-name'], 'acme');
+  assert.equal(out['x-client-auth'], 'apiKey');
+  assert.equal(out['x-client-key-id'], '0123456789ab');
+  for (const h of ['x-client-serial', 'x-client-fingerprint', 'x-forwarded-client-cert']) assert.equal(out[h], undefined, h);
+  // Without a strip set the client's Authorization and API key travel on.
+  assert.equal(out['authorization'], 'Bearer t');
+  assert.equal(out['x-api-key'], 'brk_x');
+});
+
+test('credentials named in the strip set are dropped in every spelling, others kept', () => {
+  const strip = new Set(['x-api-key', 'authorization']);
+  const out = { ...upstreamHeaders(['X-Api-Key', 'k', 'x_api_key', 'k2', 'AUTHORIZATION', 'Basic abc', 'Accept', 'a'], ID, FWD, strip) };
+  assert.equal(out['x-api-key'], undefined);
+  assert.equal(out['x_api_key'], undefined);
+  assert.equal(out['authorization'], undefined);
+  assert.equal(out['accept'], 'a');
 });

@@ -1,0 +1,84 @@
+/**
+ * The Fastify side of authentication: reads the credentials a route requires, asks the verifiers,
+ * and hands the one Caller on, or refuses with 401/503, a challenge, an auth log line, a credential
+ * event (metrics, alerts) and a failure counted like a failed handshake (bans).
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import type { AuthMethod } from '../config/index.ts';
+import { certCaller, type Caller, type Principal } from '../identity/index.ts';
+import { channels, type CredentialEvent } from '../channels.ts';
+import type { Refuse } from '../ratelimit/plugin.ts';
+import { authenticate, type AuthRefusal, type Verifiers } from './authenticate.ts';
+
+export interface AuthGateDeps {
+  verifiers: Verifiers;
+  /** Lower-case header name carrying API keys. */
+  apiKeyHeader: string;
+  basicRealm: string;
+  authLog: Logger;
+  /** The connection's verified certificate, if any. */
+  certOf(request: FastifyRequest): Principal | undefined;
+  /** A refused credential from `ip` (counted like a failed handshake). */
+  onFailure(ip: string): void;
+}
+
+export type AuthGate = (request: FastifyRequest, reply: FastifyReply, route: { name: string; auth: readonly AuthMethod[] }, next: (caller: Caller) => void, refuse: Refuse) => void;
+
+/** How many times a header occurs (a repeated credential header is refused, not guessed at). */
+function occurrences(raw: readonly string[], lower: string): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === lower.length && name.toLowerCase() === lower) n++;
+  }
+  return n;
+}
+
+function challenge(methods: readonly AuthMethod[], realm: string, r: AuthRefusal): string | undefined {
+  if (methods.includes('jwt')) return r.method === 'jwt' && r.code === 'BRK_ERR_AUTH_INVALID' ? `Bearer realm="${realm}", error="invalid_token"` : `Bearer realm="${realm}"`;
+  if (methods.includes('basic')) return `Basic realm="${realm}", charset="UTF-8"`;
+  return undefined;
+}
+
+export function authGate(d: AuthGateDeps): AuthGate {
+  return (request, reply, route, next, refuse) => {
+    const cert = d.certOf(request);
+    const methods = route.auth;
+    // Certificate-only routes, the common case: decided once per connection.
+    if (methods.length === 1 && methods[0] === 'mtls' && cert) return next(certCaller(cert));
+
+    const raw = request.raw.rawHeaders;
+    const ip = request.raw.socket.remoteAddress ?? '';
+    const fail = (r: AuthRefusal) => {
+      const counted = r.code === 'BRK_ERR_AUTH_INVALID' || r.code === 'BRK_ERR_AUTH_MISMATCH';
+      d.authLog.warn(
+        { event: 'credential', outcome: 'refused', method: r.method, reason: r.reason, detail: r.detail, route: route.name, remoteIp: ip, reqId: request.id, ...(r.name !== undefined ? { principal: r.name } : {}), ...(r.keyId !== undefined ? { keyId: r.keyId } : {}), ...(cert ? { serial: cert.serial } : {}) },
+        'credential refused',
+      );
+      channels.credential.publish({ method: r.method, outcome: 'refused', reason: r.reason, remoteIp: ip, ...(r.name !== undefined ? { principal: r.name } : {}) } satisfies CredentialEvent);
+      if (counted && ip) d.onFailure(ip);
+      const ch = challenge(methods, d.basicRealm, r);
+      if (ch) reply.header('www-authenticate', ch);
+      refuse(request, reply, r.code, `${r.method}: ${r.detail}`);
+    };
+    const needsAuthorization = methods.includes('jwt') || methods.includes('basic');
+    if (needsAuthorization && occurrences(raw, 'authorization') > 1) return fail({ ok: false, code: 'BRK_ERR_AUTH_INVALID', method: methods.includes('jwt') ? 'jwt' : 'basic', reason: 'malformed', detail: 'more than one Authorization header' });
+    if (methods.includes('apiKey') && occurrences(raw, d.apiKeyHeader) > 1) return fail({ ok: false, code: 'BRK_ERR_AUTH_INVALID', method: 'apiKey', reason: 'malformed', detail: `more than one ${d.apiKeyHeader} header` });
+    const apiKey = request.headers[d.apiKeyHeader];
+    authenticate(methods, { cert, authorization: request.headers.authorization, apiKey: typeof apiKey === 'string' ? apiKey : undefined }, d.verifiers).then(
+      (outcome) => {
+        if (!outcome.ok) return fail(outcome);
+        const caller = outcome.caller;
+        if (channels.credential.hasSubscribers) {
+          for (const m of methods) if (m !== 'mtls') channels.credential.publish({ method: m, outcome: 'ok', remoteIp: ip, principal: caller.name } satisfies CredentialEvent);
+        }
+        next(caller);
+      },
+      (err: unknown) => {
+        d.authLog.error({ event: 'credential', outcome: 'error', route: route.name, remoteIp: ip, reqId: request.id, err: { message: (err as Error).message } }, 'credential check failed');
+        refuse(request, reply, 'BRK_ERR_HTTP_INTERNAL', `credential check failed: ${(err as Error).message}`);
+      },
+    );
+  };
+}

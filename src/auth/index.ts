@@ -1,0 +1,49 @@
+/**
+ * Credentials beyond the client certificate: API keys and Basic credentials from the PKI store's
+ * keys.json, bearer tokens checked against a JWKS. One set of verifiers per config generation.
+ */
+import type { BrokerConfig } from '../config/index.ts';
+import { parseDuration } from '../config/index.ts';
+import { storeLayout } from '../pki/layout.ts';
+import { KeyRing } from './keyring.ts';
+import { createJwtVerifier, type JwtSettings } from './jwt.ts';
+import type { Verifiers } from './authenticate.ts';
+
+export { authGate, type AuthGate } from './gate.ts';
+export { authenticate, type Verifiers } from './authenticate.ts';
+
+/** The store file holding API key and Basic credential hashes. */
+export function keysFile(c: BrokerConfig): string {
+  return storeLayout(c.pki.dir).keys;
+}
+
+export function jwtSettings(j: NonNullable<BrokerConfig['auth']['jwt']>): JwtSettings {
+  return {
+    ...(j.jwksUrl !== undefined ? { jwksUrl: j.jwksUrl } : {}),
+    ...(j.jwksFile !== undefined ? { jwksFile: j.jwksFile } : {}),
+    ...(j.jwksCa !== undefined ? { jwksCa: j.jwksCa } : {}),
+    issuer: j.issuer,
+    audience: j.audience,
+    algorithms: j.algorithms,
+    clockSkewSec: parseDuration(j.clockSkew, 'auth.jwt.clockSkew') / 1000,
+    nameClaim: j.nameClaim,
+    rolesClaim: j.rolesClaim,
+    cacheMaxAgeMs: parseDuration(j.cacheMaxAge, 'auth.jwt.cacheMaxAge'),
+    cooldownMs: parseDuration(j.cooldown, 'auth.jwt.cooldown'),
+    timeoutMs: parseDuration(j.timeout, 'auth.jwt.timeout'),
+  };
+}
+
+/**
+ * The verifiers for `c`. The keys file is re-read every time (a reload is how a revocation arrives);
+ * a JWKS fetched from a URL is kept across reloads while the token settings stay the same, so a
+ * reload does not make every replica fetch it again.
+ */
+export function buildVerifiers(c: BrokerConfig, previous?: { config: BrokerConfig; verifiers: Verifiers }): Verifiers {
+  const usesKeys = c.routes.some((r) => r.auth.includes('apiKey') || r.auth.includes('basic'));
+  const keys = usesKeys ? KeyRing.load(keysFile(c), { cacheTtlMs: parseDuration(c.auth.cacheTtl, 'auth.cacheTtl') }) : KeyRing.empty();
+  const j = c.auth.jwt;
+  if (!j) return { keys };
+  const same = previous?.verifiers.jwt && j.jwksUrl && JSON.stringify(previous.config.auth.jwt) === JSON.stringify(j);
+  return { keys, jwt: same ? previous.verifiers.jwt : createJwtVerifier(jwtSettings(j)) };
+}

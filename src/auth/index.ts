@@ -44,6 +44,7 @@ export function buildVerifiers(c: BrokerConfig, previous?: { config: BrokerConfi
   const keys = usesKeys ? KeyRing.load(keysFile(c), { cacheTtlMs: parseDuration(c.auth.cacheTtl, 'auth.cacheTtl') }) : KeyRing.empty();
   const j = c.auth.jwt;
   if (!j) return { keys };
-  const same = previous?.verifiers.jwt && j.jwksUrl && JSON.stringify(previous.config.auth.jwt) === JSON.stringify(j);
+  // A CA file may have changed on disk under the same settings: then build afresh.
+  const same = previous?.verifiers.jwt && j.jwksUrl && !j.jwksCa && JSON.stringify(previous.config.auth.jwt) === JSON.stringify(j);
   return { keys, jwt: same ? previous.verifiers.jwt : createJwtVerifier(jwtSettings(j)) };
 }

@@ -90,8 +90,7 @@ export function createJwtVerifier(s: JwtSettings): JwtVerifier {
     clockTolerance: s.clockSkewSec,
     requiredClaims: ['exp'],
   };
-  const nameClaim = s.nameClaim;
-  const rolesClaim = s.rolesClaim;
+  const { nameClaim, rolesClaim, issuer } = s;
   return Object.freeze({
     async verify(token: string): Promise<JwtResult> {
       if (typeof token !== 'string' || token.length === 0) return refuse('malformed', 'empty token');
@@ -103,7 +102,7 @@ export function createJwtVerifier(s: JwtSettings): JwtVerifier {
       } catch (err) {
         return refusal(err, token);
       }
-      return toIdentity(payload, nameClaim, rolesClaim, s.issuer);
+      return toIdentity(payload, nameClaim, rolesClaim, issuer);
     },
   });
 }
@@ -341,10 +340,12 @@ function shown(v: unknown): string {
   return typeof v === 'string' ? JSON.stringify(v.length > 64 ? `${v.slice(0, 64)}…` : v) : 'none';
 }
 
+/** An error for a log sentence: its message and its cause's, one line, cut short. */
 function message(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
   const cause = err.cause instanceof Error && err.cause.message !== err.message ? ` (${err.cause.message})` : '';
-  return `${err.message || err.name}${cause}`;
+  const text = `${err.message || err.name}${cause}`.replace(/[\x00-\x1f\x7f]+/g, ' ');
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
 }
 
 function refuse(reason: Reason, detail: string): JwtResult {

@@ -11,7 +11,7 @@ export function register(program: Command): void {
   config
     .command('check')
     .summary('validate a config (and its certificates) without starting')
-    .description('Validate the config against the schema, then load the TLS material it names (server certificate and key, client CA, CRLs) as "serve" would. Prints every problem as "path: problem" and exits 2 when there is any.')
+    .description('Validate the config against the schema, then load the TLS material it names (server certificate and key, client CA, CRLs) and the credential settings (keys.json, JWKS) as "serve" would. Prints every problem as "path: problem" and exits 2 when there is any.')
     .requiredOption('-c, --config <file>', 'config file', 'broker.yaml')
     .option('--json', 'print {ok, problems} as JSON')
     .addHelpText('after', examples('broker config check --config broker.yaml'))
@@ -37,6 +37,17 @@ export function register(program: Command): void {
         } catch (err) {
           if (!isBrokerError(err)) throw err;
           problems.push(...err.message.split('\n').slice(1).map((l) => `tls: ${l.trim()}`));
+        }
+      }
+      if (candidate && problems.length === 0) {
+        // The credential verifiers as serve builds them: keys.json readable, JWKS settings sound.
+        const { buildVerifiers } = await import('../auth/index.ts');
+        try {
+          buildVerifiers(candidate);
+        } catch (err) {
+          if (!isBrokerError(err)) throw err;
+          const lines = err.message.split('\n').map((l) => l.trim()).filter(Boolean);
+          problems.push(...(lines.length > 1 ? lines.slice(1) : lines).map((l) => (l.startsWith('auth') ? l : `auth: ${l}`)));
         }
       }
       if (opts.json) out.printJson({ ok: problems.length === 0, problems });

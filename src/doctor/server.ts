@@ -75,6 +75,7 @@ export function nftablesSnippet(c: BrokerConfig): string {
     '    iif lo accept',
     `    tcp dport ${c.listen.port} ct state new limit rate over 50/second burst 100 packets drop`,
     `    tcp dport ${c.listen.port} accept`,
+    ...(c.listenCertOptional ? [`    tcp dport ${c.listenCertOptional.port} ct state new limit rate over 50/second burst 100 packets drop`, `    tcp dport ${c.listenCertOptional.port} accept`] : []),
     `    tcp dport ${c.admin.port} drop`,
     '  }',
     '}',
@@ -192,6 +193,11 @@ async function upstreamFindings(c: BrokerConfig): Promise<Finding[]> {
 export async function doctorServer(c: BrokerConfig, o: { warnDays?: number; hostnames?: readonly string[] } = {}): Promise<Finding[]> {
   const findings: Finding[] = [ok('config', `${c.routes.length} routes`)];
   findings.push(await portCheck('listen port', c.listen.host, c.listen.port));
+  if (c.listenCertOptional) {
+    findings.push(await portCheck('certificate-optional port', c.listenCertOptional.host, c.listenCertOptional.port));
+    const open = c.routes.filter((r) => !r.auth.includes('mtls')).map((r) => r.name);
+    findings.push(warn('certificate-optional listener', `port ${c.listenCertOptional.port} admits clients without a certificate; routes without mtls: ${open.join(', ') || 'none'}`, 'expose it only if those routes must be reached without a certificate; keep their API keys and tokens short-lived'));
+  }
   if (c.admin.enabled) {
     findings.push(await portCheck('admin port', c.admin.host, c.admin.port));
     const loopback = c.admin.host === 'localhost' || c.admin.host === '::1' || c.admin.host.startsWith('127.');

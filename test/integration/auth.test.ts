@@ -176,6 +176,22 @@ test('Basic: the right password is admitted; a wrong one gets 401 with a challen
   await assert.rejects(request(opt, { ca: pki.ca, path: '/legacy/x', headers: { authorization: basic('oldco', cred.secret) } }));
 });
 
+test('Basic: expired, revoked, unknown users and empty passwords are refused', async (t) => {
+  const { pki, up, b, opt } = await setup(t, [{ name: 'legacy', path: '/legacy', roles: ['billing'], auth: ['basic'] }]);
+  const cred = await createKey(pki.store, { name: 'oldco', roles: ['billing'], kind: 'basic' });
+  const old = await createKey(pki.store, { name: 'pastco', roles: ['billing'], kind: 'basic', expiresMs: 60_000, now: Date.now() - 120_000 });
+  const gone = await createKey(pki.store, { name: 'goneco', roles: ['billing'], kind: 'basic' });
+  await revokeKey(pki.store, 'goneco');
+  await b.broker.reload();
+  for (const [user, pass, what] of [['pastco', old.secret, 'expired'], ['goneco', gone.secret, 'revoked'], ['nobody', cred.secret, 'unknown user'], ['oldco', '', 'empty password']] as const) {
+    const r = await request(opt, { ca: pki.ca, path: '/legacy/x', headers: { authorization: basic(user, pass) } });
+    assert.equal(r.status, 401, what);
+  }
+  assert.equal(up.seen.length, 0);
+  const reasons = b.logs.of('auth').filter((l) => l.event === 'credential').map((l) => l.reason);
+  for (const r of ['expired', 'revoked']) assert.ok(reasons.includes(r), `auth log says ${r}: ${reasons.join(',')}`);
+});
+
 test('credentials pass to the upstream only when the route says so', async (t) => {
   const { pki, up, b, opt } = await setup(t, [{ name: 'pass', path: '/p', roles: ['billing'], auth: ['basic'], passCredentials: true }]);
   const cred = await createKey(pki.store, { name: 'oldco', roles: ['billing'], kind: 'basic' });
@@ -335,6 +351,18 @@ test('bearer token with a certificate: the token must name the certificate\'s id
   assert.equal((await request(b.port, { id: acme, ca: pki.ca, path: '/api/x', headers: { authorization: `Bearer ${tok}` } })).status, 200);
   assert.equal((await request(b.port, { id: other, ca: pki.ca, path: '/api/x', headers: { authorization: `Bearer ${tok}` } })).json().code, 'BRK_ERR_AUTH_MISMATCH');
   assert.equal((await request(b.port, { id: acme, ca: pki.ca, path: '/api/x' })).json().code, 'BRK_ERR_AUTH_REQUIRED');
+});
+
+test('bearer token without the certificate a [mtls, jwt] route requires is refused', async (t) => {
+  const jwks = await jwksServer(t);
+  const a = await signer('ES256', 'key-a');
+  jwks.keys = [a.jwk];
+  const { pki, opt } = await setup(t, [{ name: 'api', path: '/api', roles: ['billing'], auth: ['mtls', 'jwt'] }], {
+    auth: { jwt: { jwksUrl: jwks.url, issuer: ISS, audience: [AUD] } },
+  });
+  const r = await request(opt, { ca: pki.ca, path: '/api/x', headers: { authorization: `Bearer ${await token(a)}` } });
+  assert.equal(r.status, 401);
+  assert.equal(r.json().code, 'BRK_ERR_AUTH_REQUIRED');
 });
 
 test('rate limits count a caller the same way whichever credential it used', async (t) => {

@@ -16,16 +16,7 @@ import { withStoreLock } from './store.ts';
 import { DEFAULT_KDF, SALT_BYTES, deriveHash, formatApiKey, keyStatus, parseApiKey, readKeys, serializeKeys, type KeyKind, type KeyRecord, type KeysFile, type KeyStatus } from './keys-file.ts';
 
 /** A credential as shown to people and scripts: never its salt or hash. */
-export interface KeyInfo {
-  id: string;
-  kind: KeyKind;
-  name: string;
-  roles: string[];
-  created: string;
-  expires?: string;
-  revoked?: string;
-  status: KeyStatus;
-}
+export type KeyInfo = Omit<KeyRecord, 'salt' | 'hash' | 'kdf'> & { status: KeyStatus };
 
 export interface CreatedKey {
   record: KeyInfo;

@@ -19,7 +19,7 @@
  * connections against one identity on 1,000 connections), crl (a CRL with 100,000 revoked serials:
  * handshake rate and the broker's reload time), idle (10,000 idle mTLS connections: memory per
  * connection), syscalls (strace -c on each proxy under ka64: syscalls per request), profile (a
- * --cpu-prof run of the broker under ka64, summarised).
+ * --cpu-prof run of the broker under ka64, summarised; --profile-load handshake or ka16k profiles that load instead).
  *
  * Not part of `npm test`. Loopback only; every loop is bounded by its round's deadline and the
  * whole run by --max-minutes.
@@ -63,6 +63,7 @@ const { values: a } = parseArgs({
     'gen-procs': { type: 'string', default: '2' },
     groups: { type: 'string', default: 'X25519' },
     'profile-seconds': { type: 'string' },
+    'profile-load': { type: 'string' },
     'x509-crl-limit': { type: 'string', default: '60' },
     'max-minutes': { type: 'string', default: '60' },
     out: { type: 'string', default: 'bench-results' },
@@ -84,6 +85,9 @@ const IDLE_N = Number(a['idle-connections'] ?? (QUICK ? 1000 : 10_000));
 const GEN_PROCS = Math.max(1, Number(a['gen-procs']));
 const GROUPS = a.groups as string;
 const PROFILE_SECONDS = Number(a['profile-seconds'] ?? (QUICK ? 3 : 10));
+/** What the profile scenario runs: ka64 (default), ka16k or handshake. */
+const PROFILE_LOAD = a['profile-load'] ?? 'ka64';
+if (!['ka64', 'ka16k', 'handshake'].includes(PROFILE_LOAD)) throw new Error(`--profile-load: ka64, ka16k or handshake, not ${PROFILE_LOAD}`);
 const ROLE = 'bench';
 /** The children's open-files limit: they are raised to the hard limit (not beyond: that needs CAP_SYS_RESOURCE). */
 const NOFILE = Number(spawnSync('sh', ['-c', 'ulimit -Hn'], { encoding: 'utf8' }).stdout.trim()) || 1024;
@@ -735,7 +739,7 @@ async function profileScenario(env: Env, spec: LoadSpec): Promise<void> {
   let exitWall = 0;
   t.child.once('exit', () => (exitWall = wall()));
   try {
-    r = await round(env, 'profile', 'ka64 under --cpu-prof', t, spec, 1, PROFILE_SECONDS);
+    r = await round(env, 'profile', `${PROFILE_LOAD} under --cpu-prof`, t, spec, 1, PROFILE_SECONDS);
   } finally {
     await t.stop();
   }
@@ -958,7 +962,7 @@ function markdown(meta: Record<string, unknown>): string {
   if (extra.profileMarkdown) {
     const p = extra.profile as { requests: number; seconds: number };
     out.push('');
-    out.push(`CPU profile of the broker under keep-alive 64 B (\`node --cpu-prof\`; self time in the ${fmt(p.seconds, 1)} s measured window, about ${fmt(p.requests)} requests):`);
+    out.push(`CPU profile of the broker under ${PROFILE_LOAD === 'ka64' ? 'keep-alive 64 B' : PROFILE_LOAD} (\`node --cpu-prof\`; self time in the ${fmt(p.seconds, 1)} s measured window, about ${fmt(p.requests)} requests):`);
     out.push('');
     out.push(extra.profileMarkdown as string);
   }
@@ -1061,8 +1065,8 @@ async function main(): Promise<void> {
       await idleScenario(env);
     }
     if (SCENARIOS.includes('profile')) {
-      log(`profile: the broker under --cpu-prof, keep-alive 64 B for ${PROFILE_SECONDS} s`);
-      await profileScenario(env, ka('/64'));
+      log(`profile: the broker under --cpu-prof, ${PROFILE_LOAD} for ${PROFILE_SECONDS} s`);
+      await profileScenario(env, PROFILE_LOAD === 'handshake' ? hs : ka(PROFILE_LOAD === 'ka16k' ? '/16k' : '/64'));
     }
   } finally {
     await stopChild(env.upstream.child);

@@ -79,6 +79,9 @@ export async function buildApp(c: BrokerConfig, deps: AppDeps): Promise<FastifyI
     serverFactory: () => createHttpServer(),
     loggerInstance: loggers.root as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
+    // No child logger per request: the broker's lines carry reqId themselves, and a child of the
+    // (redacting) error logger cost a redaction pass over its bindings on every request.
+    childLoggerFactory: (logger) => logger,
     genReqId: () => randomUUID(),
     requestIdHeader: false,
     trustProxy: false,

@@ -13,7 +13,7 @@ import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import type { BrokerConfig } from './config/index.ts';
-import { parseDuration } from './config/index.ts';
+import { parseDuration, parseSize } from './config/index.ts';
 import { compileIdentityRules } from './identity/index.ts';
 import { createTlsServer, isAdmitted, type TlsListener } from './tls/listener.ts';
 import { loadTlsMaterial, type TlsMaterial } from './tls/material.ts';
@@ -103,7 +103,7 @@ function drainMs(c: BrokerConfig): number {
 }
 
 export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): Promise<Broker> {
-  const loggers = o.loggers ?? createLoggers(initial.log);
+  const loggers = o.loggers ?? createLoggers({ ...initial.log, bufferBytes: parseSize(initial.log.buffer, 'log.buffer'), flushMs: parseDuration(initial.log.flushInterval, 'log.flushInterval') });
   let config = initial;
   let material = loadTlsMaterial(config);
   let rules = compileIdentityRules(config.identities);

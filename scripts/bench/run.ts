@@ -219,7 +219,8 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
     filters: { maxConnectionsPerIp: 100_000, connectionRate: { rate: 100_000, per: '1s', burst: 100_000 } },
     bans: { enabled: true },
     timeouts: { keepAlive: '120s' },
-    log: { level: 'info', auth: join(dir, 'auth.log'), access: join(dir, 'access.log'), audit: join(dir, 'audit.log'), error: 'stderr' },
+    // Buffered like nginx's access_log (buffer=64k flush=1s in nginx.ts).
+    log: { level: 'info', auth: join(dir, 'auth.log'), access: join(dir, 'access.log'), audit: join(dir, 'audit.log'), error: 'stderr', buffer: '64kb', flushInterval: '1s' },
     admin: { host: '127.0.0.1', port: 0 },
     // reloads are triggered (and timed) through POST /reload, not by the file watcher
     reload: { watch: false },

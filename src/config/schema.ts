@@ -221,6 +221,8 @@ export const LogSchema = Type.Object(
     access: LogTarget('stdout', 'one line per request'),
     error: LogTarget('stderr', 'upstream failures, internal errors, outages, alerts'),
     audit: LogTarget('stdout', 'reloads, admin actions, bans'),
+    buffer: Size('0', 'file outputs: collect up to this many bytes before writing (0: write line by line); a crash loses at most this much'),
+    flushInterval: Duration('1s', 'with buffer: what is collected is written at least this often (and at shutdown)'),
   },
   { ...strict, default: {} },
 );

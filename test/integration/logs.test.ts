@@ -225,3 +225,29 @@ test('nothing secret is logged: no Authorization, Cookie or Proxy-Authorization 
   }
   assertStreams(b);
 });
+
+test('log.buffer: file lines are collected, written by the periodic flush, and whatever is left at shutdown', async (t) => {
+  const { createLoggers } = await import('../../src/observability/loggers.ts');
+  const { tempDir } = await import('../helpers/cli.ts');
+  const { eventually } = await import('../helpers/within.ts');
+  const { readFileSync, existsSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const dir = tempDir(t);
+  const read = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : []);
+  const off = { auth: 'off', audit: 'off', error: 'off' } as const;
+  // A long flush interval: only the buffer size or a flush writes.
+  const held = createLoggers({ level: 'info', access: join(dir, 'held.log'), ...off, bufferBytes: 64 * 1024, flushMs: 3_600_000 });
+  const direct = createLoggers({ level: 'info', access: join(dir, 'direct.log'), ...off });
+  for (let i = 0; i < 3; i++) held.access.info({ n: i }, 'line');
+  direct.access.info({ n: 0 }, 'line');
+  await eventually(() => read(join(dir, 'direct.log')).length === 1, 'the unbuffered line, written later, is on disk');
+  assert.equal(read(join(dir, 'held.log')).length, 0, 'the buffered lines wait for the buffer to fill');
+  held.flush();
+  assert.deepEqual(read(join(dir, 'held.log')).map((l) => JSON.parse(l).n), [0, 1, 2], 'flush at shutdown writes them, in order');
+
+  const periodic = createLoggers({ level: 'info', access: join(dir, 'periodic.log'), ...off, bufferBytes: 64 * 1024, flushMs: 50 });
+  periodic.access.info({ n: 7 }, 'line');
+  await eventually(() => read(join(dir, 'periodic.log')).length === 1, 'the periodic flush writes the line');
+  periodic.flush();
+  direct.flush();
+});

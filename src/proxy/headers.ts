@@ -252,14 +252,19 @@ const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'te'
  */
 export function downstreamHeaders<T>(headers: Record<string, T>): Record<string, T> {
   const conn = headers.connection as unknown;
-  const named = new Set<string>();
-  for (const v of Array.isArray(conn) ? conn : conn === undefined ? [] : [conn]) {
-    for (const token of String(v).split(',')) if (token.trim() !== '') named.add(token.trim().toLowerCase());
+  // Most answers name nothing in Connection: no set to build then (this runs on every response).
+  let named: Set<string> | undefined;
+  if (conn !== undefined) {
+    named = new Set<string>();
+    for (const v of Array.isArray(conn) ? conn : [conn]) {
+      for (const token of String(v).split(',')) if (token.trim() !== '') named.add(token.trim().toLowerCase());
+    }
   }
   const out: Record<string, T> = {};
-  for (const [name, value] of Object.entries(headers)) {
+  for (const name in headers) {
+    if (!Object.hasOwn(headers, name)) continue;
     const key = name.toLowerCase();
-    if (!HOP_BY_HOP.has(key) && !named.has(key)) out[name] = value;
+    if (!HOP_BY_HOP.has(key) && (named === undefined || !named.has(key))) out[name] = headers[name] as T;
   }
   return out;
 }

@@ -24,6 +24,7 @@ import { compileIpList, plainIp, type IpList } from './filter/ip.ts';
 import { compileLimits, type SharedStore } from './ratelimit/index.ts';
 import { limitGate } from './ratelimit/plugin.ts';
 import { authGate } from './auth/gate.ts';
+import { REVOKED_KEY_PREFIX } from './auth/index.ts';
 import type { Verifiers } from './auth/authenticate.ts';
 import { kCaller, notesOf } from './proxy/notes.ts';
 
@@ -106,6 +107,7 @@ export async function buildApp(c: BrokerConfig, deps: AppDeps): Promise<FastifyI
     authLog: loggers.auth,
     certOf: (request) => principalOf(request.raw.socket),
     onFailure: (ip) => void guard.failure(ip, 'handshake'),
+    isKeyRevoked: (keyId) => deps.isRevoked(`${REVOKED_KEY_PREFIX}${keyId}`),
   });
 
   app.addHook('onRequest', (request, reply, done) => {

@@ -29,7 +29,7 @@ import { ConnectionGuard } from './filter/connection-guard.ts';
 import { createStore, type SharedStore } from './ratelimit/index.ts';
 import { buildApp } from './app.ts';
 import { channels } from './channels.ts';
-import { buildVerifiers } from './auth/index.ts';
+import { buildVerifiers, REVOKED_KEY_PREFIX } from './auth/index.ts';
 
 export interface ReloadResult {
   ok: boolean;
@@ -177,10 +177,12 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     for (const serial of serials) for (const s of servers) closed += s.closeConnectionsOf(serial);
     return closed;
   };
-  store.onRevoked?.((serials) => {
-    for (const s of serials) remoteRevoked.add(s);
+  store.onRevoked?.((heard) => {
+    for (const s of heard) remoteRevoked.add(s);
+    const serials = heard.filter((s) => !s.startsWith(REVOKED_KEY_PREFIX));
+    const keys = heard.filter((s) => s.startsWith(REVOKED_KEY_PREFIX)).map((s) => s.slice(REVOKED_KEY_PREFIX.length));
     const closed = closeRevoked(serials);
-    loggers.audit.info({ event: 'revocation', source: 'replica', serials, closedConnections: closed }, 'revocations heard from another replica');
+    loggers.audit.info({ event: 'revocation', source: 'replica', serials, ...(keys.length ? { keys } : {}), closedConnections: closed }, 'revocations heard from another replica');
   });
   for (const s of (await store.revokedSerials?.()) ?? []) remoteRevoked.add(s);
 
@@ -222,6 +224,8 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
         throw err;
       }
       const newlyRevoked = [...nextMaterial.revoked].filter((s) => !material.revoked.has(s));
+      const wasRevoked = new Set(verifiers.keys.revokedIds());
+      const newlyRevokedKeys = nextVerifiers.keys.revokedIds().filter((id) => !wasRevoked.has(id));
       const previous = app;
       app = nextApp;
       verifiers = nextVerifiers;
@@ -236,8 +240,9 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
       }, drainMs(target)).unref();
       retired.set(timer, previous);
       const closed = closeRevoked(newlyRevoked);
-      if (newlyRevoked.length) await store.publishRevoked?.(newlyRevoked);
-      loggers.audit.info({ event: 'reload', outcome: 'ok', trigger, routes: target.routes.length, revoked: newlyRevoked, closedConnections: closed, restartNeeded: restart }, 'configuration and certificates reloaded');
+      const announce = [...newlyRevoked, ...newlyRevokedKeys.map((id) => REVOKED_KEY_PREFIX + id)];
+      if (announce.length) await store.publishRevoked?.(announce);
+      loggers.audit.info({ event: 'reload', outcome: 'ok', trigger, routes: target.routes.length, revoked: newlyRevoked, revokedKeys: newlyRevokedKeys, closedConnections: closed, restartNeeded: restart }, 'configuration and certificates reloaded');
       if (restart.length) loggers.error.warn({ event: 'reload', restartNeeded: restart }, `changes to ${restart.join(', ')} take effect after a restart`);
       channels.reload.publish({ outcome: 'ok' });
       return { ok: true, problems: [], restartNeeded: restart, revoked: newlyRevoked.length };

@@ -16,7 +16,7 @@ export type KeyCheck =
 export type TokenCheck = { ok: true; identity: Vouch } | { ok: false; reason: string; detail: string };
 
 export interface Verifiers {
-  keys: { verifyApiKey(key: string): Promise<KeyCheck>; verifyBasic(user: string, password: string): Promise<KeyCheck> };
+  keys: { verifyApiKey(key: string): Promise<KeyCheck>; verifyBasic(user: string, password: string): Promise<KeyCheck>; revokedIds(): string[] };
   jwt?: { verify(token: string): Promise<TokenCheck> };
 }
 

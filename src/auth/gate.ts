@@ -21,6 +21,8 @@ export interface AuthGateDeps {
   certOf(request: FastifyRequest): Principal | undefined;
   /** A refused credential from `ip` (counted like a failed handshake). */
   onFailure(ip: string): void;
+  /** Whether a credential id was revoked on another replica (its keys.json here may lag). */
+  isKeyRevoked(keyId: string): boolean;
 }
 
 export type AuthGate = (request: FastifyRequest, reply: FastifyReply, route: { name: string; auth: readonly AuthMethod[] }, next: (caller: Caller) => void, refuse: Refuse) => void;
@@ -70,6 +72,10 @@ export function authGate(d: AuthGateDeps): AuthGate {
       (outcome) => {
         if (!outcome.ok) return fail(outcome);
         const caller = outcome.caller;
+        if (caller.keyId !== undefined && d.isKeyRevoked(caller.keyId)) {
+          const method = methods.includes('basic') ? 'basic' : 'apiKey';
+          return fail({ ok: false, code: 'BRK_ERR_AUTH_INVALID', method, reason: 'revoked', detail: 'revoked (announced by another replica)', name: caller.name, keyId: caller.keyId });
+        }
         if (channels.credential.hasSubscribers) {
           for (const m of methods) if (m !== 'mtls') channels.credential.publish({ method: m, outcome: 'ok', remoteIp: ip, principal: caller.name } satisfies CredentialEvent);
         }

@@ -12,6 +12,12 @@ import type { Verifiers } from './authenticate.ts';
 export { authGate, type AuthGate } from './gate.ts';
 export { authenticate, type Verifiers } from './authenticate.ts';
 
+/**
+ * Revoked credential ids travel between replicas in the same shared set as certificate serials,
+ * under this prefix (a serial is plain hex, so the two never meet).
+ */
+export const REVOKED_KEY_PREFIX = 'key:';
+
 /** The store file holding API key and Basic credential hashes. */
 export function keysFile(c: BrokerConfig): string {
   return storeLayout(c.pki.dir).keys;

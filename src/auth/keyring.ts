@@ -97,6 +97,11 @@ export class KeyRing {
     return new KeyRing([], {});
   }
 
+  /** Ids of the credentials revoked in this ring's file (announced to other replicas on reload). */
+  revokedIds(): string[] {
+    return [...this.#byId.values()].filter((e) => e.record.revoked).map((e) => e.record.id);
+  }
+
   /** `key` is the full "brk_<id>_<secret>" string. */
   async verifyApiKey(key: string): Promise<CredentialResult> {
     const parsed = typeof key === 'string' ? parseApiKey(key) : undefined;

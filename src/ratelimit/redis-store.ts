@@ -157,7 +157,8 @@ export class RedisStore implements SharedStore {
     );
     this.#sub.on('message', (channel: string, message: string) => {
       if (channel === this.#revokedChannel) {
-        const serials = message.split(',').filter((s) => /^[0-9a-f]+$/.test(s));
+        // Certificate serials (hex) and revoked credential ids ("key:" + hex).
+        const serials = message.split(',').filter((s) => /^(key:)?[0-9a-f]+$/.test(s));
         if (serials.length) for (const l of this.#revokedListeners) l(serials);
         return;
       }

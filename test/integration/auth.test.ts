@@ -10,7 +10,11 @@ import { createPublicKey } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose';
-import { makePki, startBroker, startUpstream, request, type RunningBroker } from '../helpers/broker.ts';
+import { cpSync } from 'node:fs';
+import { join } from 'node:path';
+import { makePki, startBroker, startUpstream, request, LENIENT, type RunningBroker } from '../helpers/broker.ts';
+import { tempDir } from '../helpers/cli.ts';
+import { redisMissing, startRedis } from '../helpers/redis.ts';
 import { eventually } from '../helpers/within.ts';
 import { createKey, revokeKey } from '../../src/pki/credentials.ts';
 import { validateConfig } from '../../src/config/index.ts';
@@ -402,4 +406,32 @@ test('a connection on the optional listener speaks TLS without a certificate, an
     s.on('error', reject);
   });
   await eventually(() => b.logs.of('auth').some((l) => l.event === 'handshake' && l.certificate === false), 'the handshake line');
+});
+
+test('two replicas on one Redis: a key revoked and reloaded on A is refused on B, whose keys.json still has it valid, and on a replica started later', { skip: redisMissing }, async (t) => {
+  const redis = await startRedis(t);
+  const pki = await makePki(t);
+  const up = await startUpstream(t);
+  const key = await createKey(pki.store, { name: 'acme', roles: ['billing'], kind: 'apiKey' });
+  const other = await createKey(pki.store, { name: 'beta', roles: ['billing'], kind: 'apiKey' });
+  // B and C run on a copy of the store taken before the revocation: their keys.json never learns it.
+  const oldDir = join(tempDir(t), 'pki');
+  cpSync(pki.dir, oldDir, { recursive: true });
+  const shared = { ...OPTIONAL, routes: [{ name: 'keys', path: '/k', upstream: up.url, roles: ['billing'], auth: ['apiKey'] }], rateLimit: { ...LENIENT.rateLimit, store: redis.url } };
+  const a = await startBroker(t, pki, shared);
+  const b = await startBroker(t, { ...pki, dir: oldDir }, shared);
+  const call = (rb: RunningBroker, k: string) => request(optionalPort(rb), { ca: pki.ca, path: '/k/x', headers: { 'x-api-key': k } });
+  assert.equal((await call(b, key.secret)).status, 200, 'B admits the key (and remembers it)');
+
+  await revokeKey(pki.store, key.record.id);
+  assert.equal((await a.broker.reload()).ok, true);
+  const heard = await b.logs.waitFor((l) => l.log === 'audit' && l.event === 'revocation' && l.source === 'replica');
+  assert.deepEqual(heard.keys, [key.record.id]);
+  const refused = await call(b, key.secret);
+  assert.equal(refused.status, 401, 'B refuses it without a reload, although its cache and its file say valid');
+  assert.equal((await call(b, other.secret)).status, 200, 'other keys are untouched');
+  assert.ok(b.logs.of('auth').some((l) => l.event === 'credential' && l.reason === 'revoked' && l.keyId === key.record.id));
+
+  const c = await startBroker(t, { ...pki, dir: oldDir }, shared);
+  assert.equal((await call(c, key.secret)).status, 401, 'a replica started later reads the revocation from Redis');
 });

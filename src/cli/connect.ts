@@ -10,6 +10,8 @@ interface Opts {
   allowRemote?: boolean;
   via?: string;
   viaAuthFile?: string;
+  apiKeyFile?: string;
+  apiKeyHeader: string;
 }
 
 export function register(program: Command): void {
@@ -35,6 +37,8 @@ export function register(program: Command): void {
     .option('--allow-remote', 'allow a --listen address beyond loopback (exposes your identity to whoever reaches it)')
     .option('--via <url>', 'outbound HTTP proxy: http://[USER:PASS@]HOST:PORT')
     .option('--via-auth-file <file>', 'file whose first line is the proxy USER:PASS (or set BROKER_PROXY_AUTH)')
+    .option('--api-key-file <file>', 'file whose first line is an API key ("broker keys create"), sent with every request (or set BROKER_API_KEY); for routes with auth [mtls, apiKey]')
+    .option('--api-key-header <name>', 'the header the broker reads API keys from (its auth.apiKeyHeader)', 'x-api-key')
     .addHelpText(
       'after',
       examples(
@@ -63,8 +67,14 @@ export function register(program: Command): void {
             : undefined;
         via = parseVia(opts.via, credentials);
       }
+      const apiKeyValue = opts.apiKeyFile ? readSecretFile(opts.apiKeyFile, 'API key') : process.env.BROKER_API_KEY;
+      if (apiKeyValue !== undefined && !/^brk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$/.test(apiKeyValue)) {
+        throw new BrokerError('BRK_ERR_USAGE_SECRET_FILE', `the API key from ${opts.apiKeyFile ?? 'BROKER_API_KEY'} is not of the form brk_<id>_<secret> printed by "broker keys create"`);
+      }
+      if (!/^[a-z0-9][a-z0-9-]{0,63}$/.test(opts.apiKeyHeader)) throw new BrokerError('BRK_ERR_USAGE', `--api-key-header "${opts.apiKeyHeader}" is not a lower-case header name`);
+      const apiKey = apiKeyValue === undefined ? undefined : { header: opts.apiKeyHeader, value: apiKeyValue };
       const loggers = createLoggers({ level: 'info', auth: 'off', access: 'stderr', error: 'stderr', audit: 'stderr' });
-      const connector = await startConnect({ target, listen, via, files: { cert: opts.cert, key: opts.key, ca: opts.ca } }, loggers);
+      const connector = await startConnect({ target, listen, via, apiKey, files: { cert: opts.cert, key: opts.key, ca: opts.ca } }, loggers);
       await new Promise<void>((done) => {
         let stopping = false;
         const stop = (signal: string) => {

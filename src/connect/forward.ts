@@ -15,6 +15,8 @@ import type { Target, Via } from './options.ts';
 export interface ForwardDeps {
   target: Target;
   via?: Via | undefined;
+  /** Added to every request (the partner's API key), replacing any such header from the local client. */
+  apiKey?: { header: string; value: string } | undefined;
   /** The dispatcher of the moment: a certificate reload swaps it. */
   dispatcher(): Dispatcher;
   access: Logger;
@@ -69,7 +71,7 @@ export function forwarder(deps: ForwardDeps): (req: IncomingMessage, res: Server
           origin: deps.target.origin,
           path: deps.target.basePath + url,
           method: method as Dispatcher.HttpMethod,
-          headers: requestHeaders(req.headersDistinct),
+          headers: deps.apiKey ? { ...requestHeaders(req.headersDistinct), [deps.apiKey.header]: deps.apiKey.value } : requestHeaders(req.headersDistinct),
           body: hasBody ? req : null,
           signal: abort.signal,
         });

@@ -23,6 +23,8 @@ export interface ConnectOptions {
   target: Target;
   listen: ListenAddress;
   via?: Via | undefined;
+  /** An API key sent with every request, replacing any the local client sent. */
+  apiKey?: { header: string; value: string } | undefined;
   files: ClientTlsFiles;
   /** Debounce of certificate file changes (ms). */
   debounceMs?: number;
@@ -53,7 +55,7 @@ export async function startConnect(o: ConnectOptions, loggers: Loggers): Promise
   warnExpiry(tls);
 
   let closing: Promise<void> | undefined;
-  const server: Server = createServer(forwarder({ target: o.target, via: o.via, dispatcher: () => current, access: loggers.access, draining: () => closing !== undefined }));
+  const server: Server = createServer(forwarder({ target: o.target, via: o.via, apiKey: o.apiKey, dispatcher: () => current, access: loggers.access, draining: () => closing !== undefined }));
   await new Promise<void>((done, fail) => {
     server.once('error', (cause: NodeJS.ErrnoException) =>
       fail(new BrokerError('BRK_ERR_LISTEN', `cannot listen on ${o.listen.host}:${o.listen.port}: ${cause.code ?? cause.message}`, { cause, hint: 'the address is taken or not allowed; pick another --listen' })),

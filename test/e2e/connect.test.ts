@@ -260,3 +260,35 @@ test('bad flags and unreadable files are refused with their codes', async (t) =>
     assert.equal(r.code, c.exit, c.args.join(' '));
   }
 });
+
+test('--api-key-file: a route that wants the certificate and an API key gets both; a malformed key file is refused', async (t) => {
+  const { createKey } = await import('../../src/pki/credentials.ts');
+  const pki = await makePki(t);
+  const up = await startUpstream(t);
+  const broker = await startBroker(t, pki, { routes: [{ name: 'both', path: '/both', upstream: up.url, roles: ['partner'], auth: ['mtls', 'apiKey'] }] });
+  const alice = await pki.issue('alice', ['partner']);
+  const key = await createKey(pki.store, { name: 'alice', roles: ['partner'], kind: 'apiKey' });
+  await broker.broker.reload();
+  const dir = tempDir(t, 'broker-connect-');
+  const files = writeIdentity(dir, pki, alice);
+  const keyFile = join(dir, 'api.key');
+  writeFileSync(keyFile, `${key.secret}\n`, { mode: 0o600 });
+  const flags = ['--url', `https://localhost:${broker.port}`, '--cert', files.cert, '--key', files.key, '--ca', files.ca];
+
+  const withKey = await connectCli(t, [...flags, '--api-key-file', keyFile]);
+  const ok = await local(withKey.port, { path: '/both/1', headers: { 'x-api-key': 'brk_000000000000_local-client-value-is-replaced-by-the-file-one' } });
+  assert.equal(ok.status, 200, ok.text);
+  assert.equal(up.seen.at(-1)?.headers['x-client-auth'], 'mtls,apiKey');
+  assert.equal(up.seen.at(-1)?.headers['x-api-key'], undefined, 'the broker strips the key');
+
+  const without = await connectCli(t, flags);
+  const refused = await local(without.port, { path: '/both/1' });
+  assert.equal(refused.status, 401);
+  assert.equal(refused.json().code, 'BRK_ERR_AUTH_REQUIRED');
+
+  writeFileSync(keyFile, 'not-a-key\n');
+  const bad = await brokerAsync(['connect', '--listen', '127.0.0.1:0', ...flags, '--api-key-file', keyFile]);
+  assert.equal(bad.code, 2);
+  assert.equal(errorCode(bad.stderr), 'BRK_ERR_USAGE_SECRET_FILE');
+  assert.ok(!bad.stderr.includes(key.secret));
+});

@@ -28,6 +28,7 @@ export function jwtSettings(j: NonNullable<BrokerConfig['auth']['jwt']>): JwtSet
     ...(j.jwksUrl !== undefined ? { jwksUrl: j.jwksUrl } : {}),
     ...(j.jwksFile !== undefined ? { jwksFile: j.jwksFile } : {}),
     ...(j.jwksCa !== undefined ? { jwksCa: j.jwksCa } : {}),
+    ...(j.typ !== undefined ? { typ: j.typ } : {}),
     issuer: j.issuer,
     audience: j.audience,
     algorithms: j.algorithms,

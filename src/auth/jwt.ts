@@ -16,6 +16,8 @@ import {
 import { BrokerError } from '../errors.ts';
 
 export interface JwtSettings {
+  /** When set, the token's "typ" header must be this (e.g. "at+jwt", RFC 9068), so an ID token cannot pass as an access token. */
+  typ?: string;
   /** https:// URL (http:// only for loopback hosts: 127.0.0.0/8, ::1, localhost) of a JWKS. Exactly one of jwksUrl / jwksFile. */
   jwksUrl?: string;
   /** A JWKS JSON file, read when the verifier is created (the broker rebuilds the verifier on reload). */
@@ -89,6 +91,7 @@ export function createJwtVerifier(s: JwtSettings): JwtVerifier {
     audience: [...s.audience],
     clockTolerance: s.clockSkewSec,
     requiredClaims: ['exp'],
+    ...(s.typ !== undefined ? { typ: s.typ } : {}),
   };
   const { nameClaim, rolesClaim, issuer } = s;
   return Object.freeze({

@@ -166,6 +166,7 @@ export const JwtSchema = Type.Object(
     audience: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'tokens must name one of these in "aud"' }),
     algorithms: Type.Array(Type.Union(JWT_ALGORITHMS.map((a) => Type.Literal(a))), { default: ['RS256', 'PS256', 'ES256', 'EdDSA'], minItems: 1, uniqueItems: true }),
     clockSkew: Duration('30s', 'tolerance for exp / nbf / iat'),
+    typ: Type.Optional(Type.String({ minLength: 1, description: 'the "typ" header tokens must carry, e.g. at+jwt (RFC 9068 access tokens), so an ID token cannot pass as an access token' })),
     nameClaim: Type.String({ default: 'sub', minLength: 1, description: 'claim holding the identity name (dotted path allowed)' }),
     rolesClaim: Type.String({ default: 'roles', minLength: 1, description: 'claim holding the roles: a list or a space-separated string (dotted path allowed)' }),
     cacheMaxAge: Duration('10m', 'JWKS kept this long before it is fetched again'),

@@ -268,3 +268,12 @@ test('JWT_ALGORITHMS is asymmetric only', () => {
   assert.ok(JWT_ALGORITHMS.every((a) => !/^(HS|none)/i.test(a)));
   assert.ok(Object.isFrozen(JWT_ALGORITHMS));
 });
+
+test('typ: when configured, only tokens with that "typ" header pass (an ID token is not an access token)', async (t) => {
+  const v = await fileVerifier(t, { typ: 'at+jwt' });
+  assert.equal((await v.verify(await sign(ec, {}, { typ: 'at+jwt' }))).ok, true);
+  refused(await v.verify(await sign(ec, {}, { typ: 'JWT' })), 'claims');
+  refused(await v.verify(await sign(ec, {})), 'claims');
+  const any = await fileVerifier(t);
+  assert.equal((await any.verify(await sign(ec, {}, { typ: 'JWT' }))).ok, true, 'without typ configured, any typ passes');
+});

@@ -163,3 +163,14 @@ test('BROKER_PKI_DIR names the store; an empty store lists nothing', (t) => {
   assert.match(r.stdout, /^no credentials in /);
   assert.deepEqual(json(broker(['keys', 'list', '--json'], { env: { BROKER_PKI_DIR: ca.dir } })), []);
 });
+
+test('a key expires after 90 days unless told otherwise; --expires never is explicit', () => {
+  const ca = shared();
+  const days = (info: KeyInfo) => Math.round((Date.parse(info.expires as string) - Date.parse(info.created)) / 86_400_000);
+  const byDefault = json<KeyInfo & { key: string }>(ca.run(['keys', 'create', 'default-life', '--role', 'ops', '--json']));
+  assert.equal(days(byDefault), 90);
+  const short = json<KeyInfo & { key: string }>(ca.run(['keys', 'create', 'short-life', '--role', 'ops', '--expires', '30d', '--json']));
+  assert.equal(days(short), 30);
+  const forever = json<KeyInfo & { key: string }>(ca.run(['keys', 'create', 'long-life', '--role', 'ops', '--expires', 'never', '--json']));
+  assert.equal(forever.expires, undefined);
+});

@@ -23,13 +23,12 @@ import type { ConnectionGuard } from './filter/connection-guard.ts';
 import { compileIpList, plainIp, type IpList } from './filter/ip.ts';
 import { compileLimits, type SharedStore } from './ratelimit/index.ts';
 import { limitGate } from './ratelimit/plugin.ts';
-import { authGate } from './auth/gate.ts';
+import { authGate, COUNTED_REFUSALS } from './auth/gate.ts';
 import { REVOKED_KEY_PREFIX } from './auth/index.ts';
 import type { Verifiers } from './auth/authenticate.ts';
 import { kCaller, notesOf } from './proxy/notes.ts';
 
 const kReject = Symbol('broker.reject');
-const CREDENTIAL_REFUSALS: ReadonlySet<string> = new Set(['BRK_ERR_AUTH_INVALID', 'BRK_ERR_AUTH_MISMATCH']);
 
 interface RejectMark {
   code: HttpErrorCode;
@@ -141,7 +140,7 @@ export async function buildApp(c: BrokerConfig, deps: AppDeps): Promise<FastifyI
     bytesIn: (request) => (request as unknown as Record<symbol, BodyLimiter | undefined>)[kBody]?.bytes ?? Number(request.headers['content-length'] ?? 0),
     onAnswer: (request, status) => {
       // Refused credentials were counted as failed authentications already.
-      if ((status === 401 || status === 403) && !CREDENTIAL_REFUSALS.has(denialOf(request)?.code ?? '')) void guard.failure(request.raw.socket.remoteAddress ?? '', 'request');
+      if ((status === 401 || status === 403) && !COUNTED_REFUSALS.has(denialOf(request)?.code ?? '')) void guard.failure(request.raw.socket.remoteAddress ?? '', 'request');
     },
   });
 

@@ -25,6 +25,9 @@ export interface AuthGateDeps {
   isKeyRevoked(keyId: string): boolean;
 }
 
+/** Refusals that count like a failed handshake (bans, alerts): a wrong credential, not a missing one. */
+export const COUNTED_REFUSALS: ReadonlySet<string> = new Set(['BRK_ERR_AUTH_INVALID', 'BRK_ERR_AUTH_MISMATCH']);
+
 export type AuthGate = (request: FastifyRequest, reply: FastifyReply, route: { name: string; auth: readonly AuthMethod[] }, next: (caller: Caller) => void, refuse: Refuse) => void;
 
 /** How many times a header occurs (a repeated credential header is refused, not guessed at). */
@@ -53,13 +56,12 @@ export function authGate(d: AuthGateDeps): AuthGate {
     const raw = request.raw.rawHeaders;
     const ip = request.raw.socket.remoteAddress ?? '';
     const fail = (r: AuthRefusal) => {
-      const counted = r.code === 'BRK_ERR_AUTH_INVALID' || r.code === 'BRK_ERR_AUTH_MISMATCH';
       d.authLog.warn(
         { event: 'credential', outcome: 'refused', method: r.method, reason: r.reason, detail: r.detail, route: route.name, remoteIp: ip, reqId: request.id, ...(r.name !== undefined ? { principal: r.name } : {}), ...(r.keyId !== undefined ? { keyId: r.keyId } : {}), ...(cert ? { serial: cert.serial } : {}) },
         'credential refused',
       );
       channels.credential.publish({ method: r.method, outcome: 'refused', reason: r.reason, remoteIp: ip, ...(r.name !== undefined ? { principal: r.name } : {}) } satisfies CredentialEvent);
-      if (counted && ip) d.onFailure(ip);
+      if (COUNTED_REFUSALS.has(r.code) && ip) d.onFailure(ip);
       const ch = challenge(methods, d.basicRealm, r);
       if (ch) reply.header('www-authenticate', ch);
       refuse(request, reply, r.code, `${r.method}: ${r.detail}`);

@@ -101,7 +101,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   // so the cache only saves the parsing; it starts afresh when the identity rules change.
   const principals = new Map<string, IdentityResult>();
   let principalsFor: unknown;
-  const identify = (socket: TLSSocket, peer: () => ReturnType<TLSSocket['getPeerCertificate']>): IdentityResult => {
+  const identify = (socket: TLSSocket): IdentityResult => {
     const now = rules();
     if (principalsFor !== now) {
       principals.clear();
@@ -110,7 +110,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     const fp = socket.getPeerX509Certificate()?.fingerprint256;
     const known = fp === undefined ? undefined : principals.get(fp);
     if (known) return known;
-    const result = principalFromPeer(peer(), now);
+    const result = principalFromPeer(socket.getPeerCertificate(), now);
     if (fp !== undefined && result.ok) {
       if (principals.size >= PRINCIPAL_CACHE) principals.delete(principals.keys().next().value as string);
       principals.set(fp, result);
@@ -156,12 +156,15 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     raw[kRemoteIp] = raw.remoteAddress;
   });
 
-  const refuse = (socket: PrincipalSocket, reason: string, detail: string) => {
-    const remoteIp = socket.remoteAddress;
+  /** Logs, publishes and counts a refused client (OpenSSL's verdict or the broker's). */
+  const report = (socket: TLSSocket, reason: string, detail: string, remoteIp: string | undefined) => {
     const facts = peerFacts(socket);
     authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp, ...facts }, 'client refused');
     channels.handshake.publish({ outcome: 'refused', reason, remoteIp, ...(facts.serial ? { serial: facts.serial } : {}) } satisfies HandshakeEvent);
     if (remoteIp) hooks.onRefused?.(remoteIp);
+  };
+  const refuse = (socket: PrincipalSocket, reason: string, detail: string) => {
+    report(socket, reason, detail, socket.remoteAddress);
     socket.destroy();
   };
 
@@ -181,7 +184,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
       authLog.info({ event: 'handshake', outcome: 'ok', principal: null, certificate: false, remoteIp, tlsVersion: socket.getProtocol(), cipher: socket.getCipher()?.name }, 'client connected without a certificate');
       return;
     }
-    let result = identify(socket, () => socket.getPeerCertificate());
+    let result = identify(socket);
     if (result.ok && hooks.isRevoked?.(result.principal.serial)) result = { ok: false, reason: 'revoked', detail: 'revoked (announced by another replica)' };
     if (!result.ok) return refuse(socket, result.reason, result.detail);
     const p = result.principal;
@@ -203,12 +206,8 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
     // A connection the guard refused at accept never got to TLS: it was logged there already.
     if ((socket as unknown as { _parent?: Record<symbol, unknown> })._parent?.[kRefused]) return;
-    const facts = peerFacts(socket);
     const { reason, detail } = refusalReason(socket.authorizationError, err);
-    const ip = remoteIpOf(socket);
-    authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp: ip, ...facts }, 'client refused');
-    channels.handshake.publish({ outcome: 'refused', reason, remoteIp: ip, ...(facts.serial ? { serial: facts.serial } : {}) } satisfies HandshakeEvent);
-    if (ip) hooks.onRefused?.(ip);
+    report(socket, reason, detail, remoteIpOf(socket));
   });
   return server;
 }

@@ -1,14 +1,15 @@
 /**
- * The Fastify side of authentication: reads the credentials a route requires, asks the verifiers,
- * and hands the one Caller on, or refuses with 401/503, a challenge, an auth log line, a credential
- * event (metrics, alerts) and a failure counted like a failed handshake (bans).
+ * The credentials stage's adapter: reads the credentials a route requires, asks the verifiers
+ * (authenticate.ts, no I/O of its own beyond what they do), and hands the one Caller on, or refuses
+ * with 401/503, a challenge, an auth log line, a credential event (metrics, alerts) and a failure
+ * counted like a failed handshake (bans).
  */
-import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
+import type { RequestContext } from '../request/index.ts';
+import type { HttpErrorCode } from '../errors.ts';
 import type { AuthMethod } from '../config/index.ts';
 import { certCaller, type Caller, type Principal } from '../identity/index.ts';
 import { channels, type CredentialEvent } from '../channels.ts';
-import type { Refuse } from '../ratelimit/plugin.ts';
 import { authenticate, type AuthRefusal, type Verifiers } from './authenticate.ts';
 
 export interface AuthGateDeps {
@@ -17,8 +18,6 @@ export interface AuthGateDeps {
   apiKeyHeader: string;
   basicRealm: string;
   authLog: Logger;
-  /** The connection's verified certificate, if any. */
-  certOf(request: FastifyRequest): Principal | undefined;
   /** A refused credential from `ip` (counted like a failed handshake). */
   onFailure(ip: string): void;
   /** Whether a credential id was revoked on another replica (its keys.json here may lag). */
@@ -28,7 +27,10 @@ export interface AuthGateDeps {
 /** Refusals that count like a failed handshake (bans, alerts): a wrong credential, not a missing one. */
 export const COUNTED_REFUSALS: ReadonlySet<string> = new Set(['BRK_ERR_AUTH_INVALID', 'BRK_ERR_AUTH_MISMATCH']);
 
-export type AuthGate = (request: FastifyRequest, reply: FastifyReply, route: { name: string; auth: readonly AuthMethod[] }, next: (caller: Caller) => void, refuse: Refuse) => void;
+/** Answers a refusal (the pipeline's: it also lets an unread body drain). */
+export type Refuse = (ctx: RequestContext, code: HttpErrorCode, detail: string) => void;
+
+export type AuthGate = (ctx: RequestContext, route: { name: string; auth: readonly AuthMethod[] }, next: (ctx: RequestContext, caller: Caller) => void, refuse: Refuse) => void;
 
 /** How many times a header occurs (a repeated credential header is refused, not guessed at). */
 function occurrences(raw: readonly string[], lower: string): number {
@@ -47,30 +49,30 @@ function challenge(methods: readonly AuthMethod[], realm: string, r: AuthRefusal
 }
 
 export function authGate(d: AuthGateDeps): AuthGate {
-  return (request, reply, route, next, refuse) => {
-    const cert = d.certOf(request);
+  return (ctx, route, next, refuse) => {
+    const cert: Principal | undefined = ctx.principal;
     const methods = route.auth;
     // Certificate-only routes, the common case: decided once per connection.
-    if (methods.length === 1 && methods[0] === 'mtls' && cert) return next(certCaller(cert));
+    if (methods.length === 1 && methods[0] === 'mtls' && cert) return next(ctx, certCaller(cert));
 
-    const raw = request.raw.rawHeaders;
-    const ip = request.raw.socket.remoteAddress ?? '';
+    const raw = ctx.req.rawHeaders;
+    const ip = ctx.req.socket.remoteAddress ?? '';
     const fail = (r: AuthRefusal) => {
       d.authLog.warn(
-        { event: 'credential', outcome: 'refused', method: r.method, reason: r.reason, detail: r.detail, route: route.name, remoteIp: ip, reqId: request.id, ...(r.name !== undefined ? { principal: r.name } : {}), ...(r.keyId !== undefined ? { keyId: r.keyId } : {}), ...(cert ? { serial: cert.serial } : {}) },
+        { event: 'credential', outcome: 'refused', method: r.method, reason: r.reason, detail: r.detail, route: route.name, remoteIp: ip, reqId: ctx.id, ...(r.name !== undefined ? { principal: r.name } : {}), ...(r.keyId !== undefined ? { keyId: r.keyId } : {}), ...(cert ? { serial: cert.serial } : {}) },
         'credential refused',
       );
       channels.credential.publish({ method: r.method, outcome: 'refused', reason: r.reason, remoteIp: ip, ...(r.name !== undefined ? { principal: r.name } : {}) } satisfies CredentialEvent);
       if (COUNTED_REFUSALS.has(r.code) && ip) d.onFailure(ip);
       const ch = challenge(methods, d.basicRealm, r);
-      if (ch) reply.header('www-authenticate', ch);
-      refuse(request, reply, r.code, `${r.method}: ${r.detail}`);
+      if (ch) ctx.setHeader('www-authenticate', ch);
+      refuse(ctx, r.code, `${r.method}: ${r.detail}`);
     };
     const needsAuthorization = methods.includes('jwt') || methods.includes('basic');
     if (needsAuthorization && occurrences(raw, 'authorization') > 1) return fail({ ok: false, code: 'BRK_ERR_AUTH_INVALID', method: methods.includes('jwt') ? 'jwt' : 'basic', reason: 'malformed', detail: 'more than one Authorization header' });
     if (methods.includes('apiKey') && occurrences(raw, d.apiKeyHeader) > 1) return fail({ ok: false, code: 'BRK_ERR_AUTH_INVALID', method: 'apiKey', reason: 'malformed', detail: `more than one ${d.apiKeyHeader} header` });
-    const apiKey = request.headers[d.apiKeyHeader];
-    authenticate(methods, { cert, authorization: request.headers.authorization, apiKey: typeof apiKey === 'string' ? apiKey : undefined }, d.verifiers).then(
+    const apiKey = ctx.req.headers[d.apiKeyHeader];
+    authenticate(methods, { cert, authorization: ctx.req.headers.authorization, apiKey: typeof apiKey === 'string' ? apiKey : undefined }, d.verifiers).then(
       (outcome) => {
         if (!outcome.ok) return fail(outcome);
         const caller = outcome.caller;
@@ -81,11 +83,11 @@ export function authGate(d: AuthGateDeps): AuthGate {
         if (channels.credential.hasSubscribers) {
           for (const m of methods) if (m !== 'mtls') channels.credential.publish({ method: m, outcome: 'ok', remoteIp: ip, principal: caller.name } satisfies CredentialEvent);
         }
-        next(caller);
+        next(ctx, caller);
       },
       (err: unknown) => {
-        d.authLog.error({ event: 'credential', outcome: 'error', route: route.name, remoteIp: ip, reqId: request.id, err: { message: (err as Error).message } }, 'credential check failed');
-        refuse(request, reply, 'BRK_ERR_HTTP_INTERNAL', `credential check failed: ${(err as Error).message}`);
+        d.authLog.error({ event: 'credential', outcome: 'error', route: route.name, remoteIp: ip, reqId: ctx.id, err: { message: (err as Error).message } }, 'credential check failed');
+        refuse(ctx, 'BRK_ERR_HTTP_INTERNAL', `credential check failed: ${(err as Error).message}`);
       },
     );
   };

@@ -3,7 +3,7 @@
  * keys.json, bearer tokens checked against a JWKS. One set of verifiers per config generation.
  */
 import type { BrokerConfig } from '../config/index.ts';
-import { parseDuration } from '../config/index.ts';
+import { settingsOf, type Settings } from '../config/index.ts';
 import { storeLayout } from '../pki/layout.ts';
 import { KeyRing } from './keyring.ts';
 import { createJwtVerifier, type JwtSettings } from './jwt.ts';
@@ -23,7 +23,7 @@ export function keysFile(c: BrokerConfig): string {
   return storeLayout(c.pki.dir).keys;
 }
 
-export function jwtSettings(j: NonNullable<BrokerConfig['auth']['jwt']>): JwtSettings {
+export function jwtSettings(j: NonNullable<BrokerConfig['auth']['jwt']>, n: NonNullable<Settings['jwt']>): JwtSettings {
   return {
     ...(j.jwksUrl !== undefined ? { jwksUrl: j.jwksUrl } : {}),
     ...(j.jwksFile !== undefined ? { jwksFile: j.jwksFile } : {}),
@@ -32,12 +32,12 @@ export function jwtSettings(j: NonNullable<BrokerConfig['auth']['jwt']>): JwtSet
     issuer: j.issuer,
     audience: j.audience,
     algorithms: j.algorithms,
-    clockSkewSec: parseDuration(j.clockSkew, 'auth.jwt.clockSkew') / 1000,
+    clockSkewSec: n.clockSkewSec,
     nameClaim: j.nameClaim,
     rolesClaim: j.rolesClaim,
-    cacheMaxAgeMs: parseDuration(j.cacheMaxAge, 'auth.jwt.cacheMaxAge'),
-    cooldownMs: parseDuration(j.cooldown, 'auth.jwt.cooldown'),
-    timeoutMs: parseDuration(j.timeout, 'auth.jwt.timeout'),
+    cacheMaxAgeMs: n.cacheMaxAgeMs,
+    cooldownMs: n.cooldownMs,
+    timeoutMs: n.timeoutMs,
   };
 }
 
@@ -48,10 +48,10 @@ export function jwtSettings(j: NonNullable<BrokerConfig['auth']['jwt']>): JwtSet
  */
 export function buildVerifiers(c: BrokerConfig, previous?: { config: BrokerConfig; verifiers: Verifiers }): Verifiers {
   const usesKeys = c.routes.some((r) => r.auth.includes('apiKey') || r.auth.includes('basic'));
-  const keys = usesKeys ? KeyRing.load(keysFile(c), { cacheTtlMs: parseDuration(c.auth.cacheTtl, 'auth.cacheTtl') }) : KeyRing.empty();
+  const keys = usesKeys ? KeyRing.load(keysFile(c), { cacheTtlMs: settingsOf(c).authCacheTtlMs }) : KeyRing.empty();
   const j = c.auth.jwt;
   if (!j) return { keys };
   // A CA file may have changed on disk under the same settings: then build afresh.
   const same = previous?.verifiers.jwt && j.jwksUrl && !j.jwksCa && JSON.stringify(previous.config.auth.jwt) === JSON.stringify(j);
-  return { keys, jwt: same ? previous.verifiers.jwt : createJwtVerifier(jwtSettings(j)) };
+  return { keys, jwt: same ? previous.verifiers.jwt : createJwtVerifier(jwtSettings(j, settingsOf(c).jwt!)) };
 }

@@ -40,9 +40,11 @@ export function register(program: Command): void {
         }
       }
       if (candidate && problems.length === 0) {
-        // The credential verifiers as serve builds them: keys.json readable, JWKS settings sound.
+        // The compile step serve and reload run (durations, sizes), and the credential verifiers
+        // as serve builds them: keys.json readable, JWKS settings sound.
         const { buildVerifiers } = await import('../auth/index.ts');
         try {
+          cfg.settingsOf(candidate);
           buildVerifiers(candidate);
         } catch (err) {
           if (!isBrokerError(err)) throw err;

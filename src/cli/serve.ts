@@ -48,12 +48,12 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
   const { watchFiles } = await import('../tls/watch.ts');
   const { materialFiles } = await import('../tls/material.ts');
   const { keysFile } = await import('../auth/index.ts');
-  const { parseDuration } = await import('../config/duration.ts');
+  const { settingsOf } = await import('../config/compile.ts');
   const { resolve } = await import('node:path');
   const watcher = config.reload.watch
-    ? watchFiles([resolve(file), ...Object.values(materialFiles(config)), keysFile(config)], parseDuration(config.reload.debounce, 'reload.debounce'), (what) => void broker.reload(undefined, `file change: ${what}`))
+    ? watchFiles([resolve(file), ...Object.values(materialFiles(config)), keysFile(config)], settingsOf(config).reloadDebounceMs, (what) => void broker.reload(undefined, `file change: ${what}`))
     : undefined;
-  const graceMs = parseDuration(config.timeouts.shutdown, 'timeouts.shutdown');
+  const graceMs = settingsOf(config).timeouts.shutdown;
   await new Promise<void>((done) => {
     let stopping = false;
     const stop = (signal: string) => {

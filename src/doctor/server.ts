@@ -11,7 +11,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import type { BrokerConfig } from '../config/index.ts';
 import { materialFiles, revokedSerials, subjectKey } from '../tls/material.ts';
-import { tcpReachable } from '../observability/plugin.ts';
+import { tcpReachable } from '../admin/readiness.ts';
 import { portOwner } from './port-owner.ts';
 import { fail, ok, warn, type Finding } from './finding.ts';
 

@@ -8,7 +8,7 @@ import type { Server } from 'node:net';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { BrokerConfig } from '../config/index.ts';
-import { parseDuration } from '../config/duration.ts';
+import { settingsOf } from '../config/compile.ts';
 import { take, idleTtlMs, type BucketSpec, type BucketState } from '../ratelimit/bucket.ts';
 import type { SharedStore } from '../ratelimit/store.ts';
 import { compileIpList, ipAdmitted, plainIp, type IpList } from './ip.ts';
@@ -36,7 +36,7 @@ export class ConnectionGuard {
   /** Counts by refusal reason, for metrics. */
   readonly refused: Record<AcceptRefusal, number> = { 'ip not allowed': 0, banned: 0, 'too many connections': 0, 'connection rate': 0 };
 
-  constructor(c: Pick<BrokerConfig, 'filters' | 'bans'>, store: SharedStore, log: Logger, audit?: Logger) {
+  constructor(c: BrokerConfig, store: SharedStore, log: Logger, audit?: Logger) {
     this.update(c);
     this.#store = store;
     this.#log = log;
@@ -46,15 +46,15 @@ export class ConnectionGuard {
   }
 
   /** New filter and ban settings (reload); counters and bans in force are kept. */
-  update(c: Pick<BrokerConfig, 'filters' | 'bans'>): void {
+  update(c: BrokerConfig): void {
+    const n = settingsOf(c);
     this.#allow = compileIpList(c.filters.allowIps);
     this.#deny = compileIpList(c.filters.denyIps);
     this.#maxOpen = c.filters.maxConnectionsPerIp;
-    const r = c.filters.connectionRate;
-    this.#rate = { rate: r.rate, perMs: parseDuration(r.per, 'filters.connectionRate.per'), burst: r.burst };
+    this.#rate = n.connectionRate;
     this.#bans = c.bans;
-    this.#banWindowMs = parseDuration(c.bans.window, 'bans.window');
-    this.#banMs = parseDuration(c.bans.duration, 'bans.duration');
+    this.#banWindowMs = n.banWindowMs;
+    this.#banMs = n.banMs;
   }
 
   /** Loads the bans already in force (from other replicas, when the store is shared). */

@@ -4,7 +4,7 @@ import { MemoryStore } from './memory-store.ts';
 import { RedisStore } from './redis-store.ts';
 import type { SharedStore } from './store.ts';
 
-export { compileLimits, bucketSpec, stricter, type LimitPlan, type LimitPolicy, type LimitCheck } from './policy.ts';
+export { compileLimits, stricter, type LimitPlan, type LimitPolicy, type LimitCheck } from './policy.ts';
 export { take, idleTtlMs, type BucketSpec, type BucketState, type TakeResult } from './bucket.ts';
 export { MemoryStore } from './memory-store.ts';
 export { RedisStore } from './redis-store.ts';

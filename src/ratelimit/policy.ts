@@ -4,8 +4,8 @@
  * for (route, identity). A request must find a token in every bucket that applies, so the
  * strictest limit is the one that binds. Buckets are keyed by identity name, never by address.
  */
-import type { BrokerConfig, BucketConfig } from '../config/index.ts';
-import { parseDuration } from '../config/duration.ts';
+import type { BrokerConfig } from '../config/index.ts';
+import { settingsOf } from '../config/compile.ts';
 import type { BucketSpec } from './bucket.ts';
 
 export interface LimitCheck {
@@ -17,10 +17,6 @@ export interface LimitPlan {
   checks: readonly LimitCheck[];
   concurrencyKey: string;
   maxConcurrent: number;
-}
-
-export function bucketSpec(b: { rate: number; per: string; burst?: number | undefined }, where: string): BucketSpec {
-  return { rate: b.rate, perMs: parseDuration(b.per, `${where}.per`), burst: b.burst ?? b.rate };
 }
 
 /** Lower sustained rate is stricter; on a tie, the smaller burst. */
@@ -35,16 +31,13 @@ export interface LimitPolicy {
   plan(name: string, roles: readonly string[], route: string | undefined): LimitPlan;
 }
 
-export function compileLimits(c: Pick<BrokerConfig, 'rateLimit' | 'roles' | 'routes' | 'maxConcurrent'>): LimitPolicy {
-  const defaultSpec = bucketSpec(c.rateLimit, 'rateLimit');
-  const roleSpecs = new Map<string, BucketSpec>();
+export function compileLimits(c: BrokerConfig): LimitPolicy {
+  const n = settingsOf(c);
+  const defaultSpec: BucketSpec = n.rateLimit;
+  const roleSpecs: ReadonlyMap<string, BucketSpec> = n.roleRateLimits;
   const roleConcurrency = new Map<string, number>();
-  for (const [role, r] of Object.entries(c.roles)) {
-    if (r.rateLimit) roleSpecs.set(role, bucketSpec(r.rateLimit as BucketConfig, `roles.${role}.rateLimit`));
-    if (r.maxConcurrent) roleConcurrency.set(role, r.maxConcurrent);
-  }
-  const routeSpecs = new Map<string, BucketSpec>();
-  for (const r of c.routes) if (r.rateLimit) routeSpecs.set(r.name, bucketSpec(r.rateLimit, `routes.${r.name}.rateLimit`));
+  for (const [role, r] of Object.entries(c.roles)) if (r.maxConcurrent) roleConcurrency.set(role, r.maxConcurrent);
+  const routeSpecs: ReadonlyMap<string, BucketSpec> = n.routeRateLimits;
 
   // Plans depend only on (roles, route): cache them, so the hot path allocates nothing new.
   const cache = new Map<string, { spec: BucketSpec; routeSpec: BucketSpec | undefined; max: number }>();

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BrokerConfig } from '../config/index.ts';
-import { parseDuration } from '../config/duration.ts';
+import { settingsOf } from '../config/compile.ts';
 import { refillPerMs, type TakeResult } from './bucket.ts';
 import type { LimitCheck } from './policy.ts';
 import { combine, type SharedStore, type Verdict } from './store.ts';
@@ -104,7 +104,7 @@ export function redisOptions(c: BrokerConfig): RedisOptions {
         }
       : {}),
     keyPrefix: r.keyPrefix,
-    commandTimeout: parseDuration(r.commandTimeout, 'redis.commandTimeout'),
+    commandTimeout: settingsOf(c).redisCommandTimeoutMs,
     connectTimeout: 2_000,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,

@@ -9,7 +9,7 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { principalFromPeer, compileIdentityRules, type IdentityResult, type Principal } from '../identity/index.ts';
 import type { BrokerConfig } from '../config/index.ts';
-import { parseDuration, parseSize } from '../config/index.ts';
+import { settingsOf } from '../config/index.ts';
 import type { TlsMaterial } from './material.ts';
 import { serverTlsOptions } from './options.ts';
 import { refusalReason } from './auth-reason.ts';
@@ -93,8 +93,9 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   const initialRules = compileIdentityRules(c.identities);
   const rules = hooks.rules ?? (() => initialRules);
   const bySerial = new Map<string, Set<TLSSocket>>();
-  const headersTimeout = parseDuration(c.timeouts.headers, 'timeouts.headers');
-  const requestTimeout = parseDuration(c.timeouts.request, 'timeouts.request');
+  const n = settingsOf(c);
+  const headersTimeout = n.timeouts.headers;
+  const requestTimeout = n.timeouts.request;
   // Principals by certificate fingerprint: building one from Node's full peer-certificate object
   // took about 70 µs of every handshake, the SHA-256 fingerprint a few. OpenSSL has verified the
   // chain, the dates and the CRLs before this runs, and revocations are checked on every request,
@@ -119,15 +120,15 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   };
   const server = createServer(
     {
-      ...serverTlsOptions(material, c.tls),
+      ...serverTlsOptions(material, c.tls, n.handshakeTimeoutMs),
       ...(o.certOptional ? { rejectUnauthorized: false } : {}),
-      maxHeaderSize: parseSize(c.limits.headerSize, 'limits.headerSize'),
+      maxHeaderSize: n.headerSize,
       headersTimeout,
       requestTimeout,
       // Node enforces both deadlines only when it sweeps its connections, every 30 s by default: a
       // slow client would get up to 30 s more than the configured deadline. Sweep at least every second.
       connectionsCheckingInterval: Math.min(1_000, headersTimeout, requestTimeout),
-      keepAliveTimeout: parseDuration(c.timeouts.keepAlive, 'timeouts.keepAlive'),
+      keepAliveTimeout: n.timeouts.keepAlive,
       requireHostHeader: true,
       joinDuplicateHeaders: false,
       insecureHTTPParser: false,

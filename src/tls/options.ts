@@ -7,7 +7,6 @@
 import { constants } from 'node:crypto';
 import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import type { BrokerConfig } from '../config/index.ts';
-import { parseDuration } from '../config/duration.ts';
 import type { TlsMaterial } from './material.ts';
 
 /** TLS 1.2 suites: ECDHE key exchange, AEAD ciphers only. */
@@ -44,12 +43,13 @@ export function secureContextOptions(m: TlsMaterial, t: BrokerConfig['tls']): Se
 /** HTTP/1.1 only, said out loud in ALPN: a client offering h2 agrees on http/1.1 instead of guessing. */
 export const ALPN = ['http/1.1'];
 
-export function serverTlsOptions(m: TlsMaterial, t: BrokerConfig['tls']): TlsOptions {
+/** `handshakeTimeoutMs`: from the compiled settings (settingsOf(config).handshakeTimeoutMs). */
+export function serverTlsOptions(m: TlsMaterial, t: BrokerConfig['tls'], handshakeTimeoutMs: number): TlsOptions {
   return {
     ...secureContextOptions(m, t),
     requestCert: true,
     rejectUnauthorized: true,
     ALPNProtocols: ALPN,
-    handshakeTimeout: parseDuration(t.handshakeTimeout, 'tls.handshakeTimeout'),
+    handshakeTimeout: handshakeTimeoutMs,
   };
 }

@@ -275,10 +275,10 @@ test('a request running when the config is reloaded finishes on the generation i
   const arrived = once(arrivals, 'held');
   const pending = request(b.port, { id: alice, ca: pki.ca, path: '/api/hold' });
   await within(arrived, 10_000, 'the held request reaching the upstream');
-  const generation = b.broker.app;
+  const generation = b.broker.generation;
   const r = await b.broker.reload(configFor(pki, { routes: [...routes, { name: 'added', path: '/added', upstream: up.url, roles: ['user'] }] }));
   assert.equal(r.ok, true, r.problems.join('\n'));
-  assert.notEqual(b.broker.app, generation, 'a new generation answers new requests');
+  assert.notEqual(b.broker.generation, generation, 'a new generation answers new requests');
   assert.equal((await request(b.port, { id: alice, ca: pki.ca, path: '/added/x' })).status, 200);
 
   for (const release of held.splice(0)) release();

@@ -13,16 +13,20 @@ export class BodyTooLargeError extends Error {
 
 export class BodyLimiter extends Transform {
   readonly #limit: number;
+  readonly #sink: { bytesIn: number } | undefined;
   #seen = 0;
   exceeded = false;
 
-  constructor(limit: number) {
+  /** `sink.bytesIn` follows the count (the request's notes, for the access log). */
+  constructor(limit: number, sink?: { bytesIn: number }) {
     super();
     this.#limit = limit;
+    this.#sink = sink;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.#seen += chunk.length;
+    if (this.#sink !== undefined) this.#sink.bytesIn = this.#seen;
     if (this.#seen > this.#limit) {
       this.exceeded = true;
       cb(new BodyTooLargeError(this.#limit));

@@ -1,0 +1,103 @@
+/**
+ * The compile step of a config generation: every duration and size the running broker uses, as
+ * numbers, computed once per validated config object and frozen. `serve`, `config check` and
+ * reload all go through here; nothing outside config/ parses a duration or a size of the config.
+ * (Policies — ACLs, limits, IP sets, routes, header sets — are compiled by their own folders from
+ * these numbers, in src/pipeline.ts.)
+ */
+import type { BrokerConfig } from './schema.ts';
+import { parseDuration } from './duration.ts';
+import { parseSize } from './size.ts';
+
+/** A token bucket in numbers: `rate` tokens per `perMs`, `burst` at once. */
+export interface BucketNumbers {
+  readonly rate: number;
+  readonly perMs: number;
+  readonly burst: number;
+}
+
+export interface Settings {
+  readonly bodySize: number;
+  readonly headerSize: number;
+  readonly logBufferBytes: number;
+  readonly logFlushMs: number;
+  readonly handshakeTimeoutMs: number;
+  readonly timeouts: { readonly headers: number; readonly request: number; readonly keepAlive: number; readonly shutdown: number };
+  readonly reloadDebounceMs: number;
+  /** Upstream deadline per route name. */
+  readonly routeTimeoutMs: ReadonlyMap<string, number>;
+  /** How long a replaced generation is kept for the requests still running on it. */
+  readonly drainMs: number;
+  readonly connectionRate: BucketNumbers;
+  readonly banWindowMs: number;
+  readonly banMs: number;
+  readonly rateLimit: BucketNumbers;
+  readonly roleRateLimits: ReadonlyMap<string, BucketNumbers>;
+  readonly routeRateLimits: ReadonlyMap<string, BucketNumbers>;
+  readonly redisCommandTimeoutMs: number;
+  readonly authCacheTtlMs: number;
+  readonly jwt: { readonly clockSkewSec: number; readonly cacheMaxAgeMs: number; readonly cooldownMs: number; readonly timeoutMs: number } | undefined;
+  readonly adminUpstreamCheckMs: number;
+  readonly alerts: { readonly dedupWindowMs: number; readonly windowMs: number; readonly expiryWarningMs: number; readonly webhookTimeoutMs: number };
+}
+
+function bucket(b: { rate: number; per: string; burst?: number | undefined }, where: string): BucketNumbers {
+  return Object.freeze({ rate: b.rate, perMs: parseDuration(b.per, `${where}.per`), burst: b.burst ?? b.rate });
+}
+
+function compile(c: BrokerConfig): Settings {
+  const routeTimeoutMs = new Map(c.routes.map((r) => [r.name, parseDuration(r.timeout, `routes.${r.name}.timeout`)]));
+  const timeouts = Object.freeze({
+    headers: parseDuration(c.timeouts.headers, 'timeouts.headers'),
+    request: parseDuration(c.timeouts.request, 'timeouts.request'),
+    keepAlive: parseDuration(c.timeouts.keepAlive, 'timeouts.keepAlive'),
+    shutdown: parseDuration(c.timeouts.shutdown, 'timeouts.shutdown'),
+  });
+  const j = c.auth.jwt;
+  return Object.freeze({
+    bodySize: parseSize(c.limits.bodySize, 'limits.bodySize'),
+    headerSize: parseSize(c.limits.headerSize, 'limits.headerSize'),
+    logBufferBytes: parseSize(c.log.buffer, 'log.buffer'),
+    logFlushMs: parseDuration(c.log.flushInterval, 'log.flushInterval'),
+    handshakeTimeoutMs: parseDuration(c.tls.handshakeTimeout, 'tls.handshakeTimeout'),
+    timeouts,
+    reloadDebounceMs: parseDuration(c.reload.debounce, 'reload.debounce'),
+    routeTimeoutMs,
+    drainMs: Math.max(...routeTimeoutMs.values(), timeouts.request) + 5_000,
+    connectionRate: bucket(c.filters.connectionRate, 'filters.connectionRate'),
+    banWindowMs: parseDuration(c.bans.window, 'bans.window'),
+    banMs: parseDuration(c.bans.duration, 'bans.duration'),
+    rateLimit: bucket(c.rateLimit, 'rateLimit'),
+    roleRateLimits: new Map(Object.entries(c.roles).flatMap(([role, r]) => (r.rateLimit ? [[role, bucket(r.rateLimit, `roles.${role}.rateLimit`)] as const] : []))),
+    routeRateLimits: new Map(c.routes.flatMap((r) => (r.rateLimit ? [[r.name, bucket(r.rateLimit, `routes.${r.name}.rateLimit`)] as const] : []))),
+    redisCommandTimeoutMs: parseDuration(c.redis.commandTimeout, 'redis.commandTimeout'),
+    authCacheTtlMs: parseDuration(c.auth.cacheTtl, 'auth.cacheTtl'),
+    jwt: j
+      ? Object.freeze({
+          clockSkewSec: parseDuration(j.clockSkew, 'auth.jwt.clockSkew') / 1000,
+          cacheMaxAgeMs: parseDuration(j.cacheMaxAge, 'auth.jwt.cacheMaxAge'),
+          cooldownMs: parseDuration(j.cooldown, 'auth.jwt.cooldown'),
+          timeoutMs: parseDuration(j.timeout, 'auth.jwt.timeout'),
+        })
+      : undefined,
+    adminUpstreamCheckMs: parseDuration(c.admin.upstreamCheckTimeout, 'admin.upstreamCheckTimeout'),
+    alerts: Object.freeze({
+      dedupWindowMs: parseDuration(c.alerts.dedupWindow, 'alerts.dedupWindow'),
+      windowMs: parseDuration(c.alerts.window, 'alerts.window'),
+      expiryWarningMs: parseDuration(c.alerts.expiryWarning, 'alerts.expiryWarning'),
+      webhookTimeoutMs: parseDuration(c.alerts.webhookTimeout, 'alerts.webhookTimeout'),
+    }),
+  });
+}
+
+const compiled = new WeakMap<BrokerConfig, Settings>();
+
+/**
+ * The numbers of a validated config, compiled on first use and remembered for that config object
+ * (a generation): every module that needs one asks here, and only the first asks the parser.
+ */
+export function settingsOf(c: BrokerConfig): Settings {
+  let s = compiled.get(c);
+  if (s === undefined) compiled.set(c, (s = compile(c)));
+  return s;
+}

@@ -1,0 +1,342 @@
+/**
+ * The request path of one config generation, in the order DESIGN.md gives it. Everything a
+ * request needs is compiled here once per generation (routes, ACLs, limits, address lists,
+ * credential checks, header sets, upstream pools); the stages below then run per request and
+ * take their decisions from pure functions of their folders, answering a refusal through one
+ * adapter (`refuse`). Before a request arrives, the listener (src/tls/listener.ts) has already
+ * run the per-connection stages: the connection guard at accept, the TLS handshake against the
+ * CA chain and CRLs, and the identity of the certificate, once per connection.
+ *
+ * Per request:
+ *   1. head       request target length, one canonical path, header count, Host, framing
+ *   2. identity   the connection's identity, its roles' address lists, revocation
+ *   3. route      the longest route prefix of the canonical path
+ *   4. credentials API key / bearer token / Basic where the route asks → one Caller
+ *   5. access     roles' address lists (non-certificate callers), ACL (role × method), upgrades
+ *   6. limits     rate buckets and the in-flight slot
+ *   7. headers    inbound identity headers stripped, the broker's added
+ *   8. proxy      bytes to the upstream and back (WebSockets through the relay)
+ *   9. log        access line, request event (metrics, alerts), bans count refusals
+ */
+import { ServerResponse, type IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { BrokerConfig, RouteConfig } from './config/index.ts';
+import { settingsOf } from './config/index.ts';
+import type { HttpErrorCode } from './errors.ts';
+import { RequestContext, matchRoute, replyError, routeTable, type Routed } from './request/index.ts';
+import type { Caller } from './identity/index.ts';
+import { checkHead, compileRoleIps, normalizePath, type HeadLimits } from './filter/index.ts';
+import type { ConnectionGuard } from './filter/connection-guard.ts';
+import { compilePolicy, decide, type RoutePolicy } from './acl/index.ts';
+import { compileLimits, type SharedStore } from './ratelimit/index.ts';
+import { limitGate } from './ratelimit/gate.ts';
+import { authGate, COUNTED_REFUSALS } from './auth/gate.ts';
+import { REVOKED_KEY_PREFIX, type Verifiers } from './auth/index.ts';
+import { isAdmitted, principalOf } from './tls/listener.ts';
+import { upstreamHeaders, type IdentityHeaders } from './proxy/headers.ts';
+import { Upstream } from './proxy/upstream.ts';
+import { webSocketRelay, type WebSocketRelay } from './proxy/websocket.ts';
+import { accessLogger } from './observability/access-log.ts';
+import type { Loggers } from './observability/loggers.ts';
+import type { Ablations } from './ablation.ts';
+
+/** What a generation shares with the long-lived broker. */
+export interface PipelineDeps {
+  loggers: Loggers;
+  store: SharedStore;
+  guard: ConnectionGuard;
+  /** Whether a certificate serial (or `key:<id>`) is revoked now: CRL, and revocations heard from other replicas. */
+  isRevoked(serial: string): boolean;
+  /** API keys, Basic credentials and bearer tokens, as this generation's config and store say. */
+  verifiers: Verifiers;
+  /** Stages switched off to measure what they cost (benchmark only; see src/ablation.ts). */
+  ablations?: Ablations;
+}
+
+/** One config generation's request path. */
+export interface Generation {
+  readonly config: BrokerConfig;
+  handle(req: IncomingMessage, res: ServerResponse): void;
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Closes the upstream pools once the requests running on this generation are done. */
+  close(): Promise<void>;
+}
+
+interface Route extends Routed {
+  readonly name: string;
+  readonly origin: string;
+  readonly auth: RouteConfig['auth'];
+  readonly policy: RoutePolicy;
+  readonly websocket: boolean;
+  /** Credential headers the broker checked and does not pass on (lower case, "-" form). */
+  readonly strip: ReadonlySet<string> | undefined;
+  /** The upstream URL's own path, put before the forwarded path (the whole path, or what follows the prefix with stripPath). */
+  readonly base: string;
+  readonly stripPrefix: boolean;
+  readonly upstream: Upstream;
+}
+
+const kCtx = Symbol('broker.request');
+const ALL_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
+/** Header values per caller, so that keep-alive requests of one caller reuse one checked set. */
+const identities = new WeakMap<Caller, IdentityHeaders>();
+
+function identityOf(caller: Caller): IdentityHeaders {
+  let id = identities.get(caller);
+  if (id === undefined) {
+    const c = caller.cert;
+    id = Object.freeze({
+      name: caller.name,
+      roles: caller.roles,
+      methods: caller.methods,
+      ...(caller.keyId !== undefined ? { keyId: caller.keyId } : {}),
+      ...(c ? { serial: c.serial, fingerprint: c.fingerprint, subject: c.subject, ...(c.uri !== undefined ? { uri: c.uri } : {}) } : {}),
+    });
+    identities.set(caller, id);
+  }
+  return id;
+}
+
+/** Whether the request still has body bytes on the wire. */
+function unreadBody(req: IncomingMessage): boolean {
+  return !req.complete && (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined);
+}
+
+export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Promise<Generation> {
+  const n = settingsOf(c);
+  const off = deps.ablations ?? {};
+  const { loggers, guard } = deps;
+  const head: HeadLimits = { headerCount: c.limits.headerCount, bodySize: n.bodySize };
+  const target = { foldCase: c.http.foldCase, maxLength: c.limits.urlLength };
+  const roleIps = compileRoleIps(c.roles);
+  const limits = off.limits ? undefined : limitGate(compileLimits(c), deps.store);
+  const credentials = authGate({
+    verifiers: deps.verifiers,
+    apiKeyHeader: c.auth.apiKeyHeader,
+    basicRealm: c.auth.basicRealm,
+    authLog: loggers.auth,
+    onFailure: (ip) => void guard.failure(ip, 'handshake'),
+    isKeyRevoked: (keyId) => deps.isRevoked(`${REVOKED_KEY_PREFIX}${keyId}`),
+  });
+  const log = accessLogger({ access: off.accessLog || !loggers.access.isLevelEnabled('info') ? undefined : loggers.access });
+
+  const routes: Route[] = c.routes.map((r) => {
+    const upstream = new Upstream({
+      url: r.upstream,
+      timeoutMs: n.routeTimeoutMs.get(r.name) as number,
+      tls: r.upstreamTls,
+      bodyLimit: n.bodySize,
+      onFailure: (ctx, err, timedOut) =>
+        loggers.error.error({ event: 'upstream', route: r.name, upstream: upstream.origin, reqId: ctx.id, err: { message: err.message, code: (err as { code?: string }).code, cause: String((err as { cause?: unknown }).cause ?? '') } }, timedOut ? 'upstream timed out' : 'upstream failed'),
+    });
+    const prefix = r.path === '/' ? '' : r.path;
+    const credentialHeaders = r.auth.includes('jwt') || r.auth.includes('basic') ? ['authorization'] : [];
+    return {
+      name: r.name,
+      prefix,
+      origin: upstream.origin,
+      auth: r.auth,
+      policy: compilePolicy(r),
+      websocket: r.websocket,
+      // The API key header never travels on (it is the broker's secret) unless the route passes credentials.
+      strip: r.passCredentials ? undefined : new Set([c.auth.apiKeyHeader, ...credentialHeaders]),
+      base: upstream.basePath,
+      stripPrefix: r.stripPath,
+      upstream,
+    };
+  });
+  const table = routeTable(routes);
+  const wsRoutes = routes.filter((r) => r.websocket);
+  const relay: WebSocketRelay | undefined = wsRoutes.length
+    ? await webSocketRelay(
+        wsRoutes.map((r) => ({ prefix: r.prefix, rewritePrefix: r.base + (r.stripPrefix ? '' : r.prefix), origin: r.origin, tls: c.routes.find((x) => x.name === r.name)?.upstreamTls })),
+        (req) => headersFor((req as unknown as Record<symbol, RequestContext>)[kCtx] as RequestContext),
+      )
+    : undefined;
+
+  // ------------------------------------------------------------------ the stages, in order
+
+  /** 1. The request head: target length, one canonical path (the one judged and forwarded), header count, Host, framing. */
+  function requestHead(ctx: RequestContext): boolean {
+    const req = ctx.req;
+    // Node's maxRequestsPerSocket only says "Connection: close" on the last request it allows and
+    // then keeps the connection; saying it ourselves makes Node close it after this answer.
+    if ((ctx.res as { maxRequestsOnConnectionReached?: boolean }).maxRequestsOnConnectionReached) ctx.setHeader('connection', 'close');
+    const url = req.url ?? '';
+    ctx.path = '/';
+    if (url.length > target.maxLength) return refuse(ctx, 'BRK_ERR_HTTP_URI_TOO_LONG', `${url.length} characters`);
+    const p = normalizePath(url, target);
+    if (!p.ok) return refuse(ctx, 'BRK_ERR_HTTP_BAD_PATH', p.reason);
+    ctx.path = p.path;
+    ctx.query = p.query;
+    const h = checkHead(req.rawHeaders, head);
+    if (!h.ok) return refuse(ctx, h.code, h.detail, true);
+    return true;
+  }
+
+  /** 2. The connection's identity (decided at the handshake), its roles' address lists, revocation. */
+  function connectionIdentity(ctx: RequestContext): boolean {
+    const socket = ctx.req.socket;
+    const p = ctx.principal;
+    if (p === undefined) {
+      // Only the certificate-optional listener admits connections without one: the route decides.
+      return isAdmitted(socket) || refuse(ctx, 'BRK_ERR_AUTH_NO_IDENTITY', 'no verified principal on this connection', true);
+    }
+    const ipRefusal = roleIps(p.roles, socket.remoteAddress ?? '');
+    if (ipRefusal) return refuse(ctx, 'BRK_ERR_FILTER_IP_DENIED', ipRefusal);
+    if (deps.isRevoked(p.serial)) {
+      loggers.auth.warn({ event: 'request', outcome: 'refused', reason: 'revoked', principal: p.name, serial: p.serial, remoteIp: socket.remoteAddress }, 'revoked certificate on an open connection');
+      return refuse(ctx, 'BRK_ERR_AUTH_REVOKED', `serial ${p.serial} is revoked`, true);
+    }
+    return true;
+  }
+
+  /** 3. The route: longest prefix of the canonical path. Without a certificate, nobody learns which paths exist. */
+  function route(ctx: RequestContext): Route | undefined {
+    const r = matchRoute(table, ctx.path);
+    if (r === undefined || !ALL_METHODS.has(ctx.req.method ?? '')) {
+      if (ctx.principal === undefined) refuse(ctx, 'BRK_ERR_AUTH_REQUIRED', `no route for ${ctx.path} (and no certificate)`);
+      else refuse(ctx, 'BRK_ERR_HTTP_NOT_FOUND', `no route for ${ctx.path}`);
+      return undefined;
+    }
+    ctx.route = r;
+    return r;
+  }
+
+  // 4. credentials: auth/gate.ts (certificate-only routes: the connection's caller, no work).
+
+  /** 5. Access: address lists of roles known only now, the ACL, and upgrades only where the route relays WebSockets. */
+  function access(ctx: RequestContext, caller: Caller): void {
+    ctx.caller = caller;
+    const r = ctx.route as Route;
+    if (caller.cert === undefined || caller.roles !== caller.cert.roles) {
+      // Certificate callers had their addresses checked in stage 2; other callers' roles are known only now.
+      const ipRefusal = roleIps(caller.roles, ctx.req.socket.remoteAddress ?? '');
+      if (ipRefusal) return void refuse(ctx, 'BRK_ERR_FILTER_IP_DENIED', ipRefusal);
+    }
+    const verdict = decide(r.policy, caller.roles, ctx.req.method as string);
+    if (!verdict.allow) return void refuse(ctx, 'BRK_ERR_ACL_DENIED', `${verdict.reason} not allowed on route ${r.name}`);
+    if (!r.websocket && (ctx.upgrade || ctx.req.headers.upgrade !== undefined)) return void refuse(ctx, 'BRK_ERR_HTTP_BAD_REQUEST', `upgrade on route ${r.name} without websocket`);
+    ctx.grant = verdict.role;
+    // 6. limits
+    if (limits === undefined) return proxy(ctx);
+    limits(ctx, caller, r.name, proxy, refuse);
+  }
+
+  /** 7. The headers the upstream receives: the client's minus anything that could speak for the broker, plus the verified identity. */
+  function headersFor(ctx: RequestContext): Record<string, string> {
+    const req = ctx.req;
+    if (off.identityHeaders) return req.headers as Record<string, string>;
+    return upstreamHeaders(req.rawHeaders, identityOf(ctx.caller as Caller), { clientIp: req.socket.remoteAddress ?? '', proto: 'https', host: req.headers.host ?? '' }, (ctx.route as Route).strip);
+  }
+
+  /** 8. The proxy: the canonical path under the upstream's base, the decided headers, bytes both ways. */
+  function proxy(ctx: RequestContext): void {
+    const r = ctx.route as Route;
+    let headers: Record<string, string>;
+    try {
+      headers = headersFor(ctx);
+    } catch (err) {
+      loggers.error.error({ event: 'internal', reqId: ctx.id, err }, 'request failed');
+      return void replyError(ctx, 'BRK_ERR_HTTP_INTERNAL', (err as Error).message);
+    }
+    if (ctx.upgrade) {
+      ctx.req.url = ctx.path + ctx.query;
+      ctx.proxyStart = performance.now();
+      const socket = ctx.res.socket as Duplex;
+      ctx.res.detachSocket(socket as never);
+      socket.once('close', () => finish(ctx, 101));
+      return (relay as WebSocketRelay).relay(ctx.req, socket, ctx.upgradeHead as Buffer);
+    }
+    const rest = r.stripPrefix ? ctx.path.slice(r.prefix.length) : ctx.path;
+    const path = r.base + rest;
+    r.upstream.forward(ctx, (path === '' ? '/' : path) + ctx.query, headers);
+  }
+
+  /** 9. The answer is done (or the connection gone): log it, count it, free the in-flight slot. */
+  function finish(ctx: RequestContext, status: number): void {
+    ctx.release?.();
+    if (status === 401 || status === 403) {
+      // Refused credentials were counted as failed authentications already.
+      if (!COUNTED_REFUSALS.has(ctx.denial?.code ?? '')) void guard.failure(ctx.req.socket?.remoteAddress ?? '', 'request');
+    }
+    log(ctx, status, performance.now());
+  }
+
+  // ------------------------------------------------------------------ the refusal adapter
+
+  /**
+   * Answers a refusal. A body the request still has on the wire is let flow into the void, counted:
+   * past the body limit the connection is dropped (Node would otherwise discard it without limit).
+   */
+  function refuse(ctx: RequestContext, code: HttpErrorCode, detail: string, close = false): false {
+    if (close) ctx.setHeader('connection', 'close');
+    const req = ctx.req;
+    if (!ctx.upgrade && unreadBody(req)) {
+      let seen = 0;
+      req.on('data', (chunk: Buffer) => {
+        seen += chunk.length;
+        if (seen > n.bodySize) req.socket.destroy();
+      });
+    }
+    replyError(ctx, code, detail);
+    return false;
+  }
+
+  function onClose(this: ServerResponse): void {
+    const ctx = (this as unknown as Record<symbol, RequestContext>)[kCtx] as RequestContext;
+    if (ctx.res.headersSent) return finish(ctx, ctx.res.statusCode);
+    // Closed before any answer: the client left, or Node's parser refused the rest of the request
+    // (a malformed body, a deadline) and answered on the socket itself. Logged as nginx does, 499.
+    ctx.denial ??= { code: 'BRK_ERR_HTTP_BAD_REQUEST', detail: 'connection closed before the answer (client gone, malformed body or deadline)' };
+    finish(ctx, 499);
+  }
+
+  function run(ctx: RequestContext): void {
+    ctx.principal = principalOf(ctx.req.socket);
+    if (!requestHead(ctx) || !connectionIdentity(ctx)) return;
+    const r = route(ctx);
+    if (r === undefined) return;
+    credentials(ctx, r, access, refuse);
+  }
+
+  const failed = (ctx: RequestContext, err: unknown) => {
+    loggers.error.error({ event: 'internal', reqId: ctx.id, err }, 'request failed');
+    replyError(ctx, 'BRK_ERR_HTTP_INTERNAL', (err as Error).message);
+  };
+
+  return {
+    config: c,
+    handle(req, res) {
+      const ctx = new RequestContext(req, res, performance.now());
+      (res as unknown as Record<symbol, RequestContext>)[kCtx] = ctx;
+      res.once('close', onClose);
+      try {
+        run(ctx);
+      } catch (err) {
+        failed(ctx, err);
+      }
+    },
+    upgrade(req, socket, headBytes) {
+      // Refusals are answered in HTTP on the raw socket, which is closed after the answer.
+      const res = new ServerResponse(req);
+      res.assignSocket(socket as never);
+      res.once('finish', () => socket.destroy());
+      const ctx = new RequestContext(req, res, performance.now());
+      ctx.upgrade = true;
+      ctx.upgradeHead = headBytes;
+      (req as unknown as Record<symbol, RequestContext>)[kCtx] = ctx;
+      (res as unknown as Record<symbol, RequestContext>)[kCtx] = ctx;
+      res.once('close', onClose);
+      try {
+        run(ctx);
+      } catch (err) {
+        failed(ctx, err);
+      }
+    },
+    async close() {
+      await Promise.all([...routes.map((r) => r.upstream.close().catch(() => {})), relay?.close()]);
+    },
+  };
+}

@@ -1,0 +1,68 @@
+/**
+ * One request's notes, shared by every stage of the pipeline: who asked, where it goes, what was
+ * decided, and the timings the access log reports. One object of a fixed shape per request (the
+ * stages pass it along instead of allocating closures), created by src/pipeline.ts.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Caller, Principal } from '../identity/index.ts';
+import type { Refusal } from './refusal.ts';
+
+/** What the limits stage reports on the answer (RateLimit-* headers, access log). */
+export interface LimitNote {
+  limit: number;
+  remaining: number;
+  resetMs: number;
+}
+
+/** The route facts the access log and metrics need (the pipeline's compiled route has more). */
+export interface RouteNote {
+  readonly name: string;
+  readonly origin: string;
+}
+
+export class RequestContext {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly id: string;
+  /** performance.now() when the request head arrived. */
+  readonly start: number;
+  /** The canonical path the ACL judged and the upstream receives (query kept apart). */
+  path = '';
+  query = '';
+  /** The connection's verified certificate identity, if any. */
+  principal: Principal | undefined = undefined;
+  /** Who the request was authenticated as, once the route's credentials were checked. */
+  caller: Caller | undefined = undefined;
+  route: RouteNote | undefined = undefined;
+  /** The caller's role that the ACL granted access with (metrics). */
+  grant = '';
+  limit: LimitNote | undefined = undefined;
+  /** Frees the caller's in-flight slot (set by the limits stage). */
+  release: (() => void) | undefined = undefined;
+  /** Set by a refusal or a failure; absent when the request was forwarded and answered. */
+  denial: Refusal | undefined = undefined;
+  /** Headers the broker adds to whatever answer goes out (challenges, RateLimit-*, Connection). */
+  headers: Record<string, string | number> | undefined = undefined;
+  /** Request body bytes seen (the body counter sets it). */
+  bytesIn = 0;
+  /** The answer's Content-Length, when it has one. */
+  bytesOut: number | null = null;
+  proxyStart = 0;
+  upstreamAt = 0;
+  /** An upgrade (WebSocket) request: answered on the raw socket, logged when it closes. */
+  upgrade = false;
+  /** The bytes that came after an upgrade request's head. */
+  upgradeHead: Buffer | undefined = undefined;
+
+  constructor(req: IncomingMessage, res: ServerResponse, start: number) {
+    this.req = req;
+    this.res = res;
+    this.start = start;
+    this.id = randomUUID();
+  }
+
+  setHeader(name: string, value: string | number): void {
+    (this.headers ??= {})[name] = value;
+  }
+}

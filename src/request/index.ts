@@ -1,0 +1,4 @@
+export { RequestContext, type LimitNote, type RouteNote } from './context.ts';
+export { decisionOf, type Refusal } from './refusal.ts';
+export { replyError } from './reply.ts';
+export { matchRoute, routeTable, type Routed } from './route-table.ts';

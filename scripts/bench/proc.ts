@@ -80,3 +80,18 @@ export function treeRssBytes(pid: number): number {
 
 /** Several trees at once (e.g. every load-generator process). */
 export const cpuOf = (pids: number[]) => pids.reduce((s, p) => s + treeCpuSeconds(p), 0);
+
+/**
+ * The whole machine's CPU time from /proc/stat, in seconds summed over CPUs: busy (user, nice,
+ * system, irq, softirq: a tick that lands in an interrupt is counted there and also in the
+ * interrupted process's stime) and steal (time the hypervisor gave to other guests).
+ */
+export function machineCpuSeconds(): { busy: number; steal: number } {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
+    return { busy: (user + nice + system + irq + softirq) / ticksPerSecond(), steal: steal / ticksPerSecond() };
+  } catch {
+    return { busy: NaN, steal: NaN };
+  }
+}

@@ -1,31 +1,59 @@
 /**
- * The proxy benchmark: the broker against nginx, on loopback, in the same run.
+ * The proxy benchmark: the broker against nginx and a ladder of Node servers, on loopback, in the
+ * same interleaved run.
  *
- *   npm run bench                 # every scenario, 3 rounds of 5 s each per side, plus a CPU profile
- *   npm run bench -- --quick      # 2 rounds of 2 s, scenarios ka64, ka16k, handshake only
+ *   npm run bench                 # every scenario: the ladder in 5 rounds of 5 s per target, identities and crl in 3; under 25 minutes on 2 cores
+ *   npm run bench -- --quick      # 2 rounds of 2 s: ka64, ka16k, handshake and alloc only; about 4 minutes
  *   npm run bench -- --scenarios ka64,crl --rounds 5 --seconds 10
+ *   npm run bench -- --ablations accessLog,metrics --ablation-scenarios ka64,ka16k,handshake
+ *   npm run bench -- --ablations none --ladder none     # the broker against nginx alone, as before
+ *   npm run bench -- --fixed-rate 3000                  # the latency rounds at 3,000 requests/s instead of half nginx's rate
  *
- * Starts an upstream (scripts/bench/upstream.ts), the broker as its own process
- * (`node dist/main.js serve --config …`, or `--broker src` for src/main.ts) with every feature on
- * (ACL, generous rate and concurrency limits, bans, metrics, admin listener, auth/access/audit logs
- * to files), and nginx configured as the equivalent mTLS proxy (scripts/bench/nginx.ts; installed
- * from Debian's packages when missing). Rounds alternate broker, nginx, broker, nginx… Each round
- * reports requests (or handshakes, or MB) per second, p50/p99 latency, the proxy process tree's CPU
- * time per request (utime+stime from /proc) and the load generator's own CPU. Writes
- * bench-results/bench-STAMP.{json,md} and prints the Markdown.
+ * Starts an upstream (scripts/bench/upstream.ts) and these targets, each its own process:
+ * - nginx, configured as the equivalent mTLS proxy (scripts/bench/nginx.ts; installed from
+ *   Debian's packages when missing), one worker;
+ * - node-bare: a bare Node HTTPS server with the broker's TLS options answering by itself
+ *   (scripts/bench/tls-server.ts), the floor of Node's TLS and HTTP;
+ * - fastify-stock: stock Fastify 5 + @fastify/http-proxy 11 with the broker's TLS options and
+ *   nothing else (scripts/bench/fastify-proxy.ts);
+ * - broker: `node dist/main.js serve --config …` (or `--broker src` for src/main.ts) with every
+ *   feature on (ACL, generous rate and concurrency limits, bans, metrics, admin listener,
+ *   auth/access/audit logs to files);
+ * - "broker -NAME": the same broker with one feature switched off (env BROKER_ABLATE=NAME; names
+ *   from --ablations: accessLog, authLog, metrics, limits, identityHeaders, guard), one process
+ *   per feature, measured in the --ablation-scenarios (ka64 and handshake by default); and with
+ *   them "broker (control)", a second broker with every feature on: its "cost" is the noise floor
+ *   of the feature costs (--no-control leaves it out).
+ * Rounds go round the targets in turn: A B C … A B C … Each round reports requests (or
+ * handshakes, or MB) per second, p50/p99 latency, the target process tree's CPU time per request
+ * (utime+stime from /proc) and the load generator's own CPU. Writes bench-results/bench-STAMP.{json,md}
+ * and prints the Markdown: the ladder per scenario, what each feature costs (broker all on − broker
+ * without it, per round), the targets of issue 13 and of the earlier performance work, and the
+ * broker against nginx in detail.
  *
- * Scenarios: ka64 (keep-alive GET, 64 B, 50 connections), ka16k (16 KiB answers), handshake (a
- * new connection and full mTLS handshake per request), identities (1,000 identities on 1,000
- * connections against one identity on 1,000 connections), crl (a CRL with 100,000 revoked serials:
- * handshake rate and the broker's reload time), idle (10,000 idle mTLS connections: memory per
- * connection), syscalls (strace -c on each proxy under ka64: syscalls per request), profile (a
- * --cpu-prof run of the broker under ka64, summarised; --profile-load handshake or ka16k profiles that load instead).
+ * Scenarios: ka64 (keep-alive GET, 64 B, 50 connections; then the same at a fixed offered load,
+ * by default half of nginx's saturated ka64 rate in this run: latency at equal load), ka16k (16 KiB
+ * answers), handshake (a new connection and full mTLS handshake per request), alloc (bytes the
+ * broker, the stock Fastify proxy and the bare server allocate on the V8 heap per request under
+ * ka64, from --trace-gc-nvp: scripts/bench/gc-alloc.ts, whose method is checked in the same run),
+ * identities (1,000 identities on 1,000 connections against one identity on 1,000 connections),
+ * crl (a CRL with 100,000 revoked serials: handshake rate and the broker's reload time), idle
+ * (10,000 idle mTLS connections: memory per connection), syscalls (strace -c on each proxy under
+ * ka64: syscalls per request), profile (a --cpu-prof run of the broker under ka64, summarised;
+ * --profile-load handshake or ka16k profiles that load instead).
+ *
+ * Options besides those above: --rounds (the ladder's; default 5, quick 2), --other-rounds
+ * (identities and crl; default 3, or --rounds when given), --seconds, --warmup, --ladder
+ * node-bare,fastify-stock|none, --ablations all|none|NAME,… , --ablation-scenarios (default
+ * ka64,handshake; ka16k too when named), --no-control, --fixed-rate auto|N|0, --alloc-seconds
+ * (default 10, quick 5), --ladder-warmup (seconds of unreported load per target before the first
+ * round; default 3, quick 1), --broker dist|src, --keep (keep the work folder: configs, logs).
  *
  * Not part of `npm test`. Loopback only; every loop is bounded by its round's deadline and the
  * whole run by --max-minutes.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
@@ -34,16 +62,22 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { request as httpRequest } from 'node:http';
 import { Histogram, type HistogramJson } from './hist.ts';
-import { cpuOf, tree, treeCpuSeconds, treeRssBytes } from './proc.ts';
+import { cpuOf, machineCpuSeconds, tree, treeCpuSeconds, treeRssBytes } from './proc.ts';
 import { ensureNginx, nginxVersion, writeNginxConfig } from './nginx.ts';
 import { bigCrl, makePki, mintIdentities, type BenchPki, type IdentityFiles } from './pki.ts';
 import { summarise, profileMarkdown, type CpuProfile } from './profile.ts';
+import { allocationInWindow, calibrate, parseTraceGcNvp } from './gc-alloc.ts';
+import { cell, fmt, ladderReport, median, verdict, type AllocInfo, type AllocRow, type BrokerCheck, type LadderContext, type RoundResult, type TargetKind } from './ladder.ts';
 import type { LoadConfig, LoadResult } from './load.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const HERE = import.meta.dirname;
 const NODE = process.execPath;
-const ALL = ['ka64', 'ka16k', 'handshake', 'identities', 'crl', 'idle', 'syscalls', 'profile'] as const;
+const ALL = ['ka64', 'ka16k', 'handshake', 'alloc', 'identities', 'crl', 'idle', 'syscalls', 'profile'] as const;
+/** The features the broker can switch off one at a time (env BROKER_ABLATE, comma-separated). */
+const FEATURES = ['accessLog', 'authLog', 'metrics', 'limits', 'identityHeaders', 'guard'] as const;
+/** The ladder's reference rows besides nginx and the broker. */
+const LADDER_EXTRAS = ['node-bare', 'fastify-stock'] as const;
 type Scenario = (typeof ALL)[number];
 
 const { values: a } = parseArgs({
@@ -51,12 +85,19 @@ const { values: a } = parseArgs({
     quick: { type: 'boolean', default: false },
     scenarios: { type: 'string' },
     rounds: { type: 'string' },
+    'other-rounds': { type: 'string' },
     seconds: { type: 'string' },
     warmup: { type: 'string' },
     broker: { type: 'string', default: 'dist' },
     connections: { type: 'string', default: '50' },
     'handshake-concurrency': { type: 'string', default: '16' },
-    'fixed-rate': { type: 'string', default: '2000' },
+    'fixed-rate': { type: 'string', default: 'auto' },
+    ladder: { type: 'string', default: LADDER_EXTRAS.join(',') },
+    ablations: { type: 'string', default: 'all' },
+    'ablation-scenarios': { type: 'string', default: 'ka64,handshake' },
+    control: { type: 'boolean', default: true },
+    'alloc-seconds': { type: 'string' },
+    'ladder-warmup': { type: 'string' },
     identities: { type: 'string' },
     'crl-entries': { type: 'string' },
     'idle-connections': { type: 'string' },
@@ -69,16 +110,40 @@ const { values: a } = parseArgs({
     out: { type: 'string', default: 'bench-results' },
     keep: { type: 'boolean', default: false },
   },
+  allowNegative: true,
 });
 const QUICK = a.quick === true;
-const SCENARIOS = (a.scenarios ?? (QUICK ? 'ka64,ka16k,handshake' : ALL.join(','))).split(',').map((s) => s.trim()) as Scenario[];
+const SCENARIOS = (a.scenarios ?? (QUICK ? 'ka64,ka16k,handshake,alloc' : ALL.join(','))).split(',').map((s) => s.trim()) as Scenario[];
 for (const s of SCENARIOS) if (!ALL.includes(s)) throw new Error(`unknown scenario ${s}; one of ${ALL.join(', ')}`);
-const ROUNDS = Number(a.rounds ?? (QUICK ? 2 : 3));
+/** Rounds of the ladder scenarios (ka64, its fixed-rate part, ka16k, handshake): issue 13's targets are medians of 5. */
+const ROUNDS = Number(a.rounds ?? (QUICK ? 2 : 5));
+/** Rounds of the identities and crl scenarios (broker and nginx only): 3 keeps the full run near 25 minutes. */
+const OTHER_ROUNDS = Number(a['other-rounds'] ?? a.rounds ?? (QUICK ? 2 : 3));
+const csv = (x: string) => x.split(',').map((s) => s.trim()).filter(Boolean);
+const LADDER = a.ladder === 'none' ? [] : csv(a.ladder as string);
+for (const l of LADDER) if (!(LADDER_EXTRAS as readonly string[]).includes(l)) throw new Error(`--ladder: ${LADDER_EXTRAS.join(', ')} or none, not ${l}`);
+const ABLATIONS = a.ablations === 'none' ? [] : a.ablations === 'all' ? [...FEATURES] : csv(a.ablations as string);
+const ABLATION_SCENARIOS = csv(a['ablation-scenarios'] as string);
+/** With the ablation rows, one more broker with every feature on, whose "cost" is the noise floor of the feature costs (--no-control: without). */
+const CONTROL = a.control === true && ABLATIONS.length > 0;
+const CONTROL_LABEL = 'broker (control)';
+for (const f of ABLATIONS) if (!(FEATURES as readonly string[]).includes(f)) throw new Error(`--ablations: all, none or some of ${FEATURES.join(', ')}, not ${f}`);
+for (const s of ABLATION_SCENARIOS) if (!['ka64', 'ka16k', 'handshake'].includes(s)) throw new Error(`--ablation-scenarios: ka64, ka16k or handshake, not ${s}`);
 const SECONDS = Number(a.seconds ?? (QUICK ? 2 : 5));
 const WARMUP = Number(a.warmup ?? (QUICK ? 0.5 : 1));
 const CONNS = Number(a.connections);
 const HS_CONC = Number(a['handshake-concurrency']);
-const FIXED_RATE = Number(a['fixed-rate']);
+/** The fixed offered load of the ka64 latency rounds: 'auto' (half of nginx's saturated ka64 rate in this run), a number, or 0 (none). */
+const FIXED_RATE_ARG = a['fixed-rate'] === 'auto' ? undefined : Number(a['fixed-rate']);
+if (FIXED_RATE_ARG !== undefined && !(FIXED_RATE_ARG >= 0)) throw new Error(`--fixed-rate: auto or a number of requests/s, not ${a['fixed-rate']}`);
+/** The rate used (set once ka64's saturated rounds are in). */
+let fixedRate = FIXED_RATE_ARG ?? 0;
+/** How fixedRate was chosen, for the report. */
+let fixedRateHow = FIXED_RATE_ARG !== undefined ? '--fixed-rate' : '';
+/** Seconds of keep-alive 64 B load each ladder target gets once before the first measured round (JIT and heap settle; not reported). */
+const LADDER_WARMUP = Number(a['ladder-warmup'] ?? (QUICK ? 1 : 3));
+/** The alloc scenario's measured window: long enough for several young-generation collections. */
+const ALLOC_SECONDS = Number(a['alloc-seconds'] ?? (QUICK ? 5 : 10));
 const N_IDS = Number(a.identities ?? (QUICK ? 100 : 1000));
 const CRL_N = Number(a['crl-entries'] ?? (QUICK ? 10_000 : 100_000));
 const IDLE_N = Number(a['idle-connections'] ?? (QUICK ? 1000 : 10_000));
@@ -142,11 +207,16 @@ function firstJsonLine<T>(child: ChildProcess, stream: 'stdout' | 'stderr', pred
     };
     child.once('exit', onExit);
     rl.on('line', (line) => {
-      try {
-        const j = JSON.parse(line) as Record<string, unknown>;
-        if (pred(j)) done(undefined, j as T);
-      } catch {
-        /* not JSON */
+      // the JSON may follow part of a line another writer left unfinished (V8's --trace-gc-nvp
+      // lines reach the same stdout through C's buffered stdio, flushed in 4 KiB blocks)
+      for (let i = line.indexOf('{'); i >= 0; i = line.indexOf('{', i + 1)) {
+        try {
+          const j = JSON.parse(line.slice(i)) as Record<string, unknown>;
+          if (pred(j)) return done(undefined, j as T);
+          return;
+        } catch {
+          /* not JSON from here */
+        }
       }
     });
   });
@@ -180,13 +250,35 @@ async function waitForPort(port: number, ms: number): Promise<void> {
 // ---------------------------------------------------------------- the targets
 
 interface Target {
-  kind: 'broker' | 'nginx' | 'node-tls';
+  kind: TargetKind;
   label: string;
   pid: number;
   port: number;
   adminPort?: number;
   child: ChildProcess;
+  /** The feature switched off (broker-ablated). */
+  ablate?: string;
+  /** The broker's own folder (config, logs). */
+  dir?: string;
+  /** Wall clock (epoch ms) when the process was started: about when its V8 isolate's clock starts. */
+  startedAt: number;
+  /** Everything it wrote to stdout, once it has exited (only when started with captureStdout). */
+  stdout?: () => Promise<string>;
   stop(): Promise<void>;
+}
+
+/** Collects a child's stdout in memory; the promise settles when the stream ends (at the latest 5 s after exit). */
+function captureStdout(child: ChildProcess): () => Promise<string> {
+  const chunks: Buffer[] = [];
+  child.stdout?.on('data', (c: Buffer) => chunks.push(c));
+  const ended = new Promise<void>((r) => {
+    child.stdout?.once('close', () => r());
+    child.once('exit', () => setTimeout(r, 5_000).unref());
+  });
+  return async () => {
+    await ended;
+    return Buffer.concat(chunks).toString('utf8');
+  };
 }
 
 interface Env {
@@ -205,8 +297,8 @@ async function startUpstream(): Promise<Env['upstream']> {
   return { pid: child.pid as number, port, child };
 }
 
-async function startBroker(env: Env, label: string, o: { crlFile: string; nodeArgs?: string[] }): Promise<Target> {
-  const dir = join(env.work, label);
+async function startBroker(env: Env, label: string, o: { crlFile: string; nodeArgs?: string[]; ablate?: string; control?: boolean; captureStdout?: boolean }): Promise<Target> {
+  const dir = join(env.work, label.replace(/[^\w.-]+/g, '_'));
   mkdirSync(dir, { recursive: true });
   const config = {
     listen: { host: '127.0.0.1', port: 0 },
@@ -230,13 +322,31 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
   const main = a.broker === 'src' ? join(ROOT, 'src', 'main.ts') : join(ROOT, 'dist', 'main.js');
   // BENCH_BROKER_NODE_ARGS: extra Node flags for the broker, for diagnosis (e.g. --trace-gc; its output lands in stdout.log)
   const extraArgs = (process.env.BENCH_BROKER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  const child = spawnChild(NODE, [...extraArgs, ...(o.nodeArgs ?? []), main, 'serve', '--config', file]);
+  // BROKER_ABLATE=NAME switches one feature off (the ablation rows); the main broker has every feature on
+  const childEnv: NodeJS.ProcessEnv = { ...process.env };
+  delete childEnv.BROKER_ABLATE;
+  if (o.ablate) childEnv.BROKER_ABLATE = o.ablate;
+  const startedAt = wall();
+  const child = spawnChild(NODE, [...extraArgs, ...(o.nodeArgs ?? []), main, 'serve', '--config', file], { env: childEnv });
+  const stdout = o.captureStdout ? captureStdout(child) : undefined;
   child.stderr?.pipe(createWriteStream(join(dir, 'error.log')));
   child.stdout?.pipe(createWriteStream(join(dir, 'stdout.log')));
   const ready = await firstJsonLine<{ port: number; adminPort: number }>(child, 'stderr', (j) => j.event === 'listening', 30_000, `broker ${label}`).catch((e: Error) => {
     throw new Error(`${e.message}; see ${join(dir, 'error.log')}`);
   });
-  return { kind: 'broker', label, pid: child.pid as number, port: ready.port, adminPort: ready.adminPort, child, stop: () => stopChild(child, 10_000) };
+  return {
+    kind: o.ablate || o.control ? 'broker-ablated' : 'broker',
+    label,
+    pid: child.pid as number,
+    port: ready.port,
+    adminPort: ready.adminPort,
+    child,
+    ...(o.ablate ? { ablate: o.ablate } : {}),
+    dir,
+    startedAt,
+    ...(stdout ? { stdout } : {}),
+    stop: () => stopChild(child, 10_000),
+  };
 }
 
 async function startNginx(env: Env, label: string, crlFile: string, maxConnections: number): Promise<Target> {
@@ -253,18 +363,33 @@ async function startNginx(env: Env, label: string, crlFile: string, maxConnectio
   });
   const t = spawnSync(env.nginxBin, ['-t', '-p', prefix, '-c', conf, '-g', 'daemon off;'], { encoding: 'utf8', timeout: 60_000 });
   if (t.status !== 0) throw new Error(`nginx -t failed:\n${t.stderr}`);
+  const startedAt = wall();
   const child = spawnChild(env.nginxBin, ['-p', prefix, '-c', conf, '-g', 'daemon off;']);
   child.stdout?.resume();
   child.stderr?.on('data', (d: Buffer) => process.stderr.write(`[${label}] ${d}`));
   await waitForPort(port, 30_000);
-  return { kind: 'nginx', label, pid: child.pid as number, port, child, stop: () => stopChild(child, 10_000) };
+  return { kind: 'nginx', label, pid: child.pid as number, port, child, startedAt, stop: () => stopChild(child, 10_000) };
 }
 
-async function startNodeTls(env: Env, label: string, crlFile: string): Promise<Target> {
-  const child = spawnChild(NODE, [join(HERE, 'tls-server.ts'), env.pki.serverCert, env.pki.serverKey, env.pki.chainFile, crlFile]);
+/** A Node process of ours that prints {"port":N} on stdout: tls-server.ts (node-tls) or fastify-proxy.ts (fastify). */
+async function startNodeScript(kind: 'node-tls' | 'fastify', script: string, args: string[], label: string, o: { nodeArgs?: string[]; captureStdout?: boolean } = {}): Promise<Target> {
+  const startedAt = wall();
+  const child = spawnChild(NODE, [...(o.nodeArgs ?? []), join(HERE, script), ...args]);
+  const stdout = o.captureStdout ? captureStdout(child) : undefined;
   child.stderr?.on('data', (d: Buffer) => process.stderr.write(`[${label}] ${d}`));
   const { port } = await firstJsonLine<{ port: number }>(child, 'stdout', (j) => typeof j.port === 'number', 60_000, label);
-  return { kind: 'node-tls', label, pid: child.pid as number, port, child, stop: () => stopChild(child) };
+  if (!stdout) child.stdout?.resume();
+  return { kind, label, pid: child.pid as number, port, child, startedAt, ...(stdout ? { stdout } : {}), stop: () => stopChild(child) };
+}
+
+/** The bare Node HTTPS server with the broker's TLS options, answering by itself. */
+function startNodeTls(env: Env, label: string, crlFile: string, o: { nodeArgs?: string[]; captureStdout?: boolean } = {}): Promise<Target> {
+  return startNodeScript('node-tls', 'tls-server.ts', [env.pki.serverCert, env.pki.serverKey, env.pki.chainFile, crlFile], label, o);
+}
+
+/** Stock Fastify + @fastify/http-proxy with the broker's TLS options, proxying to the upstream. */
+function startFastify(env: Env, label: string, crlFile: string, o: { nodeArgs?: string[]; captureStdout?: boolean } = {}): Promise<Target> {
+  return startNodeScript('fastify', 'fastify-proxy.ts', [env.pki.serverCert, env.pki.serverKey, env.pki.chainFile, crlFile, `http://127.0.0.1:${env.upstream.port}`], label, o);
 }
 
 function adminPost(port: number, path: string, ms = 120_000): Promise<{ status: number; body: string }> {
@@ -404,38 +529,7 @@ async function closeGens(gens: Gen[]): Promise<void> {
 
 // ---------------------------------------------------------------- rounds
 
-interface RoundResult {
-  scenario: string;
-  variant: string;
-  target: string;
-  kind: Target['kind'];
-  round: number;
-  seconds: number;
-  ok: number;
-  non2xx: number;
-  errors: number;
-  errorSamples: string[];
-  late: number;
-  resumed: number;
-  rps: number;
-  mbps: number;
-  p50ms: number;
-  p90ms: number;
-  p99ms: number;
-  p999ms: number;
-  maxMs: number;
-  meanMs: number;
-  proxyCpuS: number;
-  proxyCpuUsPerReq: number;
-  genCpuS: number;
-  genCpuUsPerReq: number;
-  upstreamCpuS: number;
-  prepareMs: number;
-  /** The measured window (epoch ms). */
-  startAt: number;
-  endAt: number;
-}
-
+/** Every measured round of the run (RoundResult: scripts/bench/ladder.ts). */
 const results: RoundResult[] = [];
 
 interface RoundHooks {
@@ -456,9 +550,10 @@ async function round(env: Env, scenario: string, variant: string, target: Target
     const endAt = startAt + seconds * 1000;
     gens.forEach((g) => g.send({ cmd: 'run', startAt, endAt }));
     const genPids = gens.map((g) => g.pid);
-    let s0 = { proxy: 0, gen: 0, up: 0 };
-    let s1 = { proxy: 0, gen: 0, up: 0 };
-    const sample = () => ({ proxy: treeCpuSeconds(target.pid), gen: cpuOf(genPids), up: treeCpuSeconds(env.upstream.pid) });
+    const zero = { proxy: 0, gen: 0, up: 0, machine: { busy: 0, steal: 0 } };
+    let s0 = zero;
+    let s1 = zero;
+    const sample = () => ({ proxy: treeCpuSeconds(target.pid), gen: cpuOf(genPids), up: treeCpuSeconds(env.upstream.pid), machine: machineCpuSeconds() });
     await sleep(Math.max(0, startAt - wall()));
     s0 = sample();
     hooks.atStart?.();
@@ -496,6 +591,8 @@ async function round(env: Env, scenario: string, variant: string, target: Target
       genCpuS: s1.gen - s0.gen,
       genCpuUsPerReq: ok ? ((s1.gen - s0.gen) * 1e6) / ok : NaN,
       upstreamCpuS: s1.up - s0.up,
+      otherCpuShare: (s1.machine.busy - s0.machine.busy - (s1.proxy - s0.proxy) - (s1.gen - s0.gen) - (s1.up - s0.up)) / seconds / os.availableParallelism(),
+      stealShare: (s1.machine.steal - s0.machine.steal) / seconds / os.availableParallelism(),
       prepareMs: Math.max(...prep.map((p) => p.ms)),
       startAt,
       endAt,
@@ -510,9 +607,9 @@ async function round(env: Env, scenario: string, variant: string, target: Target
   }
 }
 
-/** Rounds alternating between the variants and targets: A B A B … */
-async function alternate(env: Env, scenario: string, plan: Array<{ variant: string; target: Target; spec: LoadSpec; before?: () => Promise<void> }>): Promise<void> {
-  for (let r = 1; r <= ROUNDS; r++) {
+/** Rounds going round the variants and targets in turn: A B C … A B C … */
+async function alternate(env: Env, scenario: string, plan: Array<{ variant: string; target: Target; spec: LoadSpec; before?: () => Promise<void> }>, rounds = ROUNDS): Promise<void> {
+  for (let r = 1; r <= rounds; r++) {
     for (const p of plan) {
       await p.before?.();
       await round(env, scenario, p.variant, p.target, p.spec, r);
@@ -674,7 +771,7 @@ async function crlScenario(env: Env, broker: Target, nginx: Target, hsSpec: Load
     }
     plan.push({ variant: 'empty CRL', target: nginx, spec: hsSpec });
     plan.push({ variant: `${CRL_N} revoked`, target: nginxBig, spec: hsSpec });
-    await alternate(env, 'crl', plan);
+    await alternate(env, 'crl', plan, OTHER_ROUNDS);
     if (brokerTakesBig) await reloadTo(env.pki.emptyCrl, 'the empty CRL');
   } finally {
     await nginxBig.stop();
@@ -757,14 +854,73 @@ async function profileScenario(env: Env, spec: LoadSpec): Promise<void> {
   extra.profileMarkdown = profileMarkdown(s, requests);
 }
 
-// ---------------------------------------------------------------- report
+/** Whether an ablation took: what the broker said at start, and what it wrote to its logs (read after it stopped). */
+function brokerCheck(t: Target): BrokerCheck {
+  const size = (f: string) => {
+    try {
+      return statSync(join(t.dir as string, f)).size;
+    } catch {
+      return 0;
+    }
+  };
+  let line: string | undefined;
+  let off: string[] | undefined;
+  try {
+    line = readFileSync(join(t.dir as string, 'error.log'), 'utf8')
+      .split('\n')
+      .find((l) => /ablat/i.test(l));
+    const j = JSON.parse(line ?? '') as { off?: unknown };
+    if (Array.isArray(j.off)) off = j.off.map(String);
+  } catch {
+    /* no log, or not JSON */
+  }
+  return { label: t.label, ...(t.ablate ? { ablate: t.ablate } : {}), accessLogBytes: size('access.log'), authLogBytes: size('auth.log'), ...(line ? { notice: line.slice(0, 300) } : {}), ...(off ? { off } : {}) };
+}
 
-const median = (xs: number[]) => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((p, q) => p - q);
-  if (!s.length) return NaN;
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-};
+/**
+ * Allocation per request under keep-alive 64 B: each of the broker (every feature on), the stock
+ * Fastify proxy and the bare Node server in a process of its own under --trace-gc-nvp, a warm-up
+ * round, then one measured round of ALLOC_SECONDS; the method (scripts/bench/gc-alloc.ts) is first
+ * checked on a child that allocates a known amount.
+ */
+async function allocScenario(env: Env, spec: LoadSpec): Promise<void> {
+  const info: Record<string, unknown> = {};
+  try {
+    const cal = calibrate(NODE);
+    info.calibration = cal;
+    for (const c of cal) log(`  method check, ${c.phase}: known ${fmt(c.knownBytesPerSecond / 1e6, 1)} MB/s, measured ${fmt(c.measuredBytesPerSecond / 1e6, 1)} MB/s (×${fmt(c.ratio, 3)}, ${c.collections} collections)`);
+  } catch (e) {
+    info.calibrationError = (e as Error).message;
+    log(`  method check failed: ${(e as Error).message}`);
+  }
+  const traced = { nodeArgs: ['--trace-gc-nvp'], captureStdout: true };
+  const starters: Array<[string, () => Promise<Target>]> = [['broker', () => startBroker(env, 'broker-alloc', { crlFile: env.pki.emptyCrl, ...traced })]];
+  if (LADDER.includes('fastify-stock')) starters.push(['fastify-stock', () => startFastify(env, 'fastify-stock-alloc', env.pki.emptyCrl, traced)]);
+  if (LADDER.includes('node-bare')) starters.push(['node-bare', () => startNodeTls(env, 'node-bare-alloc', env.pki.emptyCrl, traced)]);
+  const rows: AllocRow[] = [];
+  for (const [name, start] of starters) {
+    const t = await start();
+    let r: RoundResult;
+    try {
+      await round(env, 'alloc-warmup', 'warm-up', t, spec, 1, Math.min(2, SECONDS));
+      r = await round(env, 'alloc', 'ka64 under --trace-gc-nvp', t, spec, 1, ALLOC_SECONDS);
+    } finally {
+      await t.stop();
+    }
+    const events = parseTraceGcNvp(t.stdout ? await t.stdout() : '');
+    // the window in the isolate's clock (ms since it started, about when the process was spawned), trimmed
+    const trim = Math.max(200, ALLOC_SECONDS * 50);
+    const from = r.startAt - t.startedAt + trim;
+    const to = r.endAt - t.startedAt - trim;
+    const w = allocationInWindow(events, from, to);
+    const row: AllocRow = { target: name, label: t.label, rps: r.rps, requests: r.ok, proxyCpuUsPerReq: r.proxyCpuUsPerReq, ...w, bytesPerRequest: w.bytesPerSecond / r.rps, gcPauseMsPerSecond: w.pauseMs / ((to - from) / 1000), collectionsTraced: events.length };
+    rows.push(row);
+    log(`  ${name}: ${fmt(row.bytesPerRequest / 1000, 1)} KB/request (${fmt(w.bytesPerSecond / 1e6, 1)} MB/s at ${fmt(r.rps)} requests/s; ${w.collections} collections in the window, ${w.markCompacts} mark-compacts; pauses ${fmt(row.gcPauseMsPerSecond, 1)} ms/s, longest ${fmt(w.maxPauseMs, 1)} ms)`);
+  }
+  extra.alloc = { ...info, seconds: ALLOC_SECONDS, rows };
+}
+
+// ---------------------------------------------------------------- report
 
 function pick(scenario: string, variant: string, kind: string): RoundResult[] {
   return results.filter((r) => r.scenario === scenario && r.variant === variant && (r.kind === kind || r.target === kind));
@@ -781,18 +937,6 @@ interface Line {
   verdict: string;
 }
 
-function fmt(x: number, digits = 0): string {
-  if (!Number.isFinite(x)) return '–';
-  return x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
-
-/** "median (min–max)" of a metric over rounds. */
-function cell(rows: RoundResult[], f: (r: RoundResult) => number, digits = 0): string {
-  if (!rows.length) return '–';
-  const xs = rows.map(f);
-  return rows.length > 1 ? `${fmt(median(xs), digits)} (${fmt(Math.min(...xs), digits)}–${fmt(Math.max(...xs), digits)})` : fmt(xs[0] as number, digits);
-}
-
 function ratioOf(b: RoundResult[], n: RoundResult[], f: (r: RoundResult) => number): { ratio: number; perRound: string } {
   const ratio = median(b.map(f)) / median(n.map(f));
   const per = b.map((x) => {
@@ -800,10 +944,6 @@ function ratioOf(b: RoundResult[], n: RoundResult[], f: (r: RoundResult) => numb
     return y ? f(x) / f(y) : NaN;
   });
   return { ratio, perRound: per.map((x) => fmt(x, 2)).join(' / ') };
-}
-
-function verdict(ok: boolean | undefined): string {
-  return ok === undefined ? '–' : ok ? 'met' : '**missed**';
 }
 
 function compare(lines: Line[], scenario: string, label: string, variant: string, metric: string, f: (r: RoundResult) => number, digits: number, target?: { text: string; ok: (ratio: number) => boolean }): number {
@@ -820,42 +960,38 @@ function buildLines(): { lines: Line[]; verdicts: Array<{ target: string; value:
   const verdicts: Array<{ target: string; value: string; met: boolean | undefined }> = [];
   const note = (t: string, value: number, ok: (x: number) => boolean, digits = 2) => verdicts.push({ target: t, value: fmt(value, digits), met: Number.isFinite(value) ? ok(value) : undefined });
 
+  // broker against nginx in detail; the targets are issue 13's (the verdicts are in targetVerdicts())
   if (SCENARIOS.includes('ka64')) {
     const s = 'ka64';
     const label = `keep-alive GET 64 B, ${CONNS} conns`;
     compare(lines, s, label, 'ka64', 'requests/s', (r) => r.rps, 0);
     compare(lines, s, label, 'ka64', 'p50 latency (ms)', (r) => r.p50ms, 2);
-    const p99 = compare(lines, s, label, 'ka64', 'p99 latency (ms)', (r) => r.p99ms, 2, { text: '≤ 2×', ok: (x) => x <= 2 });
-    const cpu = compare(lines, s, label, 'ka64', 'proxy CPU µs/request', (r) => r.proxyCpuUsPerReq, 0, { text: '≤ 2×', ok: (x) => x <= 2 });
+    compare(lines, s, label, 'ka64', 'p99 latency (ms)', (r) => r.p99ms, 2);
+    compare(lines, s, label, 'ka64', 'proxy CPU µs/request', (r) => r.proxyCpuUsPerReq, 0, { text: '≤ 3.5×', ok: (x) => x <= 3.5 });
     compare(lines, s, label, 'ka64', 'load generator CPU µs/request', (r) => r.genCpuUsPerReq, 0);
-    note('keep-alive 64 B: proxy CPU per request ≤ 2× nginx', cpu, (x) => x <= 2);
-    note('keep-alive 64 B: p99 ≤ 2× nginx (closed loop, each at its own saturation)', p99, (x) => x <= 2);
     if (pick(s, 'ka64-rate', 'broker').length) {
-      const rl = `keep-alive GET 64 B at a fixed ${FIXED_RATE.toLocaleString('en-US')} requests/s, ${CONNS} conns`;
+      const rl = `keep-alive GET 64 B at a fixed ${fmt(fixedRate)} requests/s (${fixedRateHow}), ${CONNS} conns`;
       compare(lines, s, rl, 'ka64-rate', 'requests/s', (r) => r.rps, 0);
       compare(lines, s, rl, 'ka64-rate', 'p50 latency (ms)', (r) => r.p50ms, 2);
-      const p99r = compare(lines, s, rl, 'ka64-rate', 'p99 latency (ms)', (r) => r.p99ms, 2, { text: '≤ 2×', ok: (x) => x <= 2 });
+      compare(lines, s, rl, 'ka64-rate', 'p99 latency (ms)', (r) => r.p99ms, 2, { text: '≤ 2×', ok: (x) => x <= 2 });
       compare(lines, s, rl, 'ka64-rate', 'proxy CPU µs/request', (r) => r.proxyCpuUsPerReq, 0);
-      note(`keep-alive 64 B: p99 ≤ 2× nginx (both at a fixed ${FIXED_RATE} requests/s)`, p99r, (x) => x <= 2);
     }
   }
   if (SCENARIOS.includes('ka16k')) {
     const s = 'ka16k';
     const label = `keep-alive GET 16 KiB, ${CONNS} conns`;
-    const mb = compare(lines, s, label, 'ka16k', 'MB/s', (r) => r.mbps, 1, { text: '≥ 0.7×', ok: (x) => x >= 0.7 });
+    compare(lines, s, label, 'ka16k', 'MB/s', (r) => r.mbps, 1, { text: '≥ 0.7×', ok: (x) => x >= 0.7 });
     compare(lines, s, label, 'ka16k', 'p99 latency (ms)', (r) => r.p99ms, 2);
-    compare(lines, s, label, 'ka16k', 'proxy CPU µs/request', (r) => r.proxyCpuUsPerReq, 0);
+    compare(lines, s, label, 'ka16k', 'proxy CPU µs/request', (r) => r.proxyCpuUsPerReq, 0, { text: '≤ 2.5×', ok: (x) => x <= 2.5 });
     compare(lines, s, label, 'ka16k', 'load generator CPU µs/request', (r) => r.genCpuUsPerReq, 0);
-    note('16 KiB throughput ≥ 0.7× nginx', mb, (x) => x >= 0.7);
   }
   if (SCENARIOS.includes('handshake')) {
     const s = 'handshake';
     const label = `new connection + full mTLS handshake per request, ${HS_CONC} at once`;
-    const hs = compare(lines, s, label, 'handshake', 'handshakes/s', (r) => r.rps, 0, { text: '≥ 0.9×', ok: (x) => x >= 0.9 });
+    compare(lines, s, label, 'handshake', 'handshakes/s', (r) => r.rps, 0, { text: '≥ 1.0×', ok: (x) => x >= 1 });
     compare(lines, s, label, 'handshake', 'p99 latency (ms)', (r) => r.p99ms, 2);
-    compare(lines, s, label, 'handshake', 'proxy CPU µs/handshake', (r) => r.proxyCpuUsPerReq, 0);
+    compare(lines, s, label, 'handshake', 'proxy CPU µs/handshake', (r) => r.proxyCpuUsPerReq, 0, { text: '≤ 1.1×', ok: (x) => x <= 1.1 });
     compare(lines, s, label, 'handshake', 'load generator CPU µs/handshake', (r) => r.genCpuUsPerReq, 0);
-    note('handshakes/s ≥ 0.9× nginx', hs, (x) => x >= 0.9);
   }
   if (SCENARIOS.includes('identities')) {
     const s = 'identities';
@@ -921,13 +1057,79 @@ function buildLines(): { lines: Line[]; verdicts: Array<{ target: string; value:
   return { lines, verdicts };
 }
 
+/** The ladder report (scripts/bench/ladder.ts) over this run's rounds. */
+function report() {
+  const ctx: LadderContext = {
+    scenarios: SCENARIOS,
+    connections: CONNS,
+    handshakeConcurrency: HS_CONC,
+    fixedRate,
+    fixedRateHow,
+    fixedRateAuto: FIXED_RATE_ARG === undefined,
+    ablationScenarios: ABLATION_SCENARIOS,
+    controlLabel: CONTROL_LABEL,
+    brokerChecks: (extra.brokerChecks ?? []) as BrokerCheck[],
+    alloc: extra.alloc as AllocInfo | undefined,
+  };
+  return ladderReport(results, ctx);
+}
+
+function summaryJson(): Record<string, unknown> {
+  const r = report();
+  return {
+    ladder: r.ladderSpecs().map((s) => ({ scenario: s.scenario, variant: s.variant, title: s.title, per: s.per, rate: s.rateName, rows: r.ladderRows(s) })),
+    featureCosts: r.featureCosts(),
+    fixedRate: { rate: fixedRate, how: fixedRateHow },
+    targets: r.targetVerdicts(),
+    earlierTargets: buildLines().verdicts,
+  };
+}
+
 function markdown(meta: Record<string, unknown>): string {
   const { lines, verdicts } = buildLines();
+  const ladderScenarios = SCENARIOS.filter((x) => x === 'ka64' || x === 'ka16k' || x === 'handshake');
+  const otherScenarios = SCENARIOS.filter((x) => x === 'identities' || x === 'crl');
   const out: string[] = [];
-  out.push(`${meta.date}, ${meta.cpu}, ${meta.cores} cores, Node ${meta.node}, nginx ${meta.nginx}; \`${meta.command}\``);
-  out.push('');
-  out.push(`Rounds: ${ROUNDS} per side of ${SECONDS} s (after ${WARMUP} s of warm-up), alternating broker and nginx; cells are the median (min–max) over rounds; "per round" is broker ÷ nginx round by round. Load: ${GEN_PROCS} generator processes, client groups ${GROUPS}.`);
-  out.push('');
+  out.push(`- Date: ${meta.date}, ${meta.startTime}–${meta.endTime} UTC (${fmt((meta.totalSeconds as number) / 60, 1)} min)`);
+  out.push(`- Machine: ${meta.cpu}, ${meta.cores} cores, ${meta.kernel}, ${fmt(meta.memGiB as number, 1)} GiB`);
+  out.push(`- Node ${meta.node} (OpenSSL ${meta.openssl}), nginx ${meta.nginx}; broker ${meta.broker} at ${meta.commit}`);
+  out.push(`- Command: \`${meta.command}\``);
+  out.push(
+    `- Rounds: ${[
+      ladderScenarios.length ? `${ROUNDS} per target for ${ladderScenarios.join(', ')}` : '',
+      otherScenarios.length ? `${OTHER_ROUNDS} for ${otherScenarios.join(', ')}` : '',
+    ]
+      .filter(Boolean)
+      .join(', ')}, each ${SECONDS} s measured after ${WARMUP} s of warm-up, the targets in turn round after round (A B C … A B C …); cells are the median (min–max) over rounds. CPU: the target's process tree (utime+stime from /proc). Load: ${GEN_PROCS} generator processes (node:https with client certificates, ${CONNS} keep-alive connections, ${HS_CONC} handshakes at once), client groups ${GROUPS}; nginx with one worker, the broker as one process.${ABLATIONS.length ? ` The broker with one feature off (${ABLATIONS.join(', ')}) runs in ${ABLATION_SCENARIOS.filter((x) => (ladderScenarios as string[]).includes(x)).join(', ') || 'no scenario of this run'}.` : ''}`,
+  );
+  const measured = results.filter((r) => !r.scenario.endsWith('warmup'));
+  if (measured.length) {
+    const pct = (x: number) => `${fmt(x * 100, 1)} %`;
+    const worst = [...measured].sort((p, q) => q.otherCpuShare - p.otherCpuShare)[0] as RoundResult;
+    const busy = measured.filter((r) => r.otherCpuShare > 0.1);
+    out.push(
+      `- Other load in the measured windows (busy CPU not charged to the target, its load generators or the upstream), share of the machine: median ${pct(median(measured.map((r) => r.otherCpuShare)))}, max ${pct(worst.otherCpuShare)} (${worst.scenario}/${worst.variant} ${worst.target} r${worst.round}); hypervisor steal: median ${pct(median(measured.map((r) => r.stealShare)))}, max ${pct(Math.max(...measured.map((r) => r.stealShare)))}.${busy.length ? ` ${busy.length} of ${measured.length} rounds had more than 10 % other load: treat those rounds with care.` : ''}`,
+    );
+  }
+  const r = report();
+  const tv = r.targetVerdicts();
+  out.push(...r.ladderMarkdown());
+  out.push(...r.featureCostMarkdown());
+  out.push(...r.allocMarkdown());
+  if (tv.length || verdicts.length) {
+    out.push('');
+    out.push('**Targets** (issue 13: the broker with every feature on; then the earlier targets that must not get worse)');
+    out.push('');
+    out.push('| target | value | |');
+    out.push('| --- | --- | --- |');
+    for (const v of tv) out.push(`| ${v.target} | ${v.value} | ${verdict(v.met)} |`);
+    for (const v of verdicts) out.push(`| earlier: ${v.target} | ${v.value} | ${verdict(v.met)} |`);
+  }
+  if (lines.length) {
+    out.push('');
+    out.push('**The broker against nginx in detail** ("per round": broker ÷ nginx round by round)');
+    out.push('');
+  }
   out.push('| scenario | metric | broker | nginx | broker ÷ nginx | per round | target | |');
   out.push('| --- | --- | ---: | ---: | ---: | --- | --- | --- |');
   let last = '';
@@ -935,12 +1137,7 @@ function markdown(meta: Record<string, unknown>): string {
     out.push(`| ${l.scenario === last ? '' : l.scenario} | ${l.metric} | ${l.broker} | ${l.nginx} | ${l.ratio} | ${l.perRound} | ${l.target} | ${l.verdict} |`);
     last = l.scenario;
   }
-  if (verdicts.length) {
-    out.push('');
-    out.push('| target | value | |');
-    out.push('| --- | --- | --- |');
-    for (const v of verdicts) out.push(`| ${v.target} | ${v.value} | ${verdict(v.met)} |`);
-  }
+  if (!lines.length) out.splice(out.length - 2, 2);
   const crl = extra.crl as { createCrlScaling?: Array<{ entries: number; ms: number }>; createCrlFull?: Record<string, unknown>; crlFile?: Record<string, unknown>; nodeTlsStartEmptyMs?: number; nodeTlsStartBigMs?: number } | undefined;
   if (crl) {
     out.push('');
@@ -972,6 +1169,23 @@ function markdown(meta: Record<string, unknown>): string {
 
 // ---------------------------------------------------------------- main
 
+/** The command as typed (npm run bench -- … when npm ran it), arguments quoted where the shell needs it. */
+function commandLine(): string {
+  const args = process.argv.slice(2).map((x) => (/^[\w@%+=:,./-]+$/.test(x) ? x : `'${x.replace(/'/g, "'\\''")}'`));
+  const env = process.env.BENCH_BROKER_NODE_ARGS ? `BENCH_BROKER_NODE_ARGS='${process.env.BENCH_BROKER_NODE_ARGS}' ` : '';
+  if (process.env.npm_lifecycle_event === 'bench') return `${env}npm run bench${args.length ? ` -- ${args.join(' ')}` : ''}`;
+  return `${env}node scripts/bench/run.ts${args.length ? ` ${args.join(' ')}` : ''}`;
+}
+
+/** The commit the broker was built from, and whether src/ differs from it. */
+function gitCommit(): string {
+  const git = (...args: string[]) => spawnSync('git', args, { cwd: ROOT, encoding: 'utf8', timeout: 10_000 });
+  const head = git('rev-parse', '--short', 'HEAD');
+  if (head.status !== 0) return 'unknown commit';
+  const dirty = git('status', '--porcelain', '--', 'src').stdout.trim() !== '';
+  return `${head.stdout.trim()}${dirty ? ' with uncommitted changes in src/' : ''}`;
+}
+
 async function main(): Promise<void> {
   const deadline = setTimeout(() => {
     log(`--max-minutes ${a['max-minutes']} reached: stopping`);
@@ -988,17 +1202,26 @@ async function main(): Promise<void> {
   const activeCrl = join(work, 'crl-active.pem');
   copyFileSync(pki.emptyCrl, activeCrl);
   const env: Env = { work, pki, upstream: await startUpstream(), nginxBin, activeCrl };
+  const started = new Date();
   const meta: Record<string, unknown> = {
-    date: new Date().toISOString().slice(0, 10),
+    date: started.toISOString().slice(0, 10),
+    startTime: started.toISOString().slice(11, 16),
     cpu: (os.cpus()[0]?.model ?? '?').trim(),
     cores: os.availableParallelism(),
+    kernel: `${os.type()} ${os.release()} (${os.arch()})`,
+    memGiB: os.totalmem() / 2 ** 30,
     node: process.versions.node,
     openssl: process.versions.openssl,
     nginx: nginxVersion(nginxBin),
     nofile: NOFILE,
-    command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+    command: commandLine(),
     broker: a.broker === 'src' ? 'src/main.ts' : 'dist/main.js',
+    commit: gitCommit(),
     rounds: ROUNDS,
+    otherRounds: OTHER_ROUNDS,
+    ladder: LADDER,
+    ablations: ABLATIONS,
+    ablationScenarios: ABLATION_SCENARIOS,
     seconds: SECONDS,
     warmup: WARMUP,
     genProcs: GEN_PROCS,
@@ -1012,28 +1235,55 @@ async function main(): Promise<void> {
     const needMain = SCENARIOS.some((s) => ['ka64', 'ka16k', 'handshake', 'identities', 'crl', 'syscalls'].includes(s));
     const broker = needMain ? await startBroker(env, 'broker', { crlFile: activeCrl }) : undefined;
     const nginx = needMain ? await startNginx(env, 'nginx', pki.emptyCrl, Math.max(2_000, N_IDS * 2)) : undefined;
+    // the ladder's other rows: started once, measured in the same rounds as nginx and the broker
+    const ladderScenarios = SCENARIOS.filter((s) => s === 'ka64' || s === 'ka16k' || s === 'handshake');
+    const extras: Target[] = [];
+    const ablated: Target[] = [];
     try {
       if (broker && nginx) {
-        const both = (spec: LoadSpec, variant: string) => [
-          { variant, target: broker, spec },
-          { variant, target: nginx, spec },
-        ];
+        if (ladderScenarios.length) {
+          if (LADDER.includes('node-bare')) extras.push(await startNodeTls(env, 'node-bare', pki.emptyCrl));
+          if (LADDER.includes('fastify-stock')) extras.push(await startFastify(env, 'fastify-stock', pki.emptyCrl));
+          if (ladderScenarios.some((s) => ABLATION_SCENARIOS.includes(s))) {
+            for (const f of ABLATIONS) ablated.push(await startBroker(env, `broker -${f}`, { crlFile: pki.emptyCrl, ablate: f }));
+            if (CONTROL) ablated.push(await startBroker(env, CONTROL_LABEL, { crlFile: pki.emptyCrl, control: true }));
+          }
+          log(`ladder: ${[nginx, ...extras, broker].map((t) => t.label).join(', ')}${ablated.length ? `; in ${ABLATION_SCENARIOS.filter((s) => (ladderScenarios as string[]).includes(s)).join(', ')} also ${ablated.map((t) => t.label).join(', ')}` : ''}`);
+        }
+        // every target of the scenario in turn, round after round: nginx, node-bare, fastify-stock, broker, broker -x …
+        const ladder = (s: string) => [nginx, ...extras, broker, ...(ABLATION_SCENARIOS.includes(s) ? ablated : [])];
+        if (ladderScenarios.length && LADDER_WARMUP > 0) {
+          // Node processes fresh from start differ until their JIT and heap sizes settle: one unreported round each first
+          log(`warm-up: ${LADDER_WARMUP} s of keep-alive 64 B for each target`);
+          for (const t of [nginx, ...extras, broker, ...ablated]) await round(env, 'ladder-warmup', 'warm-up', t, ka('/64'), 1, LADDER_WARMUP);
+        }
+        const plan = (targets: Target[], spec: LoadSpec, variant: string) => targets.map((target) => ({ variant, target, spec }));
         if (SCENARIOS.includes('ka64')) {
-          log('scenario ka64: keep-alive GET, 64 B');
-          await alternate(env, 'ka64', both(ka('/64'), 'ka64'));
-          if (FIXED_RATE > 0) {
-            log(`scenario ka64 at a fixed ${FIXED_RATE} requests/s: latency at the same load`);
-            await alternate(env, 'ka64', both({ ...ka('/64'), rate: FIXED_RATE }, 'ka64-rate'));
+          log(`scenario ka64: keep-alive GET, 64 B; ${ladder('ka64').length} targets × ${ROUNDS} rounds`);
+          await alternate(env, 'ka64', plan(ladder('ka64'), ka('/64'), 'ka64'));
+          if (FIXED_RATE_ARG === undefined) {
+            // half of nginx's saturated rate, measured just now
+            const sat = median(pick('ka64', 'ka64', 'nginx').map((r) => r.rps));
+            fixedRate = Number.isFinite(sat) && sat > 0 ? Math.round(sat / 2) : 2000;
+            fixedRateHow = Number.isFinite(sat) && sat > 0 ? `half of nginx's saturated ${fmt(sat)} requests/s` : "nginx's saturated rate unknown: 2,000";
+          }
+          if (fixedRate > 0) {
+            // the targets whose latency at equal load matters: nginx, the stock proxy, the broker
+            const rateTargets = [nginx, ...extras.filter((t) => t.kind === 'fastify'), broker];
+            log(`scenario ka64 at a fixed ${fixedRate} requests/s (${fixedRateHow}): latency at the same load`);
+            await alternate(env, 'ka64', plan(rateTargets, { ...ka('/64'), rate: fixedRate }, 'ka64-rate'));
           }
         }
         if (SCENARIOS.includes('ka16k')) {
-          log('scenario ka16k: keep-alive GET, 16 KiB');
-          await alternate(env, 'ka16k', both(ka('/16k'), 'ka16k'));
+          log(`scenario ka16k: keep-alive GET, 16 KiB; ${ladder('ka16k').length} targets × ${ROUNDS} rounds`);
+          await alternate(env, 'ka16k', plan(ladder('ka16k'), ka('/16k'), 'ka16k'));
         }
         if (SCENARIOS.includes('handshake')) {
-          log('scenario handshake: a full mTLS handshake per request');
-          await alternate(env, 'handshake', both(hs, 'handshake'));
+          log(`scenario handshake: a full mTLS handshake per request; ${ladder('handshake').length} targets × ${ROUNDS} rounds`);
+          await alternate(env, 'handshake', plan(ladder('handshake'), hs, 'handshake'));
         }
+        // the ladder's other rows are done: the scenarios below measure the broker and nginx alone
+        for (const t of [...ablated, ...extras]) await t.stop();
         if (SCENARIOS.includes('identities')) {
           log(`scenario identities: minting ${N_IDS} client certificates`);
           const { ids, ms } = await mintIdentities(pki, N_IDS, join(work, 'identities'));
@@ -1046,7 +1296,7 @@ async function main(): Promise<void> {
             { variant: `${N_IDS} identities`, target: broker, spec: many },
             { variant: 'one identity', target: nginx, spec: single },
             { variant: `${N_IDS} identities`, target: nginx, spec: many },
-          ]);
+          ], OTHER_ROUNDS);
         }
         if (SCENARIOS.includes('crl')) {
           log(`scenario crl: ${CRL_N} revoked serials`);
@@ -1058,8 +1308,14 @@ async function main(): Promise<void> {
         }
       }
     } finally {
+      for (const t of [...ablated, ...extras]) await t.stop();
       await broker?.stop();
       await nginx?.stop();
+      if (broker) extra.brokerChecks = [broker, ...ablated].map(brokerCheck);
+    }
+    if (SCENARIOS.includes('alloc')) {
+      log(`scenario alloc: bytes allocated on the V8 heap per request under keep-alive 64 B (--trace-gc-nvp, ${ALLOC_SECONDS} s)`);
+      await allocScenario(env, ka('/64'));
     }
     if (SCENARIOS.includes('idle')) {
       log(`scenario idle: ${IDLE_N} idle connections`);
@@ -1073,12 +1329,15 @@ async function main(): Promise<void> {
     await stopChild(env.upstream.child);
   }
   meta.totalSeconds = Math.round((performance.now() - t0) / 1000);
+  meta.endTime = new Date().toISOString().slice(11, 16);
+  meta.fixedRate = fixedRate;
+  meta.fixedRateHow = fixedRateHow;
   const md = markdown(meta);
   const outDir = resolve(ROOT, a.out as string);
   mkdirSync(outDir, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
   const base = join(outDir, `bench-${stamp}${QUICK ? '-quick' : ''}`);
-  writeFileSync(`${base}.json`, JSON.stringify({ meta, scenarios: SCENARIOS, rounds: results, extra: { ...extra, profileMarkdown: undefined } }, null, 2));
+  writeFileSync(`${base}.json`, JSON.stringify({ meta, scenarios: SCENARIOS, summary: summaryJson(), rounds: results, extra: { ...extra, profileMarkdown: undefined } }, null, 2));
   writeFileSync(`${base}.md`, `${md}\n`);
   const prof = (extra.profile as { file?: string } | undefined)?.file;
   if (prof && existsSync(prof)) copyFileSync(prof, `${base}.cpuprofile`);

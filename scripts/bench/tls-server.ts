@@ -1,22 +1,22 @@
 /**
  * Node's TLS layer alone, with the broker's own listener options (src/tls/options.ts: the same
- * suites, groups, no tickets, client certificate required, CA chain and CRL bundle), answering
- * 64 bytes directly. Used to measure what a large CRL costs OpenSSL in the handshake when the
- * broker itself cannot load that CRL. Prints {"port":N}; exits on SIGTERM or when stdin closes.
+ * suites, groups, no tickets, client certificate required, CA chain and CRL bundle), answering by
+ * itself like the bench upstream (scripts/bench/upstream.ts): GET /16k → 16 KiB, anything else →
+ * 64 bytes. The "node-bare" row of the ladder (what Node 24's HTTPS server costs with no proxying),
+ * and, in the crl scenario, what a large CRL costs OpenSSL in the handshake when the broker itself
+ * cannot load that CRL. Prints {"port":N}; exits on SIGTERM or when stdin closes.
  *
  *   node scripts/bench/tls-server.ts CERT KEY CLIENT_CA CRL_BUNDLE
  */
-import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
-import { serverTlsOptions } from '../../src/tls/options.ts';
-import type { TlsMaterial } from '../../src/tls/material.ts';
+import { benchTlsOptions } from './tls-options.ts';
 
-const [cert, key, ca, crl] = process.argv.slice(2).map((f) => readFileSync(f as string, 'utf8')) as [string, string, string, string];
-const material = { cert, key, ca, crl } as TlsMaterial;
-const tls = { server: 'localhost', handshakeTimeout: '10s', sessionTickets: false, minVersion: 'TLSv1.2', groups: ['X25519MLKEM768', 'X25519', 'P-256', 'P-384'] };
-const body = Buffer.alloc(64, 'a');
-const server = createServer(serverTlsOptions(material, tls as never), (req, res) => {
+const [cert, key, ca, crl] = process.argv.slice(2) as [string, string, string, string];
+const small = Buffer.alloc(64, 'a');
+const large = Buffer.alloc(16 * 1024, 'b');
+const server = createServer(benchTlsOptions({ cert, key, ca, crl }), (req, res) => {
   req.resume();
+  const body = req.url === '/16k' ? large : small;
   res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length });
   res.end(body);
 });

@@ -286,6 +286,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
 
   function onClose(this: ServerResponse): void {
     const ctx = (this as unknown as Record<symbol, RequestContext>)[kCtx] as RequestContext;
+    ctx.exchange?.clientClosed();
     if (ctx.res.headersSent) return finish(ctx, ctx.res.statusCode);
     // Closed before any answer: the client left, or Node's parser refused the rest of the request
     // (a malformed body, a deadline) and answered on the socket itself. Logged as nginx does, 499.

@@ -1,10 +1,18 @@
 /**
  * The last stage of every request: one access log line and one request event (metrics, alerts),
  * written when the answer is done. Reads the request's notes only.
+ *
+ * The line is formatted here, straight into a string, rather than handed to pino as an object:
+ * building and serialising an object per request was the largest single cost of the log in the
+ * profile. The fragments that do not change per request (the caller's name, roles and credentials,
+ * the route and its upstream) are serialised once per caller and per route. The line is the one
+ * pino would write — its level, time and bindings (`"log":"access"`) come from the pino logger
+ * itself, and it goes to that logger's destination — so readers see no difference.
  */
-import type { Logger } from 'pino';
+import { pino, type Logger } from 'pino';
 import { channels, type RejectEvent, type RequestEvent } from '../channels.ts';
-import { decisionOf, type RequestContext } from '../request/index.ts';
+import { decisionOf, type RequestContext, type RouteNote } from '../request/index.ts';
+import type { Caller, Principal } from '../identity/index.ts';
 import type { HttpErrorCode } from '../errors.ts';
 
 /** Which rejection kind each refusal counts as in `broker_rejections_total`. */
@@ -22,6 +30,48 @@ const REJECT_KIND: Partial<Record<HttpErrorCode, string>> = {
 };
 
 const round3 = (ms: number) => Math.round(ms * 1000) / 1000;
+const { lsCacheSym, timeSym, chindingsSym, streamSym } = pino.symbols;
+
+/** The parts of a pino logger a line is made of: level, time and bindings strings, and its destination. */
+function internals(logger: Logger): { level: string; time: () => string; bindings: () => string; write: (line: string) => unknown } {
+  const l = logger as unknown as Record<symbol, unknown>;
+  const stream = l[streamSym] as { write(line: string): unknown };
+  return {
+    level: (l[lsCacheSym] as Record<number, string>)[30] as string,
+    time: l[timeSym] as () => string,
+    bindings: () => l[chindingsSym] as string,
+    write: (line) => stream.write(line),
+  };
+}
+
+/** `"principal":…,"roles":…,"auth":…[,"keyId":…]`, once per caller (or per certificate for refusals before the route). */
+const whoCache = new WeakMap<Caller | Principal, string>();
+const ANONYMOUS = '"principal":null,"roles":[],"auth":[]';
+
+function whoOf(caller: Caller | undefined, p: Principal | undefined): string {
+  const key = caller ?? p;
+  if (key === undefined) return ANONYMOUS;
+  let s = whoCache.get(key);
+  if (s === undefined) {
+    s = `"principal":${JSON.stringify(key.name)},"roles":${JSON.stringify(key.roles)},"auth":${JSON.stringify(caller?.methods ?? ['mtls'])}`;
+    if (caller?.keyId !== undefined) s += `,"keyId":${JSON.stringify(caller.keyId)}`;
+    whoCache.set(key, s);
+  }
+  return s;
+}
+
+/** `"route":…` and `"upstream":…`, once per route. */
+const routeCache = new WeakMap<RouteNote, { route: string; upstream: string }>();
+
+function routeOf(r: RouteNote | undefined): { route: string; upstream: string } {
+  if (r === undefined) return { route: 'null', upstream: 'null' };
+  let s = routeCache.get(r);
+  if (s === undefined) routeCache.set(r, (s = { route: JSON.stringify(r.name), upstream: JSON.stringify(r.origin) }));
+  return s;
+}
+
+/** Methods Node's parser accepts are tokens: only these need no escaping (anything else is escaped). */
+const TOKEN = /^[A-Z]{1,16}$/;
 
 export interface AccessLogOptions {
   /** The access log; undefined when `log.access` is off (then no line is built at all). */
@@ -29,7 +79,7 @@ export interface AccessLogOptions {
 }
 
 export function accessLogger(o: AccessLogOptions): (ctx: RequestContext, status: number, end: number) => void {
-  const access = o.access;
+  const access = o.access === undefined ? undefined : internals(o.access);
   return (ctx, status, end) => {
     const caller = ctx.caller;
     const p = caller ?? ctx.principal;
@@ -39,25 +89,13 @@ export function accessLogger(o: AccessLogOptions): (ctx: RequestContext, status:
     const durationMs = round3(end - ctx.start);
     const upstreamMs = ctx.upstreamAt !== 0 ? round3(ctx.upstreamAt - ctx.proxyStart) : undefined;
     if (access !== undefined) {
-      access.info({
-        reqId: ctx.id,
-        principal: p?.name ?? null,
-        roles: p?.roles ?? [],
-        auth: caller?.methods ?? (p ? ['mtls'] : []),
-        ...(caller?.keyId !== undefined ? { keyId: caller.keyId } : {}),
-        method: ctx.req.method,
-        route: route?.name ?? null,
-        path: ctx.path,
-        upstream: decision === 'deny' ? null : (route?.origin ?? null),
-        status,
-        bytesIn: ctx.bytesIn,
-        bytesOut: ctx.bytesOut || null,
-        durationMs,
-        ...(upstreamMs !== undefined ? { upstreamMs } : {}),
-        decision,
-        rateLimitRemaining: ctx.limit?.remaining ?? null,
-        ...(denial ? { code: denial.code, detail: denial.detail } : {}),
-      });
+      const r = routeOf(route);
+      const method = ctx.req.method ?? '';
+      let line = `${access.level}${access.time()}${access.bindings()},"reqId":"${ctx.id}",${whoOf(caller, ctx.principal)},"method":${TOKEN.test(method) ? `"${method}"` : JSON.stringify(method)},"route":${r.route},"path":${JSON.stringify(ctx.path)},"upstream":${decision === 'deny' ? 'null' : r.upstream},"status":${status},"bytesIn":${ctx.bytesIn},"bytesOut":${ctx.bytesOut || null},"durationMs":${durationMs}`;
+      if (upstreamMs !== undefined) line += `,"upstreamMs":${upstreamMs}`;
+      line += `,"decision":"${decision}","rateLimitRemaining":${ctx.limit?.remaining ?? null}`;
+      if (denial) line += `,"code":"${denial.code}"${denial.detail !== undefined ? `,"detail":${JSON.stringify(denial.detail)}` : ''}`;
+      access.write(`${line}}\n`);
     }
     if (channels.request.hasSubscribers) {
       channels.request.publish({

@@ -99,6 +99,11 @@ class Relay implements Dispatcher.DispatchHandler {
     this.ctx.res.end();
   }
 
+  /** The client's connection closed: if the answer is not complete, stop asking the upstream for it. */
+  clientClosed(): void {
+    if (!this.ctx.res.writableFinished) this.controller?.abort(new Error('client closed the connection'));
+  }
+
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
     const ctx = this.ctx;
     if (ctx.res.destroyed) return; // the client left first: nothing to answer
@@ -112,11 +117,6 @@ class Relay implements Dispatcher.DispatchHandler {
   }
 }
 
-/** Aborts the upstream exchange when the client closes before its answer is complete. */
-function onClientClose(this: { relay: Relay }): void {
-  const r = this.relay;
-  if (!r.ctx.res.writableFinished) r.controller?.abort(new Error('client closed the connection'));
-}
 
 export class Upstream {
   readonly origin: string;
@@ -153,7 +153,7 @@ export class Upstream {
       pipeline(req, limiter, () => {});
     }
     const relay = new Relay(ctx, this, limiter);
-    ctx.res.once('close', onClientClose.bind({ relay }));
+    ctx.exchange = relay;
     ctx.proxyStart = performance.now();
     this.#pool.dispatch({ origin: this.origin, path, method: req.method as Dispatcher.HttpMethod, headers, body: limiter ?? null }, relay);
   }

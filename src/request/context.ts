@@ -48,6 +48,8 @@ export class RequestContext {
   bytesIn = 0;
   /** The answer's Content-Length, when it has one. */
   bytesOut: number | null = null;
+  /** The upstream exchange under way, told when the client's connection closes. */
+  exchange: { clientClosed(): void } | undefined = undefined;
   proxyStart = 0;
   upstreamAt = 0;
   /** An upgrade (WebSocket) request: answered on the raw socket, logged when it closes. */

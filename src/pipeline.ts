@@ -33,7 +33,7 @@ import { limitGate } from './ratelimit/gate.ts';
 import { authGate, COUNTED_REFUSALS } from './auth/gate.ts';
 import { REVOKED_KEY_PREFIX, type Verifiers } from './auth/index.ts';
 import { isAdmitted, principalOf } from './tls/listener.ts';
-import { upstreamHeaders, type IdentityHeaders } from './proxy/headers.ts';
+import { upstreamHeaders, type ForwardInfo, type IdentityHeaders } from './proxy/headers.ts';
 import { Upstream } from './proxy/upstream.ts';
 import { webSocketRelay, type WebSocketRelay } from './proxy/websocket.ts';
 import { accessLogger } from './observability/access-log.ts';
@@ -96,6 +96,16 @@ function identityOf(caller: Caller): IdentityHeaders {
     identities.set(caller, id);
   }
   return id;
+}
+
+/** Forwarding facts per connection (and Host), so that their checked header values are reused. */
+const forwardInfos = new WeakMap<object, ForwardInfo>();
+
+function forwardInfo(req: IncomingMessage): ForwardInfo {
+  const host = req.headers.host ?? '';
+  let f = forwardInfos.get(req.socket);
+  if (f === undefined || f.host !== host) forwardInfos.set(req.socket, (f = Object.freeze({ clientIp: req.socket.remoteAddress ?? '', proto: 'https', host })));
+  return f;
 }
 
 /** Whether the request still has body bytes on the wire. */
@@ -228,7 +238,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   function headersFor(ctx: RequestContext): Record<string, string> {
     const req = ctx.req;
     if (off.identityHeaders) return req.headers as Record<string, string>;
-    return upstreamHeaders(req.rawHeaders, identityOf(ctx.caller as Caller), { clientIp: req.socket.remoteAddress ?? '', proto: 'https', host: req.headers.host ?? '' }, (ctx.route as Route).strip);
+    return upstreamHeaders(req.rawHeaders, identityOf(ctx.caller as Caller), forwardInfo(req), (ctx.route as Route).strip);
   }
 
   /** 8. The proxy: the canonical path under the upstream's base, the decided headers, bytes both ways. */

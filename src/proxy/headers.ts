@@ -220,9 +220,7 @@ export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeade
     else if (!FIRST_WINS.has(key)) out[key] = prev + (key === 'cookie' ? '; ' : ', ') + value;
   }
 
-  const ip = fwd.clientIp;
-  if (!IP.test(ip)) throw new BrokerError('BRK_ERR_PROXY_IDENTITY_VALUE', `refusing to send client address ${JSON.stringify(ip)}`);
-  const host = element('host', fwd.host);
+  const f = forwardValues(fwd);
   const v = identityValues(id);
   out['x-client-name'] = v.name;
   out['x-client-roles'] = v.roles;
@@ -233,12 +231,32 @@ export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeade
     out['x-client-fingerprint'] = v.cert.fingerprint;
     out['x-forwarded-client-cert'] = v.cert.xfcc;
   }
-  out['x-forwarded-for'] = ip;
+  out['x-forwarded-for'] = f.ip;
   out['x-forwarded-proto'] = fwd.proto;
-  out['x-forwarded-host'] = host;
-  out['forwarded'] = `for=${forwardedNode(ip)};proto=${fwd.proto};host=${forwardedValue(host)}`;
-  out['x-real-ip'] = ip;
+  out['x-forwarded-host'] = f.host;
+  out['forwarded'] = f.forwarded;
+  out['x-real-ip'] = f.ip;
   return out;
+}
+
+interface ForwardValues { ip: string; host: string; forwarded: string }
+
+/**
+ * Checked forwarding values, cached per ForwardInfo object: the caller keeps one per connection
+ * (and Host), so keep-alive requests reuse them. A ForwardInfo must not be mutated once used.
+ */
+const forwardCache = new WeakMap<ForwardInfo, ForwardValues>();
+
+function forwardValues(fwd: ForwardInfo): ForwardValues {
+  let f = forwardCache.get(fwd);
+  if (f === undefined) {
+    const ip = fwd.clientIp;
+    if (!IP.test(ip)) throw new BrokerError('BRK_ERR_PROXY_IDENTITY_VALUE', `refusing to send client address ${JSON.stringify(ip)}`);
+    const host = element('host', fwd.host);
+    f = { ip, host, forwarded: `for=${forwardedNode(ip)};proto=${fwd.proto};host=${forwardedValue(host)}` };
+    forwardCache.set(fwd, f);
+  }
+  return f;
 }
 
 /** Hop-by-hop response fields (RFC 9110 §7.6.1): they describe the upstream connection, not the client's. */

@@ -33,7 +33,7 @@ import { limitGate } from './ratelimit/gate.ts';
 import { authGate, COUNTED_REFUSALS } from './auth/gate.ts';
 import { REVOKED_KEY_PREFIX, type Verifiers } from './auth/index.ts';
 import { isAdmitted, principalOf } from './tls/listener.ts';
-import { upstreamHeaders, type ForwardInfo, type IdentityHeaders } from './proxy/headers.ts';
+import { upstreamHeaderList, upstreamHeaders, type ForwardInfo, type IdentityHeaders } from './proxy/headers.ts';
 import { Upstream } from './proxy/upstream.ts';
 import { webSocketRelay, type WebSocketRelay } from './proxy/websocket.ts';
 import { accessLogger } from './observability/access-log.ts';
@@ -235,18 +235,24 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   }
 
   /** 7. The headers the upstream receives: the client's minus anything that could speak for the broker, plus the verified identity. */
-  function headersFor(ctx: RequestContext): Record<string, string> {
+  function headerList(ctx: RequestContext): string[] | Record<string, string> {
     const req = ctx.req;
     if (off.identityHeaders) return req.headers as Record<string, string>;
+    return upstreamHeaderList(req.rawHeaders, identityOf(ctx.caller as Caller), forwardInfo(req), (ctx.route as Route).strip);
+  }
+
+  /** The same, as an object, for the WebSocket relay. */
+  function headersFor(ctx: RequestContext): Record<string, string> {
+    const req = ctx.req;
     return upstreamHeaders(req.rawHeaders, identityOf(ctx.caller as Caller), forwardInfo(req), (ctx.route as Route).strip);
   }
 
   /** 8. The proxy: the canonical path under the upstream's base, the decided headers, bytes both ways. */
   function proxy(ctx: RequestContext): void {
     const r = ctx.route as Route;
-    let headers: Record<string, string>;
+    let headers: string[] | Record<string, string>;
     try {
-      headers = headersFor(ctx);
+      headers = ctx.upgrade ? headersFor(ctx) : headerList(ctx);
     } catch (err) {
       loggers.error.error({ event: 'internal', reqId: ctx.id, err }, 'request failed');
       return void replyError(ctx, 'BRK_ERR_HTTP_INTERNAL', (err as Error).message);

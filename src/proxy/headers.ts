@@ -165,7 +165,8 @@ function rolesValue(roles: readonly string[]): string {
 
 const IP = /^[0-9A-Za-z:.%_-]+$/;
 
-interface IdentityValues { name: string; roles: string; auth: string; keyId?: string; cert?: { serial: string; fingerprint: string; xfcc: string } }
+/** The broker's identity headers for one identity, as a flat [name, value…] list. */
+interface IdentityValues { list: readonly string[] }
 
 /**
  * Checked identity values, cached per identity object: the caller builds one frozen identity per
@@ -177,14 +178,15 @@ function identityValues(id: IdentityHeaders): IdentityValues {
   let v = identityCache.get(id);
   if (v === undefined) {
     const hasCert = id.serial !== undefined || id.fingerprint !== undefined;
-    v = {
-      name: element('name', id.name),
-      roles: rolesValue(id.roles),
-      auth: (id.methods ?? ['mtls']).map((m) => element('auth method', m)).join(','),
-      ...(id.keyId !== undefined ? { keyId: element('key id', id.keyId) } : {}),
-      // xfccValue also validates fingerprint, subject and uri
-      ...(hasCert ? { cert: { serial: element('serial', id.serial ?? ''), fingerprint: id.fingerprint ?? '', xfcc: xfccValue(id) } } : {}),
-    };
+    const list = [
+      'x-client-name', element('name', id.name),
+      'x-client-roles', rolesValue(id.roles),
+      'x-client-auth', (id.methods ?? ['mtls']).map((m) => element('auth method', m)).join(','),
+    ];
+    if (id.keyId !== undefined) list.push('x-client-key-id', element('key id', id.keyId));
+    // xfccValue also validates fingerprint, subject and uri
+    if (hasCert) list.push('x-client-serial', element('serial', id.serial ?? ''), 'x-client-fingerprint', id.fingerprint ?? '', 'x-forwarded-client-cert', xfccValue(id));
+    v = { list: Object.freeze(list) };
     identityCache.set(id, v);
   }
   return v;
@@ -196,6 +198,18 @@ function identityValues(id: IdentityHeaders): IdentityValues {
  * for this route; matched like the built-in rules, so `X_Api_Key` goes with `x-api-key`.
  */
 export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeaders, fwd: ForwardInfo, strip?: ReadonlySet<string>): Record<string, string> {
+  const list = upstreamHeaderList(rawHeaders, id, fwd, strip);
+  const out: Record<string, string> = Object.create(null);
+  for (let i = 0; i < list.length; i += 2) out[list[i] as string] = list[i + 1] as string;
+  return out;
+}
+
+/**
+ * The same headers as a flat [name, value, name, value…] list of unique lower-case names, which is
+ * what the proxy hands undici: no dictionary object per request, and the broker's own part is
+ * appended from lists built once per identity and per connection.
+ */
+export function upstreamHeaderList(rawHeaders: readonly string[], id: IdentityHeaders, fwd: ForwardInfo, strip?: ReadonlySet<string>): string[] {
   // Header names listed in Connection are hop-by-hop (RFC 9110 §7.6.1).
   let named: Set<string> | undefined;
   for (let i = 0; i < rawHeaders.length; i += 2) {
@@ -207,7 +221,7 @@ export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeade
     }
   }
 
-  const out: Record<string, string> = Object.create(null);
+  const out: string[] = [];
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
     const value = rawHeaders[i + 1] ?? '';
@@ -215,31 +229,22 @@ export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeade
     const key = name.toLowerCase();
     const cmp = comparable(key);
     if (dropped(cmp) || (named !== undefined && named.has(cmp)) || (strip !== undefined && strip.has(cmp))) continue;
-    const prev = out[key];
-    if (prev === undefined) out[key] = value;
-    else if (!FIRST_WINS.has(key)) out[key] = prev + (key === 'cookie' ? '; ' : ', ') + value;
+    let at = -1;
+    for (let j = 0; j < out.length; j += 2) {
+      if (out[j] === key) {
+        at = j;
+        break;
+      }
+    }
+    if (at === -1) out.push(key, value);
+    else if (!FIRST_WINS.has(key)) out[at + 1] += (key === 'cookie' ? '; ' : ', ') + value;
   }
-
-  const f = forwardValues(fwd);
-  const v = identityValues(id);
-  out['x-client-name'] = v.name;
-  out['x-client-roles'] = v.roles;
-  out['x-client-auth'] = v.auth;
-  if (v.keyId !== undefined) out['x-client-key-id'] = v.keyId;
-  if (v.cert !== undefined) {
-    out['x-client-serial'] = v.cert.serial;
-    out['x-client-fingerprint'] = v.cert.fingerprint;
-    out['x-forwarded-client-cert'] = v.cert.xfcc;
-  }
-  out['x-forwarded-for'] = f.ip;
-  out['x-forwarded-proto'] = fwd.proto;
-  out['x-forwarded-host'] = f.host;
-  out['forwarded'] = f.forwarded;
-  out['x-real-ip'] = f.ip;
+  for (const x of identityValues(id).list) out.push(x);
+  for (const x of forwardValues(fwd).list) out.push(x);
   return out;
 }
 
-interface ForwardValues { ip: string; host: string; forwarded: string }
+interface ForwardValues { list: readonly string[] }
 
 /**
  * Checked forwarding values, cached per ForwardInfo object: the caller keeps one per connection
@@ -253,7 +258,8 @@ function forwardValues(fwd: ForwardInfo): ForwardValues {
     const ip = fwd.clientIp;
     if (!IP.test(ip)) throw new BrokerError('BRK_ERR_PROXY_IDENTITY_VALUE', `refusing to send client address ${JSON.stringify(ip)}`);
     const host = element('host', fwd.host);
-    f = { ip, host, forwarded: `for=${forwardedNode(ip)};proto=${fwd.proto};host=${forwardedValue(host)}` };
+    const forwarded = `for=${forwardedNode(ip)};proto=${fwd.proto};host=${forwardedValue(host)}`;
+    f = { list: Object.freeze(['x-forwarded-for', ip, 'x-forwarded-proto', fwd.proto, 'x-forwarded-host', host, 'forwarded', forwarded, 'x-real-ip', ip]) };
     forwardCache.set(fwd, f);
   }
   return f;

@@ -145,7 +145,7 @@ export class Upstream {
   }
 
   /** Sends the request (`path` already rewritten for the upstream, headers already decided) and relays the answer. */
-  forward(ctx: RequestContext, path: string, headers: Record<string, string>): void {
+  forward(ctx: RequestContext, path: string, headers: string[] | Record<string, string>): void {
     const req = ctx.req;
     let limiter: BodyLimiter | undefined;
     if (hasBody(req)) {

@@ -254,8 +254,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     try {
       headers = ctx.upgrade ? headersFor(ctx) : headerList(ctx);
     } catch (err) {
-      loggers.error.error({ event: 'internal', reqId: ctx.id, err }, 'request failed');
-      return void replyError(ctx, 'BRK_ERR_HTTP_INTERNAL', (err as Error).message);
+      return internalError(ctx, err);
     }
     if (ctx.upgrade) {
       ctx.req.url = ctx.path + ctx.query;
@@ -318,22 +317,26 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     credentials(ctx, r, access, refuse);
   }
 
-  const failed = (ctx: RequestContext, err: unknown) => {
+  /** Starts a request on the pipeline; an unexpected exception in a stage answers 500 and is logged. */
+  function start(ctx: RequestContext): void {
+    (ctx.res as unknown as Record<symbol, RequestContext>)[kCtx] = ctx;
+    ctx.res.once('close', onClose);
+    try {
+      run(ctx);
+    } catch (err) {
+      internalError(ctx, err);
+    }
+  }
+
+  function internalError(ctx: RequestContext, err: unknown): void {
     loggers.error.error({ event: 'internal', reqId: ctx.id, err }, 'request failed');
     replyError(ctx, 'BRK_ERR_HTTP_INTERNAL', (err as Error).message);
-  };
+  }
 
   return {
     config: c,
     handle(req, res) {
-      const ctx = new RequestContext(req, res, performance.now());
-      (res as unknown as Record<symbol, RequestContext>)[kCtx] = ctx;
-      res.once('close', onClose);
-      try {
-        run(ctx);
-      } catch (err) {
-        failed(ctx, err);
-      }
+      start(new RequestContext(req, res, performance.now()));
     },
     upgrade(req, socket, headBytes) {
       // Refusals are answered in HTTP on the raw socket, which is closed after the answer.
@@ -344,13 +347,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
       ctx.upgrade = true;
       ctx.upgradeHead = headBytes;
       (req as unknown as Record<symbol, RequestContext>)[kCtx] = ctx;
-      (res as unknown as Record<symbol, RequestContext>)[kCtx] = ctx;
-      res.once('close', onClose);
-      try {
-        run(ctx);
-      } catch (err) {
-        failed(ctx, err);
-      }
+      start(ctx);
     },
     async close() {
       await Promise.all([...routes.map((r) => r.upstream.close().catch(() => {})), relay?.close()]);

@@ -1,7 +1,10 @@
 /**
- * The load generator: one process of it (run.ts starts several and merges their reports). HTTPS
- * with client certificates through node:https, one keep-alive Agent per connection (maxSockets 1),
- * so each connection has exactly one identity and the number of connections is exact.
+ * The Node load generator: one process of it (run.ts starts several and merges their reports).
+ * HTTPS with client certificates through node:https, one keep-alive Agent per connection
+ * (maxSockets 1), so each connection has exactly one identity and the number of connections is
+ * exact. run.ts uses it for the idle mode, and for every mode with --gen node; by default the
+ * keepalive and handshake loads come from scripts/bench/loadgen.c, which answers the same
+ * messages on stdin/stdout at a fraction of this one's CPU per request.
  *
  * Modes:
  * - keepalive: `connections` connections, `concurrency` requests in flight. When they are equal,

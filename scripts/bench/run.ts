@@ -47,7 +47,16 @@
  * node-bare,fastify-stock|none, --ablations all|none|NAME,… , --ablation-scenarios (default
  * ka64,handshake; ka16k too when named), --no-control, --fixed-rate auto|N|0, --alloc-seconds
  * (default 10, quick 5), --ladder-warmup (seconds of unreported load per target before the first
- * round; default 3, quick 1), --broker dist|src, --keep (keep the work folder: configs, logs).
+ * round; default 3, quick 1), --broker dist|src, --keep (keep the work folder: configs, logs),
+ * --gen c|node, --gen-procs N|auto.
+ *
+ * Load generator: by default scripts/bench/loadgen.c (one process, epoll, OpenSSL; built at start
+ * with cc into os.tmpdir(), cached by source hash: scripts/bench/loadgen.ts) for the keep-alive and
+ * handshake loads, with 1 process for keep-alive and 2 for handshakes (--gen-procs auto); it costs
+ * a fraction of the CPU per request of the Node one, which would otherwise take the CPU the
+ * targets need on a small machine. --gen node uses scripts/bench/load.ts (node:https) for every
+ * load, 2 processes by default; the idle scenario always does. When cc or OpenSSL's headers are
+ * missing and cannot be installed, the bench warns and uses the Node generator.
  *
  * Not part of `npm test`. Loopback only; every loop is bounded by its round's deadline and the
  * whole run by --max-minutes.
@@ -69,6 +78,7 @@ import { summarise, profileMarkdown, type CpuProfile } from './profile.ts';
 import { allocationInWindow, calibrate, parseTraceGcNvp } from './gc-alloc.ts';
 import { cell, fmt, ladderReport, median, verdict, type AllocInfo, type AllocRow, type BrokerCheck, type LadderContext, type RoundResult, type TargetKind } from './ladder.ts';
 import type { LoadConfig, LoadResult } from './load.ts';
+import { ensureLoadgen, writeLoadgenConfig } from './loadgen.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const HERE = import.meta.dirname;
@@ -101,7 +111,8 @@ const { values: a } = parseArgs({
     identities: { type: 'string' },
     'crl-entries': { type: 'string' },
     'idle-connections': { type: 'string' },
-    'gen-procs': { type: 'string', default: '2' },
+    gen: { type: 'string', default: 'c' },
+    'gen-procs': { type: 'string', default: 'auto' },
     groups: { type: 'string', default: 'X25519' },
     'profile-seconds': { type: 'string' },
     'profile-load': { type: 'string' },
@@ -147,7 +158,22 @@ const ALLOC_SECONDS = Number(a['alloc-seconds'] ?? (QUICK ? 5 : 10));
 const N_IDS = Number(a.identities ?? (QUICK ? 100 : 1000));
 const CRL_N = Number(a['crl-entries'] ?? (QUICK ? 10_000 : 100_000));
 const IDLE_N = Number(a['idle-connections'] ?? (QUICK ? 1000 : 10_000));
-const GEN_PROCS = Math.max(1, Number(a['gen-procs']));
+/** Which load generator: c (scripts/bench/loadgen.c; keepalive and handshake) or node (scripts/bench/load.ts). */
+const GEN = a.gen as string;
+if (GEN !== 'c' && GEN !== 'node') throw new Error(`--gen: c or node, not ${GEN}`);
+/** Load generator processes per round; auto: the C one 1 for keep-alive, 2 for handshakes (client handshakes are CPU-heavy); the Node one 2. */
+const GEN_PROCS_ARG = a['gen-procs'] === 'auto' ? undefined : Math.max(1, Number(a['gen-procs']));
+if (GEN_PROCS_ARG !== undefined && !Number.isFinite(GEN_PROCS_ARG)) throw new Error(`--gen-procs: auto or a number, not ${a['gen-procs']}`);
+/** The C generator's binary once built (main); undefined: the Node generator everywhere. */
+let loadgenBin: string | undefined;
+const useC = (mode: LoadConfig['mode']) => loadgenBin !== undefined && mode !== 'idle';
+const genProcs = (mode: LoadConfig['mode']) => GEN_PROCS_ARG ?? (useC(mode) ? (mode === 'handshake' ? 2 : 1) : 2);
+const genDescription = () =>
+  loadgenBin
+    ? `C (scripts/bench/loadgen.c: epoll, ${loadgenHello.openssl ?? 'OpenSSL'}${loadgenHello.fastCertDecode || loadgenHello.verifyCache ? `, client-side handshake shortcuts: ${[loadgenHello.fastCertDecode ? 'legacy EC key decoding' : '', loadgenHello.verifyCache ? 'server chain verdict cached per identical chain' : ''].filter(Boolean).join(', ')}` : ''}), ${GEN_PROCS_ARG ?? 1} process${(GEN_PROCS_ARG ?? 1) > 1 ? 'es' : ''} for keep-alive and ${GEN_PROCS_ARG ?? 2} for handshakes; idle connections from the Node one`
+    : `Node (node:https, scripts/bench/load.ts), ${GEN_PROCS_ARG ?? 2} processes`;
+/** What the C generator said of itself (its hello): its OpenSSL and which handshake shortcuts it took. */
+let loadgenHello: { openssl?: string; fastCertDecode?: boolean; verifyCache?: boolean } = {};
 const GROUPS = a.groups as string;
 const PROFILE_SECONDS = Number(a['profile-seconds'] ?? (QUICK ? 3 : 10));
 /** What the profile scenario runs: ka64 (default), ka16k or handshake. */
@@ -449,10 +475,19 @@ interface Gen {
   pid: number;
   next<T>(type: string, ms: number): Promise<T>;
   send(m: unknown): void;
+  /** Whether it still takes commands (IPC connected, or the C generator's stdin open). */
+  canSend(): boolean;
+}
+
+/** The C generator's commands on stdin: the IPC messages of load.ts as lines. */
+function loadgenCommand(m: { cmd: string; startAt?: number; endAt?: number }): string {
+  if (m.cmd === 'run') return `run ${m.startAt} ${m.endAt}\n`;
+  return `${m.cmd}\n`;
 }
 
 async function startGens(env: Env, target: Target, spec: LoadSpec): Promise<Gen[]> {
-  const procs = Math.min(GEN_PROCS, Math.max(1, spec.mode === 'handshake' ? spec.concurrency : spec.connections));
+  const procs = Math.min(genProcs(spec.mode), Math.max(1, spec.mode === 'handshake' ? spec.concurrency : spec.connections));
+  const c = useC(spec.mode);
   const gens: Gen[] = [];
   let offset = 0;
   for (let g = 0; g < procs; g++) {
@@ -475,19 +510,45 @@ async function startGens(env: Env, target: Target, spec: LoadSpec): Promise<Gen[
       maxLifeMs: 20 * 60_000,
     };
     offset += cfg.connections || cfg.concurrency;
-    const file = join(env.work, `load-${target.label}-${g}.json`);
-    writeFileSync(file, JSON.stringify(cfg));
-    const child = spawnChild(NODE, [join(HERE, 'load.ts'), file], { stdio: ['ignore', 'inherit' as never, 'inherit' as never, 'ipc'] });
+    const file = join(env.work, `load-${target.label.replace(/[^\w.-]+/g, '_')}-${g}.${c ? 'cfg' : 'json'}`);
     const inbox: Array<Record<string, unknown>> = [];
     const waiters: Array<() => void> = [];
-    child.on('message', (m: Record<string, unknown>) => {
+    const deliver = (m: Record<string, unknown>) => {
       inbox.push(m);
       for (const w of waiters.splice(0)) w();
-    });
+    };
+    let child: ChildProcess;
+    let send: (m: unknown) => void;
+    let canSend: () => boolean;
+    if (c) {
+      // the C generator: commands as lines on its stdin, the same messages as JSON lines on its stdout;
+      // it is the measured process itself (no wrapper), and exits when its stdin closes
+      writeLoadgenConfig(file, cfg);
+      child = spawnChild(loadgenBin as string, [file], { stdio: ['pipe', 'pipe', 'inherit' as never] });
+      createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+        try {
+          const m = JSON.parse(line) as Record<string, unknown>;
+          if (m.type === 'hello') loadgenHello = { openssl: String(m.openssl), fastCertDecode: m.fastCertDecode === true, verifyCache: m.verifyCache === true };
+          deliver(m);
+        } catch {
+          process.stderr.write(`[loadgen] ${line}\n`);
+        }
+      });
+      child.stdin?.on('error', () => {}); // it may exit before reading a last command
+      send = (m) => child.stdin?.write(loadgenCommand(m as { cmd: string }));
+      canSend = () => child.exitCode === null && child.stdin?.writable === true;
+    } else {
+      writeFileSync(file, JSON.stringify(cfg));
+      child = spawnChild(NODE, [join(HERE, 'load.ts'), file], { stdio: ['ignore', 'inherit' as never, 'inherit' as never, 'ipc'] });
+      child.on('message', deliver);
+      send = (m) => child.send(m as never);
+      canSend = () => child.connected;
+    }
     const gen: Gen = {
       child,
       pid: child.pid as number,
-      send: (m) => child.send(m as never),
+      send,
+      canSend,
       async next<T>(type: string, ms: number): Promise<T> {
         const end = Date.now() + ms;
         for (;;) {
@@ -514,7 +575,7 @@ async function startGens(env: Env, target: Target, spec: LoadSpec): Promise<Gen[
 }
 
 async function closeGens(gens: Gen[]): Promise<void> {
-  for (const g of gens) if (g.child.connected) g.send({ cmd: 'close' });
+  for (const g of gens) if (g.canSend()) g.send({ cmd: 'close' });
   await Promise.all(
     gens.map(
       (g) =>
@@ -1100,7 +1161,7 @@ function markdown(meta: Record<string, unknown>): string {
       otherScenarios.length ? `${OTHER_ROUNDS} for ${otherScenarios.join(', ')}` : '',
     ]
       .filter(Boolean)
-      .join(', ')}, each ${SECONDS} s measured after ${WARMUP} s of warm-up, the targets in turn round after round (A B C … A B C …); cells are the median (min–max) over rounds. CPU: the target's process tree (utime+stime from /proc). Load: ${GEN_PROCS} generator processes (node:https with client certificates, ${CONNS} keep-alive connections, ${HS_CONC} handshakes at once), client groups ${GROUPS}; nginx with one worker, the broker as one process.${ABLATIONS.length ? ` The broker with one feature off (${ABLATIONS.join(', ')}) runs in ${ABLATION_SCENARIOS.filter((x) => (ladderScenarios as string[]).includes(x)).join(', ') || 'no scenario of this run'}.` : ''}`,
+      .join(', ')}, each ${SECONDS} s measured after ${WARMUP} s of warm-up, the targets in turn round after round (A B C … A B C …); cells are the median (min–max) over rounds. CPU: the target's process tree (utime+stime from /proc). Load generator: ${genDescription()}, client certificates, ${CONNS} keep-alive connections, ${HS_CONC} handshakes at once, client groups ${GROUPS}; nginx with one worker, the broker as one process.${ABLATIONS.length ? ` The broker with one feature off (${ABLATIONS.join(', ')}) runs in ${ABLATION_SCENARIOS.filter((x) => (ladderScenarios as string[]).includes(x)).join(', ') || 'no scenario of this run'}.` : ''}`,
   );
   const measured = results.filter((r) => !r.scenario.endsWith('warmup'));
   if (measured.length) {
@@ -1196,6 +1257,7 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   if (a.broker !== 'src' && !existsSync(join(ROOT, 'dist', 'main.js'))) throw new Error('dist/main.js is missing: run "npm run build" first (or pass --broker src)');
   const nginxBin = ensureNginx(log);
+  if (GEN === 'c') loadgenBin = ensureLoadgen(log);
   const work = mkdtempSync(join(os.tmpdir(), 'broker-bench-'));
   log(`work folder ${work}; scenarios ${SCENARIOS.join(', ')}; ${ROUNDS} rounds × ${SECONDS} s`);
   const pki = await makePki(work, ROLE);
@@ -1224,10 +1286,11 @@ async function main(): Promise<void> {
     ablationScenarios: ABLATION_SCENARIOS,
     seconds: SECONDS,
     warmup: WARMUP,
-    genProcs: GEN_PROCS,
+    gen: loadgenBin ? 'c' : 'node',
+    genProcs: { keepalive: genProcs('keepalive'), handshake: genProcs('handshake'), idle: genProcs('idle') },
     groups: GROUPS,
   };
-  log(`nginx ${meta.nginx}, Node ${meta.node} (OpenSSL ${meta.openssl}), open files limit ${meta.nofile}`);
+  log(`nginx ${meta.nginx}, Node ${meta.node} (OpenSSL ${meta.openssl}), open files limit ${meta.nofile}; load generator ${loadgenBin ? 'C' : 'Node'}`);
   const one = [pki.client];
   const ka = (path: string): LoadSpec => ({ mode: 'keepalive', path, connections: CONNS, concurrency: CONNS, identities: one });
   const hs: LoadSpec = { mode: 'handshake', path: '/64', connections: 0, concurrency: HS_CONC, identities: one };
@@ -1332,6 +1395,7 @@ async function main(): Promise<void> {
   meta.endTime = new Date().toISOString().slice(11, 16);
   meta.fixedRate = fixedRate;
   meta.fixedRateHow = fixedRateHow;
+  if (loadgenBin) meta.loadgen = { binary: loadgenBin, ...loadgenHello };
   const md = markdown(meta);
   const outDir = resolve(ROOT, a.out as string);
   mkdirSync(outDir, { recursive: true });

@@ -17,12 +17,21 @@ import { channels, type BanEvent, type ConnectionEvent, type RejectEvent } from 
 export type AcceptRefusal = 'ip not allowed' | 'banned' | 'too many connections' | 'connection rate';
 
 export const kRefused = Symbol('broker.refusedAtAccept');
+/** The plain address an admitted connection was counted under (for its 'close'). */
+const kCounted = Symbol('broker.countedIp');
+
+/** The connection events carry no per-connection data: two shared objects instead of one per event. */
+const OPENED: ConnectionEvent = Object.freeze({ delta: 1 });
+const CLOSED: ConnectionEvent = Object.freeze({ delta: -1 });
+
+type GuardedSocket = Socket & { [kRefused]?: AcceptRefusal; [kCounted]?: string };
 
 export class ConnectionGuard {
   #allow!: IpList;
   #deny!: IpList;
   #maxOpen!: number;
   #rate!: BucketSpec;
+  #rateTtlMs!: number;
   #bans!: BrokerConfig['bans'];
   #banWindowMs!: number;
   #banMs!: number;
@@ -52,6 +61,7 @@ export class ConnectionGuard {
     this.#deny = compileIpList(c.filters.denyIps);
     this.#maxOpen = c.filters.maxConnectionsPerIp;
     this.#rate = n.connectionRate;
+    this.#rateTtlMs = idleTtlMs(n.connectionRate);
     this.#bans = c.bans;
     this.#banWindowMs = n.banWindowMs;
     this.#banMs = n.banMs;
@@ -76,14 +86,29 @@ export class ConnectionGuard {
     if (this.isBanned(ip, now)) return 'banned';
     if ((this.#open.get(ip) ?? 0) >= this.#maxOpen) return 'too many connections';
     const t = take(this.#rate, this.#arrivals.get(ip), now);
-    this.#arrivals.set(ip, { ...t.state, expires: now + idleTtlMs(this.#rate) });
+    // take() returns a fresh state object: it is kept as it is, with its expiry added
+    const state = t.state as BucketState & { expires: number };
+    state.expires = now + this.#rateTtlMs;
+    this.#arrivals.set(ip, state);
     if (!t.allowed) return 'connection rate';
     return undefined;
   }
 
   /** Hooks the guard in front of the TLS listener: refused sockets are destroyed before TLS starts. */
   attach(server: Server): void {
-    server.prependListener('connection', (socket: Socket & { [kRefused]?: AcceptRefusal }) => {
+    const open = this.#open;
+    // One 'close' listener for every admitted socket (on(): 'close' comes once, and the count is
+    // taken back only once anyway): no closure per connection.
+    const closed = function (this: GuardedSocket): void {
+      const ip = this[kCounted];
+      if (ip === undefined) return;
+      this[kCounted] = undefined;
+      channels.connection.publish(CLOSED);
+      const n = (open.get(ip) ?? 1) - 1;
+      if (n <= 0) open.delete(ip);
+      else open.set(ip, n);
+    };
+    server.prependListener('connection', (socket: GuardedSocket) => {
       const ip = plainIp(socket.remoteAddress ?? '');
       const refusal = this.check(ip);
       if (refusal) {
@@ -94,14 +119,10 @@ export class ConnectionGuard {
         socket.destroy();
         return;
       }
-      this.#open.set(ip, (this.#open.get(ip) ?? 0) + 1);
-      channels.connection.publish({ delta: 1 } satisfies ConnectionEvent);
-      socket.once('close', () => {
-        channels.connection.publish({ delta: -1 } satisfies ConnectionEvent);
-        const n = (this.#open.get(ip) ?? 1) - 1;
-        if (n <= 0) this.#open.delete(ip);
-        else this.#open.set(ip, n);
-      });
+      open.set(ip, (open.get(ip) ?? 0) + 1);
+      channels.connection.publish(OPENED);
+      socket[kCounted] = ip;
+      socket.on('close', closed);
     });
   }
 

@@ -6,7 +6,7 @@
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import type { Logger } from 'pino';
+import { pino, type Logger } from 'pino';
 import { principalFromPeer, compileIdentityRules, type IdentityResult, type Principal } from '../identity/index.ts';
 import type { BrokerConfig } from '../config/index.ts';
 import { settingsOf } from '../config/index.ts';
@@ -51,6 +51,60 @@ function peerFacts(socket: TLSSocket): { subject?: string; serial?: string } {
 }
 
 const kRemoteIp = Symbol('broker.remoteIp');
+
+/** A principal the listener has seen, with its fields as they appear in the auth log, serialised once. */
+interface Known {
+  principal: Principal;
+  /** okFieldsOf(principal) */
+  who: string;
+}
+
+const { lsCacheSym, timeSym, chindingsSym, streamSym, endSym, messageKeySym, mixinSym, formattersSym, hooksSym, nestedKeySym, serializersSym, stringifiersSym, wildcardFirstSym } = pino.symbols;
+const OK_FIELDS = ['event', 'outcome', 'principal', 'roles', 'serial', 'fingerprint', 'remoteIp', 'tlsVersion', 'cipher', 'resumed'];
+
+/** The principal's part of the "client authenticated" line: `,"event":"handshake","outcome":"ok","principal":…,"roles":…,"serial":…,"fingerprint":…`. */
+export function okFieldsOf(p: Principal): string {
+  return `,"event":"handshake","outcome":"ok","principal":${JSON.stringify(p.name)},"roles":${JSON.stringify(p.roles)},"serial":${JSON.stringify(p.serial)},"fingerprint":${JSON.stringify(p.fingerprint)}`;
+}
+
+type OkLine = (who: string, remoteIp: string | undefined, tlsVersion: string | null, cipher: string | undefined, resumed: boolean) => void;
+
+/**
+ * The auth log's "client authenticated" line, formatted straight into the string pino writes for
+ * `log.info({ event, outcome, principal, roles, serial, fingerprint, remoteIp, tlsVersion, cipher,
+ * resumed }, 'client authenticated')`: its level, time and bindings come from the logger itself,
+ * the principal's fields are serialised once per certificate, and the line goes to the logger's
+ * destination, as the access log does (src/observability/access-log.ts). Building an object per
+ * handshake for pino to serialise was the largest part of the listener's own work per handshake.
+ * Undefined for a logger set up in a way this does not reproduce (mixin, log formatter, nested
+ * key, hooks, serializers or redaction on these fields, a multistream that wants metadata): pino
+ * formats the line then. test/unit/auth-line.test.ts holds both to the same bytes.
+ */
+export function okLineFor(log: Logger): OkLine | undefined {
+  const l = log as unknown as Record<symbol, unknown>;
+  const stream = l[streamSym] as { write?(line: string): unknown; [k: symbol]: unknown } | undefined;
+  const formatters = l[formattersSym] as { log?: unknown } | undefined;
+  const hooks = l[hooksSym] as { streamWrite?: unknown } | undefined;
+  const serializers = (l[serializersSym] ?? {}) as Record<string | symbol, unknown>;
+  const stringifiers = (l[stringifiersSym] ?? {}) as Record<string | symbol, unknown>;
+  const level = (l[lsCacheSym] as Record<number, string> | undefined)?.[30];
+  const time = l[timeSym];
+  const messageKey = l[messageKeySym];
+  if (typeof stream?.write !== 'function' || stream[Symbol.for('pino.metadata')] === true || l[mixinSym] || formatters?.log || hooks?.streamWrite || l[nestedKeySym]) return undefined;
+  if (typeof level !== 'string' || typeof time !== 'function' || typeof l[endSym] !== 'string' || typeof messageKey !== 'string') return undefined;
+  if (stringifiers[wildcardFirstSym] || [...OK_FIELDS, messageKey].some((k) => serializers[k] || stringifiers[k])) return undefined;
+  const out = stream as { write(line: string): unknown };
+  const now = time as () => string;
+  const tail = `,"${messageKey}":"client authenticated"${l[endSym] as string}`;
+  return (who, remoteIp, tlsVersion, cipher, resumed) => {
+    if (!log.isLevelEnabled('info')) return;
+    let line = `${level}${now()}${l[chindingsSym] as string}${who}`;
+    if (remoteIp !== undefined) line += `,"remoteIp":${JSON.stringify(remoteIp)}`;
+    line += `,"tlsVersion":${JSON.stringify(tlsVersion)}`;
+    if (cipher !== undefined) line += `,"cipher":${JSON.stringify(cipher)}`;
+    out.write(`${line},"resumed":${resumed}${tail}`);
+  };
+}
 
 /**
  * The peer address of a TLS socket, also after a refused handshake: by the time `tlsClientError`
@@ -99,24 +153,29 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   // Principals by certificate fingerprint: building one from Node's full peer-certificate object
   // took about 70 µs of every handshake, the SHA-256 fingerprint a few. OpenSSL has verified the
   // chain, the dates and the CRLs before this runs, and revocations are checked on every request,
-  // so the cache only saves the parsing; it starts afresh when the identity rules change.
-  const principals = new Map<string, IdentityResult>();
+  // so the cache only saves the parsing; it starts afresh when the identity rules change. With each
+  // principal go its fields as the auth log writes them.
+  const principals = new Map<string, Known>();
   let principalsFor: unknown;
-  const identify = (socket: TLSSocket): IdentityResult => {
+  const okLine = okLineFor(authLog);
+  const identify = (socket: TLSSocket): Known | Extract<IdentityResult, { ok: false }> => {
     const now = rules();
     if (principalsFor !== now) {
       principals.clear();
       principalsFor = now;
     }
     const fp = socket.getPeerX509Certificate()?.fingerprint256;
-    const known = fp === undefined ? undefined : principals.get(fp);
-    if (known) return known;
+    const hit = fp === undefined ? undefined : principals.get(fp);
+    if (hit) return hit;
     const result = principalFromPeer(socket.getPeerCertificate(), now);
-    if (fp !== undefined && result.ok) {
+    if (!result.ok) return result;
+    const k: Known = { principal: result.principal, who: okFieldsOf(result.principal) };
+    // cached only under the certificate's own fingerprint (as the principal has it, without colons)
+    if (fp !== undefined && fp.replaceAll(':', '').toLowerCase() === result.principal.fingerprint) {
       if (principals.size >= PRINCIPAL_CACHE) principals.delete(principals.keys().next().value as string);
-      principals.set(fp, result);
+      principals.set(fp, k);
     }
-    return result;
+    return k;
   };
   const server = createServer(
     {
@@ -149,6 +208,21 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     for (const s of [...anonymous]) s.destroy();
     return closed + anonymous.size;
   };
+  /**
+   * Forgets a closed client connection: one function for every socket (installed with on(), as
+   * 'close' comes once), so a connection costs no closure of its own.
+   */
+  const forget = function (this: PrincipalSocket): void {
+    const p = this[kPrincipal];
+    if (p === undefined) {
+      anonymous.delete(this);
+      return;
+    }
+    const open = bySerial.get(p.serial);
+    if (open === undefined) return;
+    open.delete(this);
+    if (open.size === 0) bySerial.delete(p.serial);
+  };
   // One more than the cap, so that a request over the cap is seen (and refused with 431) instead of
   // silently truncated, which could drop headers that matter.
   server.maxHeadersCount = c.limits.headerCount + 1;
@@ -180,28 +254,28 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
       }
       socket[kAnonymous] = true;
       anonymous.add(socket);
-      socket.once('close', () => anonymous.delete(socket));
+      socket.on('close', forget);
       channels.handshake.publish({ outcome: 'ok', remoteIp } satisfies HandshakeEvent);
       authLog.info({ event: 'handshake', outcome: 'ok', principal: null, certificate: false, remoteIp, tlsVersion: socket.getProtocol(), cipher: socket.getCipher()?.name }, 'client connected without a certificate');
       return;
     }
-    let result = identify(socket);
-    if (result.ok && hooks.isRevoked?.(result.principal.serial)) result = { ok: false, reason: 'revoked', detail: 'revoked (announced by another replica)' };
-    if (!result.ok) return refuse(socket, result.reason, result.detail);
-    const p = result.principal;
+    const id = identify(socket);
+    if (!('who' in id)) return refuse(socket, id.reason, id.detail);
+    const p = id.principal;
+    if (hooks.isRevoked?.(p.serial)) return refuse(socket, 'revoked', 'revoked (announced by another replica)');
     socket[kPrincipal] = p;
     let open = bySerial.get(p.serial);
     if (!open) bySerial.set(p.serial, (open = new Set()));
     open.add(socket);
-    socket.once('close', () => {
-      open.delete(socket);
-      if (open.size === 0 && bySerial.get(p.serial) === open) bySerial.delete(p.serial);
-    });
+    socket.on('close', forget);
     channels.handshake.publish({ outcome: 'ok', remoteIp, principal: p.name, serial: p.serial } satisfies HandshakeEvent);
-    authLog.info(
-      { event: 'handshake', outcome: 'ok', principal: p.name, roles: p.roles, serial: p.serial, fingerprint: p.fingerprint, remoteIp, tlsVersion: socket.getProtocol(), cipher: socket.getCipher()?.name, resumed: socket.isSessionReused() },
-      'client authenticated',
-    );
+    if (okLine) okLine(id.who, remoteIp, socket.getProtocol(), socket.getCipher()?.name, socket.isSessionReused());
+    else {
+      authLog.info(
+        { event: 'handshake', outcome: 'ok', principal: p.name, roles: p.roles, serial: p.serial, fingerprint: p.fingerprint, remoteIp, tlsVersion: socket.getProtocol(), cipher: socket.getCipher()?.name, resumed: socket.isSessionReused() },
+        'client authenticated',
+      );
+    }
   });
 
   server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {

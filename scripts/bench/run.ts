@@ -82,6 +82,8 @@ import { ensureLoadgen, writeLoadgenConfig } from './loadgen.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const HERE = import.meta.dirname;
+/** The broker's entry: dist (this build), src (run from source), or the main.js of another build (e.g. the one before a change, for a before/after run). */
+const brokerMain = (): string => (a.broker === 'src' ? join(ROOT, 'src', 'main.ts') : a.broker === 'dist' ? join(ROOT, 'dist', 'main.js') : resolve(a.broker as string));
 const NODE = process.execPath;
 const ALL = ['ka64', 'ka16k', 'handshake', 'alloc', 'identities', 'crl', 'idle', 'syscalls', 'profile'] as const;
 /** The features the broker can switch off one at a time (env BROKER_ABLATE, comma-separated). */
@@ -345,7 +347,7 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
   };
   const file = join(dir, 'broker.json');
   writeFileSync(file, JSON.stringify(config, null, 2));
-  const main = a.broker === 'src' ? join(ROOT, 'src', 'main.ts') : join(ROOT, 'dist', 'main.js');
+  const main = brokerMain();
   // BENCH_BROKER_NODE_ARGS: extra Node flags for the broker, for diagnosis (e.g. --trace-gc; its output lands in stdout.log)
   const extraArgs = (process.env.BENCH_BROKER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
   // BROKER_ABLATE=NAME switches one feature off (the ablation rows); the main broker has every feature on
@@ -1255,7 +1257,7 @@ async function main(): Promise<void> {
   }, Number(a['max-minutes']) * 60_000);
   deadline.unref();
   const t0 = performance.now();
-  if (a.broker !== 'src' && !existsSync(join(ROOT, 'dist', 'main.js'))) throw new Error('dist/main.js is missing: run "npm run build" first (or pass --broker src)');
+  if (!existsSync(brokerMain())) throw new Error(`${brokerMain()} is missing: run "npm run build" first (or pass --broker src, or --broker PATH/TO/main.js of another build)`);
   const nginxBin = ensureNginx(log);
   if (GEN === 'c') loadgenBin = ensureLoadgen(log);
   const work = mkdtempSync(join(os.tmpdir(), 'broker-bench-'));
@@ -1277,7 +1279,7 @@ async function main(): Promise<void> {
     nginx: nginxVersion(nginxBin),
     nofile: NOFILE,
     command: commandLine(),
-    broker: a.broker === 'src' ? 'src/main.ts' : 'dist/main.js',
+    broker: a.broker === 'src' ? 'src/main.ts' : a.broker === 'dist' ? 'dist/main.js' : brokerMain(),
     commit: gitCommit(),
     rounds: ROUNDS,
     otherRounds: OTHER_ROUNDS,

@@ -160,7 +160,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   const wsRoutes = routes.filter((r) => r.websocket);
   const relay: WebSocketRelay | undefined = wsRoutes.length
     ? await webSocketRelay(
-        wsRoutes.map((r) => ({ prefix: r.prefix, rewritePrefix: r.base + (r.stripPrefix ? '' : r.prefix), origin: r.origin, tls: c.routes.find((x) => x.name === r.name)?.upstreamTls })),
+        wsRoutes.map((r) => ({ prefix: r.prefix, rewritePrefix: r.base + (r.stripPrefix ? '' : r.prefix), origin: r.origin, tls: r.upstream.tls })),
         (req) => headersFor((req as unknown as Record<symbol, RequestContext>)[kCtx] as RequestContext),
       )
     : undefined;

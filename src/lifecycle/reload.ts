@@ -5,7 +5,6 @@
  */
 import type { Logger } from 'pino';
 import type { BrokerConfig } from '../config/index.ts';
-import { settingsOf } from '../config/index.ts';
 import { channels } from '../channels.ts';
 import { REVOKED_KEY_PREFIX, buildVerifiers, type Verifiers } from '../auth/index.ts';
 import { loadTlsMaterial, type TlsMaterial } from '../tls/material.ts';
@@ -59,7 +58,6 @@ export function reloader(d: ReloadDeps): (next?: BrokerConfig, trigger?: string)
     let restart: string[] = [];
     try {
       if (!next && d.source) target = d.source();
-      settingsOf(target);
       restart = restartNeeded(now.config, target);
       const material = loadTlsMaterial(target);
       const verifiers = buildVerifiers(target, { config: now.config, verifiers: now.verifiers });

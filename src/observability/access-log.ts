@@ -2,14 +2,14 @@
  * The last stage of every request: one access log line and one request event (metrics, alerts),
  * written when the answer is done. Reads the request's notes only.
  *
- * The line is formatted here, straight into a string, rather than handed to pino as an object:
- * building and serialising an object per request was the largest single cost of the log in the
- * profile. The fragments that do not change per request (the caller's name, roles and credentials,
- * the route and its upstream) are serialised once per caller and per route. The line is the one
- * pino would write — its level, time and bindings (`"log":"access"`) come from the pino logger
- * itself, and it goes to that logger's destination — so readers see no difference.
+ * The line is formatted here, straight into a string (raw-line.ts: the line pino would write, from
+ * the logger's own level, time and bindings), rather than handed to pino as an object: building and
+ * serialising an object per request was the largest single cost of the log in the profile. The
+ * fragments that do not change per request (the caller's name, roles and credentials, the route and
+ * its upstream) are serialised once per caller and per route.
  */
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
+import { rawLine } from '../raw-line.ts';
 import { channels, type RejectEvent, type RequestEvent } from '../channels.ts';
 import { decisionOf, type RequestContext, type RouteNote } from '../request/index.ts';
 import type { Caller, Principal } from '../identity/index.ts';
@@ -30,20 +30,6 @@ const REJECT_KIND: Partial<Record<HttpErrorCode, string>> = {
 };
 
 const round3 = (ms: number) => Math.round(ms * 1000) / 1000;
-const { lsCacheSym, timeSym, chindingsSym, streamSym } = pino.symbols;
-
-/** The parts of a pino logger a line is made of: level, time and bindings strings, and its destination. */
-function internals(logger: Logger): { level: string; time: () => string; bindings: () => string; write: (line: string) => unknown } {
-  const l = logger as unknown as Record<symbol, unknown>;
-  const stream = l[streamSym] as { write(line: string): unknown };
-  return {
-    level: (l[lsCacheSym] as Record<number, string>)[30] as string,
-    time: l[timeSym] as () => string,
-    bindings: () => l[chindingsSym] as string,
-    write: (line) => stream.write(line),
-  };
-}
-
 /** `"principal":…,"roles":…,"auth":…[,"keyId":…]`, once per caller (or per certificate for refusals before the route). */
 const whoCache = new WeakMap<Caller | Principal, string>();
 const ANONYMOUS = '"principal":null,"roles":[],"auth":[]';
@@ -63,12 +49,16 @@ function whoOf(caller: Caller | undefined, p: Principal | undefined): string {
 /** `"route":…` and `"upstream":…`, once per route. */
 const routeCache = new WeakMap<RouteNote, { route: string; upstream: string }>();
 
+const NO_ROUTE = Object.freeze({ route: 'null', upstream: 'null' });
+
 function routeOf(r: RouteNote | undefined): { route: string; upstream: string } {
-  if (r === undefined) return { route: 'null', upstream: 'null' };
+  if (r === undefined) return NO_ROUTE;
   let s = routeCache.get(r);
   if (s === undefined) routeCache.set(r, (s = { route: JSON.stringify(r.name), upstream: JSON.stringify(r.origin) }));
   return s;
 }
+
+const ACCESS_FIELDS = ['reqId', 'principal', 'roles', 'auth', 'keyId', 'method', 'route', 'path', 'upstream', 'status', 'bytesIn', 'bytesOut', 'durationMs', 'upstreamMs', 'decision', 'rateLimitRemaining', 'code', 'detail'];
 
 /** Methods Node's parser accepts are tokens: only these need no escaping (anything else is escaped). */
 const TOKEN = /^[A-Z]{1,16}$/;
@@ -79,7 +69,9 @@ export interface AccessLogOptions {
 }
 
 export function accessLogger(o: AccessLogOptions): (ctx: RequestContext, status: number, end: number) => void {
-  const access = o.access === undefined ? undefined : internals(o.access);
+  const access = o.access;
+  // pino formats the line only for a logger set up in a way the raw line does not reproduce
+  const raw = access === undefined ? undefined : rawLine(access, ACCESS_FIELDS);
   return (ctx, status, end) => {
     const caller = ctx.caller;
     const p = caller ?? ctx.principal;
@@ -91,11 +83,12 @@ export function accessLogger(o: AccessLogOptions): (ctx: RequestContext, status:
     if (access !== undefined) {
       const r = routeOf(route);
       const method = ctx.req.method ?? '';
-      let line = `${access.level}${access.time()}${access.bindings()},"reqId":"${ctx.id}",${whoOf(caller, ctx.principal)},"method":${TOKEN.test(method) ? `"${method}"` : JSON.stringify(method)},"route":${r.route},"path":${JSON.stringify(ctx.path)},"upstream":${decision === 'deny' ? 'null' : r.upstream},"status":${status},"bytesIn":${ctx.bytesIn},"bytesOut":${ctx.bytesOut || null},"durationMs":${durationMs}`;
+      let line = `"reqId":"${ctx.id}",${whoOf(caller, ctx.principal)},"method":${TOKEN.test(method) ? `"${method}"` : JSON.stringify(method)},"route":${r.route},"path":${JSON.stringify(ctx.path)},"upstream":${decision === 'deny' ? 'null' : r.upstream},"status":${status},"bytesIn":${ctx.bytesIn},"bytesOut":${ctx.bytesOut || null},"durationMs":${durationMs}`;
       if (upstreamMs !== undefined) line += `,"upstreamMs":${upstreamMs}`;
       line += `,"decision":"${decision}","rateLimitRemaining":${ctx.limit?.remaining ?? null}`;
       if (denial) line += `,"code":"${denial.code}"${denial.detail !== undefined ? `,"detail":${JSON.stringify(denial.detail)}` : ''}`;
-      access.write(`${line}}\n`);
+      if (raw !== undefined) raw.write(`${raw.head()},${line}${raw.end()}`);
+      else access.info(JSON.parse(`{${line}}`) as object);
     }
     if (channels.request.hasSubscribers) {
       channels.request.publish({

@@ -33,7 +33,7 @@ export interface UpstreamOptions {
   onFailure(ctx: RequestContext, err: Error, timedOut: boolean): void;
 }
 
-export function tlsOptions(t: UpstreamTlsFiles | undefined): Record<string, unknown> | undefined {
+function tlsOptions(t: UpstreamTlsFiles | undefined): Record<string, unknown> | undefined {
   if (!t) return undefined;
   return {
     ...(t.ca ? { ca: readFileSync(t.ca, 'utf8') } : {}),
@@ -124,6 +124,8 @@ export class Upstream {
   readonly basePath: string;
   readonly bodyLimit: number;
   readonly onFailure: UpstreamOptions['onFailure'];
+  /** The TLS options for an https upstream, read once (the WebSocket relay uses them too). */
+  readonly tls: Record<string, unknown> | undefined;
   readonly #pool: Pool;
 
   constructor(o: UpstreamOptions) {
@@ -132,6 +134,7 @@ export class Upstream {
     this.basePath = url.pathname === '/' ? '' : url.pathname;
     this.bodyLimit = o.bodyLimit;
     this.onFailure = o.onFailure;
+    this.tls = tlsOptions(o.tls);
     this.#pool = new Pool(url.origin, {
       connections: 128,
       pipelining: 1,
@@ -140,7 +143,7 @@ export class Upstream {
       bodyTimeout: o.timeoutMs,
       connectTimeout: Math.min(o.timeoutMs, 10_000),
       // Always verify an https upstream, with the route's CA when it names one.
-      connect: tlsOptions(o.tls) ?? { rejectUnauthorized: true },
+      connect: this.tls ?? { rejectUnauthorized: true },
     });
   }
 

@@ -7,14 +7,14 @@ import { createServer as createHttpServer, type IncomingMessage } from 'node:htt
 import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyPluginAsync } from 'fastify';
 import httpProxy from '@fastify/http-proxy';
-import { tlsOptions, type UpstreamTlsFiles } from './upstream.ts';
 
 export interface WebSocketRoute {
   prefix: string;
   /** Upstream path prefix replacing `prefix` (the upstream URL's path, plus the prefix unless stripped). */
   rewritePrefix: string;
   origin: string;
-  tls?: UpstreamTlsFiles | undefined;
+  /** TLS options for an https upstream, as the route's Upstream read them. */
+  tls?: Record<string, unknown> | undefined;
 }
 
 export interface WebSocketRelay {
@@ -28,7 +28,7 @@ export async function webSocketRelay(routes: readonly WebSocketRoute[], headersO
   // This app never listens: its server only carries the upgrade listener @fastify/http-proxy installs.
   const app: FastifyInstance = Fastify({ serverFactory: () => createHttpServer(), logger: false });
   for (const r of routes) {
-    const tls = tlsOptions(r.tls);
+    const tls = r.tls;
     await app.register(httpProxy as unknown as FastifyPluginAsync<Record<string, unknown>>, {
       upstream: r.origin,
       prefix: r.prefix,

@@ -6,7 +6,7 @@
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { principalFromPeer, compileIdentityRules, type IdentityResult, type Principal } from '../identity/index.ts';
 import type { BrokerConfig } from '../config/index.ts';
 import { settingsOf } from '../config/index.ts';
@@ -15,6 +15,7 @@ import { serverTlsOptions } from './options.ts';
 import { refusalReason } from './auth-reason.ts';
 import { kRefused } from '../filter/connection-guard.ts';
 import { channels, type HandshakeEvent } from '../channels.ts';
+import { rawLine } from '../raw-line.ts';
 
 export const kPrincipal = Symbol('broker.principal');
 /** Distinct client certificates whose principal is remembered (one per partner, a few per rollover). */
@@ -59,7 +60,6 @@ interface Known {
   who: string;
 }
 
-const { lsCacheSym, timeSym, chindingsSym, streamSym, endSym, messageKeySym, mixinSym, formattersSym, hooksSym, nestedKeySym, serializersSym, stringifiersSym, wildcardFirstSym } = pino.symbols;
 const OK_FIELDS = ['event', 'outcome', 'principal', 'roles', 'serial', 'fingerprint', 'remoteIp', 'tlsVersion', 'cipher', 'resumed'];
 
 /** The principal's part of the "client authenticated" line: `,"event":"handshake","outcome":"ok","principal":…,"roles":…,"serial":…,"fingerprint":…`. */
@@ -81,28 +81,16 @@ type OkLine = (who: string, remoteIp: string | undefined, tlsVersion: string | n
  * formats the line then. test/unit/auth-line.test.ts holds both to the same bytes.
  */
 export function okLineFor(log: Logger): OkLine | undefined {
-  const l = log as unknown as Record<symbol, unknown>;
-  const stream = l[streamSym] as { write?(line: string): unknown; [k: symbol]: unknown } | undefined;
-  const formatters = l[formattersSym] as { log?: unknown } | undefined;
-  const hooks = l[hooksSym] as { streamWrite?: unknown } | undefined;
-  const serializers = (l[serializersSym] ?? {}) as Record<string | symbol, unknown>;
-  const stringifiers = (l[stringifiersSym] ?? {}) as Record<string | symbol, unknown>;
-  const level = (l[lsCacheSym] as Record<number, string> | undefined)?.[30];
-  const time = l[timeSym];
-  const messageKey = l[messageKeySym];
-  if (typeof stream?.write !== 'function' || stream[Symbol.for('pino.metadata')] === true || l[mixinSym] || formatters?.log || hooks?.streamWrite || l[nestedKeySym]) return undefined;
-  if (typeof level !== 'string' || typeof time !== 'function' || typeof l[endSym] !== 'string' || typeof messageKey !== 'string') return undefined;
-  if (stringifiers[wildcardFirstSym] || [...OK_FIELDS, messageKey].some((k) => serializers[k] || stringifiers[k])) return undefined;
-  const out = stream as { write(line: string): unknown };
-  const now = time as () => string;
-  const tail = `,"${messageKey}":"client authenticated"${l[endSym] as string}`;
+  const raw = rawLine(log, OK_FIELDS);
+  if (raw === undefined) return undefined;
+  const tail = raw.end('client authenticated');
   return (who, remoteIp, tlsVersion, cipher, resumed) => {
     if (!log.isLevelEnabled('info')) return;
-    let line = `${level}${now()}${l[chindingsSym] as string}${who}`;
+    let line = `${raw.head()}${who}`;
     if (remoteIp !== undefined) line += `,"remoteIp":${JSON.stringify(remoteIp)}`;
     line += `,"tlsVersion":${JSON.stringify(tlsVersion)}`;
     if (cipher !== undefined) line += `,"cipher":${JSON.stringify(cipher)}`;
-    out.write(`${line},"resumed":${resumed}${tail}`);
+    raw.write(`${line},"resumed":${resumed}${tail}`);
   };
 }
 

@@ -422,7 +422,7 @@ function startFastify(env: Env, label: string, crlFile: string, o: { nodeArgs?: 
 
 function adminPost(port: number, path: string, ms = 120_000): Promise<{ status: number; body: string }> {
   return new Promise((res, rej) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path, method: 'POST', timeout: ms }, (r) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, method: 'POST', headers: { 'x-broker-admin': '1' }, timeout: ms }, (r) => {
       let body = '';
       r.setEncoding('utf8');
       r.on('data', (c: string) => (body += c));

@@ -180,7 +180,8 @@ function writeAtomically(file: string, text: string): void {
 
 function adminPost(port: number, path: string): Promise<{ status: number; body: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path, method: 'POST', agent: false, timeout: 15_000 }, (res) => {
+    // State-changing admin requests carry X-Broker-Admin (the admin refuses them otherwise: CSRF).
+    const req = httpRequest({ host: '127.0.0.1', port, path, method: 'POST', headers: { 'x-broker-admin': '1' }, agent: false, timeout: 15_000 }, (res) => {
       let text = '';
       res.setEncoding('utf8').on('data', (d: string) => (text += d));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }));

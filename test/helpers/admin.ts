@@ -2,7 +2,7 @@
  * The admin listener as a test sees it: plain HTTP to 127.0.0.1 on the port the broker bound, and
  * the Prometheus text of /metrics parsed into samples.
  */
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { request as httpRequestRaw, type IncomingHttpHeaders } from 'node:http';
 import { collectResponse, type RunningBroker } from './broker.ts';
 
 /** The admin listener's port (startBroker sets admin.port 0). */
@@ -22,11 +22,29 @@ export interface AdminResponse {
 /** One plain-HTTP GET on a fresh connection. */
 export function httpGet(port: number, path: string, headers: Record<string, string> = {}): Promise<AdminResponse> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path, headers, agent: false, timeout: 15_000 }, (res) => collectResponse(res, resolve, reject));
+    const req = httpRequestRaw({ host: '127.0.0.1', port, path, headers, agent: false, timeout: 15_000 }, (res) => collectResponse(res, resolve, reject));
     req.on('timeout', () => req.destroy(new Error('client timeout')));
     req.on('error', reject);
     req.end();
   });
+}
+
+/**
+ * One plain-HTTP request on a fresh connection. State-changing admin requests need `X-Broker-Admin: 1`
+ * (or the bearer token); `adminPost` sends it, as every caller in this repo does.
+ */
+export function httpRequest(port: number, o: { method: string; path: string; headers?: Record<string, string>; body?: string }): Promise<AdminResponse> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequestRaw({ host: '127.0.0.1', port, path: o.path, method: o.method, headers: o.headers ?? {}, agent: false, timeout: 15_000 }, (res) => collectResponse(res, resolve, reject));
+    req.on('timeout', () => req.destroy(new Error('client timeout')));
+    req.on('error', reject);
+    req.end(o.body);
+  });
+}
+
+/** A state-changing admin request (POST), with the header that the admin requires of them. */
+export function adminPost(port: number, path: string, headers: Record<string, string> = {}): Promise<AdminResponse> {
+  return httpRequest(port, { method: 'POST', path, headers: { 'x-broker-admin': '1', ...headers } });
 }
 
 export interface Sample {

@@ -22,15 +22,15 @@ import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { BrokerConfig, RouteConfig } from './config/index.ts';
 import { settingsOf } from './config/index.ts';
-import type { HttpErrorCode } from './errors.ts';
+import { isBrokerError, type HttpErrorCode } from './errors.ts';
 import { RequestContext, matchRoute, replyError, routeTable, type Routed } from './request/index.ts';
 import type { Caller } from './identity/index.ts';
-import { checkHead, compileRoleIps, normalizePath, type HeadLimits } from './filter/index.ts';
+import { checkHead, compileRoleIps, normalizePath, overrideMethods, type HeadLimits } from './filter/index.ts';
 import type { ConnectionGuard } from './filter/connection-guard.ts';
 import { compilePolicy, decide, type RoutePolicy } from './acl/index.ts';
 import { compileLimits, type SharedStore } from './ratelimit/index.ts';
 import { limitGate } from './ratelimit/gate.ts';
-import { authGate, COUNTED_REFUSALS } from './auth/gate.ts';
+import { anonymousChallenge, authGate, COUNTED_REFUSALS } from './auth/gate.ts';
 import { REVOKED_KEY_PREFIX, type Verifiers } from './auth/index.ts';
 import { isAdmitted, principalOf } from './tls/listener.ts';
 import { upstreamHeaderList, upstreamHeaders, type ForwardInfo, type IdentityHeaders } from './proxy/headers.ts';
@@ -73,6 +73,8 @@ interface Route extends Routed {
   /** The upstream URL's own path, put before the forwarded path (the whole path, or what follows the prefix with stripPath). */
   readonly base: string;
   readonly stripPrefix: boolean;
+  /** Method-override headers travel on, and each method they name is judged by the ACL. */
+  readonly methodOverride: boolean;
   readonly upstream: Upstream;
 }
 
@@ -121,10 +123,14 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   const target = { foldCase: c.http.foldCase, maxLength: c.limits.urlLength };
   const roleIps = compileRoleIps(c.roles);
   const limits = off.limits ? undefined : limitGate(compileLimits(c), deps.store);
+  // The one challenge every caller without a certificate gets when a credential is missing, on any
+  // path: a route-specific one would tell anonymous callers which paths are routes, and how guarded.
+  const anonymous = anonymousChallenge(c.routes, c.auth.basicRealm);
   const credentials = authGate({
     verifiers: deps.verifiers,
     apiKeyHeader: c.auth.apiKeyHeader,
     basicRealm: c.auth.basicRealm,
+    anonymousChallenge: anonymous,
     authLog: loggers.auth,
     onFailure: (ip) => void guard.failure(ip, 'handshake'),
     isKeyRevoked: (keyId) => deps.isRevoked(`${REVOKED_KEY_PREFIX}${keyId}`),
@@ -153,6 +159,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
       strip: r.passCredentials ? undefined : new Set([c.auth.apiKeyHeader, ...credentialHeaders]),
       base: upstream.basePath,
       stripPrefix: r.stripPath,
+      methodOverride: r.methodOverride,
       upstream,
     };
   });
@@ -202,12 +209,17 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     return true;
   }
 
-  /** 3. The route: longest prefix of the canonical path. Without a certificate, nobody learns which paths exist. */
+  /**
+   * 3. The route: longest prefix of the canonical path. Without a certificate, nobody learns which
+   * paths exist: no route answers what a route answers a caller without credentials.
+   */
   function route(ctx: RequestContext): Route | undefined {
     const r = matchRoute(table, ctx.path);
     if (r === undefined || !ALL_METHODS.has(ctx.req.method ?? '')) {
-      if (ctx.principal === undefined) refuse(ctx, 'BRK_ERR_AUTH_REQUIRED', `no route for ${ctx.path} (and no certificate)`);
-      else refuse(ctx, 'BRK_ERR_HTTP_NOT_FOUND', `no route for ${ctx.path}`);
+      if (ctx.principal === undefined) {
+        if (anonymous !== undefined) ctx.setHeader('www-authenticate', anonymous);
+        refuse(ctx, 'BRK_ERR_AUTH_REQUIRED', `no route for ${ctx.path} (and no certificate)`);
+      } else refuse(ctx, 'BRK_ERR_HTTP_NOT_FOUND', `no route for ${ctx.path}`);
       return undefined;
     }
     ctx.route = r;
@@ -227,6 +239,10 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     }
     const verdict = decide(r.policy, caller.roles, ctx.req.method as string);
     if (!verdict.allow) return void refuse(ctx, 'BRK_ERR_ACL_DENIED', `${verdict.reason} not allowed on route ${r.name}`);
+    if (r.methodOverride) {
+      const denied = overrideDenied(ctx, r, caller);
+      if (denied !== undefined) return void refuse(ctx, 'BRK_ERR_ACL_DENIED', denied);
+    }
     if (!r.websocket && (ctx.upgrade || ctx.req.headers.upgrade !== undefined)) return void refuse(ctx, 'BRK_ERR_HTTP_BAD_REQUEST', `upgrade on route ${r.name} without websocket`);
     ctx.grant = verdict.role;
     // 6. limits
@@ -234,17 +250,31 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     limits(ctx, caller, r.name, proxy, refuse);
   }
 
+  /** On a route that forwards method overrides: why a method one of them names is not allowed to `caller`. */
+  function overrideDenied(ctx: RequestContext, r: Route, caller: Caller): string | undefined {
+    const named = overrideMethods(ctx.req.rawHeaders);
+    if (named === undefined) return undefined;
+    for (const m of named) {
+      if (!ALL_METHODS.has(m)) return `method override ${JSON.stringify(m)} is not a method on route ${r.name}`;
+      const v = decide(r.policy, caller.roles, m);
+      if (!v.allow) return `method override ${m}: ${v.reason} not allowed on route ${r.name}`;
+    }
+    return undefined;
+  }
+
   /** 7. The headers the upstream receives: the client's minus anything that could speak for the broker, plus the verified identity. */
   function headerList(ctx: RequestContext): string[] | Record<string, string> {
     const req = ctx.req;
     if (off.identityHeaders) return req.headers as Record<string, string>;
-    return upstreamHeaderList(req.rawHeaders, identityOf(ctx.caller as Caller), forwardInfo(req), (ctx.route as Route).strip);
+    const r = ctx.route as Route;
+    return upstreamHeaderList(req.rawHeaders, identityOf(ctx.caller as Caller), forwardInfo(req), r.strip, r.methodOverride);
   }
 
   /** The same, as an object, for the WebSocket relay. */
   function headersFor(ctx: RequestContext): Record<string, string> {
     const req = ctx.req;
-    return upstreamHeaders(req.rawHeaders, identityOf(ctx.caller as Caller), forwardInfo(req), (ctx.route as Route).strip);
+    const r = ctx.route as Route;
+    return upstreamHeaders(req.rawHeaders, identityOf(ctx.caller as Caller), forwardInfo(req), r.strip, r.methodOverride);
   }
 
   /** 8. The proxy: the canonical path under the upstream's base, the decided headers, bytes both ways. */
@@ -254,6 +284,9 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     try {
       headers = ctx.upgrade ? headersFor(ctx) : headerList(ctx);
     } catch (err) {
+      // An identity value that cannot travel as a header (a comma or space in a name or role from
+      // a certificate or an identities rule) is a refusal of this request, not a broker failure.
+      if (isBrokerError(err, 'BRK_ERR_PROXY_IDENTITY_VALUE')) return void refuse(ctx, 'BRK_ERR_PROXY_IDENTITY_VALUE', err.message);
       return internalError(ctx, err);
     }
     if (ctx.upgrade) {

@@ -154,6 +154,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     ? await buildAdmin({
         registry: metrics.registry,
         token: initial.admin.tokenFile ? readFileSync(initial.admin.tokenFile, 'utf8').split(/\r?\n/, 1)[0] : undefined,
+        allowedHosts: initial.admin.allowedHosts,
         readiness: readiness({
           serverNotAfter: () => current.material.server.notAfter,
           crlNextUpdate: () => current.material.crlNextUpdate,

@@ -17,6 +17,11 @@ export interface AuthGateDeps {
   /** Lower-case header name carrying API keys. */
   apiKeyHeader: string;
   basicRealm: string;
+  /**
+   * What a caller without a certificate gets in WWW-Authenticate when a credential is missing, on
+   * every route alike (see anonymousChallenge); undefined: no challenge.
+   */
+  anonymousChallenge?: string | undefined;
   authLog: Logger;
   /** A refused credential from `ip` (counted like a failed handshake). */
   onFailure(ip: string): void;
@@ -48,6 +53,19 @@ function challenge(methods: readonly AuthMethod[], realm: string, r: AuthRefusal
   return undefined;
 }
 
+/**
+ * The challenge set for callers without a certificate, the same on every path: one challenge per
+ * scheme some route accepts (Bearer for jwt, Basic for basic; an API key or a certificate has no
+ * HTTP challenge). Sent on every anonymous 401, for an unknown path too, so that an answer tells
+ * how the broker can be authenticated to, not which paths are routes or what each one takes.
+ */
+export function anonymousChallenge(routes: ReadonlyArray<{ auth: readonly AuthMethod[] }>, realm: string): string | undefined {
+  const challenges: string[] = [];
+  if (routes.some((r) => r.auth.includes('jwt'))) challenges.push(`Bearer realm="${realm}"`);
+  if (routes.some((r) => r.auth.includes('basic'))) challenges.push(`Basic realm="${realm}", charset="UTF-8"`);
+  return challenges.length ? challenges.join(', ') : undefined;
+}
+
 export function authGate(d: AuthGateDeps): AuthGate {
   return (ctx, route, next, refuse) => {
     const cert: Principal | undefined = ctx.principal;
@@ -64,7 +82,8 @@ export function authGate(d: AuthGateDeps): AuthGate {
       );
       channels.credential.publish({ method: r.method, outcome: 'refused', reason: r.reason, remoteIp: ip, ...(r.name !== undefined ? { principal: r.name } : {}) } satisfies CredentialEvent);
       if (COUNTED_REFUSALS.has(r.code) && ip) d.onFailure(ip);
-      const ch = challenge(methods, d.basicRealm, r);
+      // Without a certificate, a missing credential is answered alike on every route.
+      const ch = cert === undefined && r.code === 'BRK_ERR_AUTH_REQUIRED' ? d.anonymousChallenge : challenge(methods, d.basicRealm, r);
       if (ch) ctx.setHeader('www-authenticate', ch);
       refuse(ctx, r.code, `${r.method}: ${r.detail}`);
     };

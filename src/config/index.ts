@@ -3,3 +3,4 @@ export { ConfigSchema, type BrokerConfig, type RouteConfig, type IdentityRule, t
 export { parseDuration, formatDuration } from './duration.ts';
 export { parseSize } from './size.ts';
 export { settingsOf, type Settings, type BucketNumbers } from './compile.ts';
+export { isLoopbackAddress, isLoopbackHost } from './loopback.ts';

@@ -11,6 +11,7 @@ import { parse as parseYaml } from 'yaml';
 import { BrokerError } from '../errors.ts';
 import { ConfigSchema, type BrokerConfig } from './schema.ts';
 import { cidrProblem } from './cidr.ts';
+import { isLoopbackHost } from './loopback.ts';
 
 export interface LoadedConfig {
   file: string;
@@ -103,7 +104,7 @@ function semanticProblems(c: BrokerConfig): string[] {
     }
   }
   const admin = c.admin;
-  if (admin?.enabled && typeof admin.host === 'string' && !isLoopback(admin.host) && !admin.tokenFile) {
+  if (admin?.enabled && typeof admin.host === 'string' && !isLoopbackHost(admin.host) && !admin.tokenFile) {
     problems.push(`admin.host: ${admin.host} is beyond loopback; set admin.tokenFile so the admin endpoints require a token`);
   }
   if (admin?.tokenFile && !existsSync(admin.tokenFile)) problems.push(`admin.tokenFile: file ${admin.tokenFile} not found`);
@@ -140,7 +141,7 @@ function authProblems(c: BrokerConfig, routes: BrokerConfig['routes']): string[]
     if (jwt.jwksUrl) {
       try {
         const u = new URL(jwt.jwksUrl);
-        if (u.protocol === 'http:' && !isLoopback(u.hostname.replace(/^\[|\]$/g, ''))) problems.push(`auth.jwt.jwksUrl: ${jwt.jwksUrl} must be https (http only on loopback): the signing keys must not travel in the clear`);
+        if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) problems.push(`auth.jwt.jwksUrl: ${jwt.jwksUrl} must be https (http only on loopback): the signing keys must not travel in the clear`);
       } catch {
         problems.push(`auth.jwt.jwksUrl: "${jwt.jwksUrl}" is not a URL`);
       }
@@ -155,9 +156,6 @@ function authProblems(c: BrokerConfig, routes: BrokerConfig['routes']): string[]
   return problems;
 }
 
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
-}
 
 function resolvePaths(c: BrokerConfig, base: string): void {
   const abs = (p: unknown) => (typeof p !== 'string' ? p : isAbsolute(p) ? p : resolve(base, p)) as string;

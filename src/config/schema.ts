@@ -153,6 +153,10 @@ export const RouteSchema = Type.Object(
       description: 'credentials the route requires, every one of them: mtls (client certificate), apiKey, jwt (OAuth2/OIDC bearer token), basic. Without mtls the route is served only on listenCertOptional',
     }),
     passCredentials: Type.Boolean({ default: false, description: 'forward the Authorization / API key header the broker checked (stripped by default)' }),
+    methodOverride: Type.Boolean({
+      default: false,
+      description: 'forward X-HTTP-Method-Override, X-HTTP-Method and X-Method-Override (stripped by default); each named method is then judged by the route\'s methods and ACL like the request\'s own',
+    }),
   },
   strict,
 );
@@ -234,6 +238,10 @@ export const AdminSchema = Type.Object(
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 9901 }),
     enabled: Type.Boolean({ default: true }),
     tokenFile: Type.Optional(Type.String({ description: 'file whose first line is the bearer token the admin endpoints require (all but /healthz)' })),
+    allowedHosts: Type.Array(Type.String({ pattern: '^[A-Za-z0-9._~-]{1,253}$' }), {
+      default: [],
+      description: 'host names the admin listener answers to besides IP addresses and localhost (a Host header naming anything else gets 421: DNS rebinding)',
+    }),
     upstreamCheckTimeout: Duration('1s', 'how long /readyz waits for an upstream to accept TCP'),
   },
   { ...strict, default: {} },

@@ -9,7 +9,7 @@ import { lookup } from 'node:dns/promises';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import type { BrokerConfig } from '../config/index.ts';
+import { isLoopbackHost, type BrokerConfig } from '../config/index.ts';
 import { materialFiles, revokedSerials, subjectKey } from '../tls/material.ts';
 import { tcpReachable } from '../admin/readiness.ts';
 import { portOwner } from './port-owner.ts';
@@ -200,7 +200,7 @@ export async function doctorServer(c: BrokerConfig, o: { warnDays?: number; host
   }
   if (c.admin.enabled) {
     findings.push(await portCheck('admin port', c.admin.host, c.admin.port));
-    const loopback = c.admin.host === 'localhost' || c.admin.host === '::1' || c.admin.host.startsWith('127.');
+    const loopback = isLoopbackHost(c.admin.host);
     findings.push(loopback ? ok('admin exposure', `admin listener on ${c.admin.host} only`) : c.admin.tokenFile ? warn('admin exposure', `admin listener on ${c.admin.host}, protected by a token`, 'keep it behind a firewall too') : fail('admin exposure', `admin listener on ${c.admin.host} without a token`, 'bind it to 127.0.0.1 or set admin.tokenFile'));
   }
   findings.push(...firewallFindings(c));

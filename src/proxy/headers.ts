@@ -10,6 +10,9 @@
  *   `forwarded`, `x-real-ip`, `true-client-ip`, `x-cluster-client-ip`;
  * - path overrides some frameworks honour behind a proxy (`x-original-url`, `x-rewrite-url`,
  *   `x-original-uri`): they would let a request name a different path than the ACL judged;
+ * - method overrides (`x-http-method-override`, `x-http-method`, `x-method-override`), which would
+ *   let a POST act as the DELETE the ACL refused; kept only when the caller passes
+ *   `passOverride` (a route with `methodOverride: true`, which judges their methods itself);
  * - `proxy-authorization`, `proxy-connection`, the hop-by-hop headers and every header named in a
  *   `Connection` token. Our own headers are added after filtering, so a token cannot remove them;
  * - `host`: the proxy sets the upstream's own authority; the client's Host, already validated by
@@ -53,6 +56,7 @@ export interface ForwardInfo {
 const DROP = new Set([
   'client-cert', 'client-cert-chain', 'forwarded', 'x-real-ip', 'true-client-ip', 'x-cluster-client-ip',
   'x-original-url', 'x-rewrite-url', 'x-original-uri',
+  'x-http-method-override', 'x-http-method', 'x-method-override',
   'proxy-authorization', 'proxy-connection', 'proxy-authenticate',
   'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings',
   'host',
@@ -60,6 +64,9 @@ const DROP = new Set([
   'expect',
 ]);
 const DROP_PREFIXES = ['x-client-', 'x-forwarded-', 'x-ssl-', 'ssl-client-'];
+
+/** The method-override headers (lower case, "-" form), dropped unless the route opts in. */
+export const METHOD_OVERRIDE_HEADERS: ReadonlySet<string> = new Set(['x-http-method-override', 'x-http-method', 'x-method-override']);
 
 /** Fields of which Node keeps only the first occurrence in `req.headers`. */
 const FIRST_WINS = new Set([
@@ -197,8 +204,8 @@ function identityValues(id: IdentityHeaders): IdentityValues {
  * `strip`: further names (lower case, "-" form) to drop, e.g. the credentials the broker checked
  * for this route; matched like the built-in rules, so `X_Api_Key` goes with `x-api-key`.
  */
-export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeaders, fwd: ForwardInfo, strip?: ReadonlySet<string>): Record<string, string> {
-  const list = upstreamHeaderList(rawHeaders, id, fwd, strip);
+export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeaders, fwd: ForwardInfo, strip?: ReadonlySet<string>, passOverride = false): Record<string, string> {
+  const list = upstreamHeaderList(rawHeaders, id, fwd, strip, passOverride);
   const out: Record<string, string> = Object.create(null);
   for (let i = 0; i < list.length; i += 2) out[list[i] as string] = list[i + 1] as string;
   return out;
@@ -209,7 +216,7 @@ export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeade
  * what the proxy hands undici: no dictionary object per request, and the broker's own part is
  * appended from lists built once per identity and per connection.
  */
-export function upstreamHeaderList(rawHeaders: readonly string[], id: IdentityHeaders, fwd: ForwardInfo, strip?: ReadonlySet<string>): string[] {
+export function upstreamHeaderList(rawHeaders: readonly string[], id: IdentityHeaders, fwd: ForwardInfo, strip?: ReadonlySet<string>, passOverride = false): string[] {
   // Header names listed in Connection are hop-by-hop (RFC 9110 §7.6.1).
   let named: Set<string> | undefined;
   for (let i = 0; i < rawHeaders.length; i += 2) {
@@ -228,7 +235,7 @@ export function upstreamHeaderList(rawHeaders: readonly string[], id: IdentityHe
     if (!isToken(name)) continue;
     const key = name.toLowerCase();
     const cmp = comparable(key);
-    if (dropped(cmp) || (named !== undefined && named.has(cmp)) || (strip !== undefined && strip.has(cmp))) continue;
+    if ((dropped(cmp) && !(passOverride && METHOD_OVERRIDE_HEADERS.has(cmp))) || (named !== undefined && named.has(cmp)) || (strip !== undefined && strip.has(cmp))) continue;
     let at = -1;
     for (let j = 0; j < out.length; j += 2) {
       if (out[j] === key) {

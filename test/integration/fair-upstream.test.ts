@@ -8,7 +8,8 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { makePki, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki, type Upstream } from '../helpers/broker.ts';
 import { scrape } from '../helpers/admin.ts';
@@ -170,6 +171,7 @@ test('a client that stops reading its answer is dropped at timeouts.responseWrit
   assert.equal(err.principal, 'alice');
   const line = await b.logs.waitFor((l) => l.log === 'access' && l.path === '/api/big', 10_000);
   assert.equal(line.code, 'BRK_ERR_HTTP_RESPONSE_WRITE_TIMEOUT');
+  assert.equal(line.decision, 'error', 'forwarded, then failed');
   // The broker closed the connection: a client that starts reading now gets what was sent, then the end.
   const closed = once(socket, 'close');
   socket.resume();
@@ -207,4 +209,43 @@ test('a body trickled one byte at a time cannot hold its upstream connection pas
   assert.equal(line.status, 408);
   assert.equal(line.code, 'BRK_ERR_HTTP_REQUEST_TIMEOUT');
   assert.equal(up.seen.length, 0);
+});
+
+test('timeouts.request passing after the upstream has started its answer cuts the connection: no second answer is written into the first', async (t) => {
+  const pki = await makePki(t);
+  // An upstream that answers as soon as the head arrives, without waiting for the body.
+  let resolveClosed: (finished: boolean) => void = () => {};
+  const upstreamClosed = new Promise<boolean>((resolve) => (resolveClosed = resolve));
+  const server = createServer((req, res) => {
+    req.on('error', () => {});
+    res.on('close', () => resolveClosed(res.writableFinished));
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.write('started\n');
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const port = (server.address() as AddressInfo).port;
+  const b = await startBroker(t, pki, { timeouts: { headers: '500ms', request: '1500ms' }, routes: [{ name: 'api', path: '/api', upstream: `http://127.0.0.1:${port}`, roles: ['user'] }] });
+  const alice = await pki.issue('alice', ['user']);
+  const socket = await mtls(b, pki, alice);
+  t.after(() => void socket.destroy());
+  let answer = '';
+  socket.on('data', (c: Buffer) => (answer += c.toString('latin1')));
+  socket.on('error', () => {});
+  const closed = once(socket, 'close');
+  socket.write(`POST /api/early HTTP/1.1\r\n${H}Content-Length: 1000\r\n\r\na`);
+  const timer = setInterval(() => socket.writable && socket.write('a'), 200);
+  t.after(() => clearInterval(timer));
+
+  await within(closed, 15_000, 'the connection to be cut');
+  clearInterval(timer);
+  assert.match(answer, /^HTTP\/1\.1 200 /);
+  assert.equal(answer.match(/HTTP\/1\.1 /g)?.length, 1, `a second status line was written into the answer: ${JSON.stringify(answer)}`);
+  assert.equal(await within(upstreamClosed, 10_000, "the upstream's answer to end"), false, 'the upstream exchange was not aborted');
+  const line = await b.logs.waitFor((l) => l.log === 'access' && l.path === '/api/early');
+  assert.equal(line.code, 'BRK_ERR_HTTP_REQUEST_TIMEOUT');
 });

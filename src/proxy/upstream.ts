@@ -122,7 +122,7 @@ class Relay implements Dispatcher.DispatchHandler {
   onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
     if (statusCode < 200) return; // 1xx: Node's server already said 100 Continue to the client
     const ctx = this.ctx;
-    if (this.stopped || ctx.res.headersSent) return;
+    if (this.stopped) return; // stopped by a deadline: whatever was answered stands
     ctx.upstreamAt = performance.now();
     const out = downstreamHeaders(headers) as Record<string, string | string[] | number>;
     const length = headers['content-length'];

@@ -58,6 +58,8 @@ export interface Generation {
   readonly config: BrokerConfig;
   handle(req: IncomingMessage, res: ServerResponse): void;
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Each route's upstream pool: exchanges under way and the pool's size (metrics, on scrape). */
+  pools(): Array<{ route: string; inUse: number; max: number }>;
   /** Closes the upstream pools once the requests running on this generation are done. */
   close(): Promise<void>;
 }
@@ -143,6 +145,10 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
       timeoutMs: n.routeTimeoutMs.get(r.name) as number,
       tls: r.upstreamTls,
       bodyLimit: n.bodySize,
+      connections: c.limits.upstreamConnections,
+      share: Math.floor(c.limits.upstreamShare * c.limits.upstreamConnections),
+      responseWriteMs: n.timeouts.responseWrite,
+      onWriteTimeout: (ctx) => loggers.error.warn({ event: 'client', route: r.name, reqId: ctx.id, principal: ctx.caller?.name, code: 'BRK_ERR_HTTP_RESPONSE_WRITE_TIMEOUT', remoteIp: ctx.req.socket?.remoteAddress }, 'client stopped reading its answer: dropped, upstream exchange aborted'),
       onFailure: (ctx, err, timedOut) =>
         loggers.error.error({ event: 'upstream', route: r.name, upstream: upstream.origin, reqId: ctx.id, err: { message: err.message, code: (err as { code?: string }).code, cause: String((err as { cause?: unknown }).cause ?? '') } }, timedOut ? 'upstream timed out' : 'upstream failed'),
     });
@@ -299,7 +305,12 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     }
     const rest = r.stripPrefix ? ctx.path.slice(r.prefix.length) : ctx.path;
     const path = r.base + rest;
-    r.upstream.forward(ctx, (path === '' ? '/' : path) + ctx.query, headers);
+    const who = (ctx.caller as Caller).name;
+    if (r.upstream.forward(ctx, who, (path === '' ? '/' : path) + ctx.query, headers)) return;
+    // The identity has its share of this route's upstream connections under way: refused at once
+    // rather than queued behind itself, so that other identities always find connections.
+    ctx.setHeader('retry-after', 1);
+    refuse(ctx, 'BRK_ERR_RATE_UPSTREAM_SHARE', `${who} has ${r.upstream.share} of the ${r.upstream.connections} upstream connections of route ${r.name} in use`);
   }
 
   /** 9. The answer is done (or the connection gone): log it, count it, free the in-flight slot. */
@@ -333,7 +344,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   }
 
   function onClose(this: ServerResponse): void {
-    const ctx = (this as unknown as Record<symbol, RequestContext>)[kCtx] as RequestContext;
+    const ctx = RequestContext.of(this) as RequestContext;
     ctx.exchange?.clientClosed();
     if (ctx.res.headersSent) return finish(ctx, ctx.res.statusCode);
     // Closed before any answer: the client left, or Node's parser refused the rest of the request
@@ -352,7 +363,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
 
   /** Starts a request on the pipeline; an unexpected exception in a stage answers 500 and is logged. */
   function start(ctx: RequestContext): void {
-    (ctx.res as unknown as Record<symbol, RequestContext>)[kCtx] = ctx;
+    ctx.attach();
     ctx.res.once('close', onClose);
     try {
       run(ctx);
@@ -381,6 +392,9 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
       ctx.upgradeHead = headBytes;
       (req as unknown as Record<symbol, RequestContext>)[kCtx] = ctx;
       start(ctx);
+    },
+    pools() {
+      return routes.map((r) => ({ route: r.name, inUse: r.upstream.inUse, max: r.upstream.connections }));
     },
     async close() {
       await Promise.all([...routes.map((r) => r.upstream.close().catch(() => {})), relay?.close()]);

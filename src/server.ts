@@ -127,6 +127,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
   const expiry = expirySource(initial, () => current.material);
   metrics.setExpirySource(expiry);
   metrics.setBansActive(() => guard.activeBans);
+  metrics.setPoolSource(() => generations.current.pools());
   const { alerts, timer: expiryTimer } = startAlerts(initial, loggers.error, expiry);
 
   // ---- reload

@@ -22,7 +22,7 @@ export interface Settings {
   readonly logBufferBytes: number;
   readonly logFlushMs: number;
   readonly handshakeTimeoutMs: number;
-  readonly timeouts: { readonly headers: number; readonly request: number; readonly keepAlive: number; readonly shutdown: number };
+  readonly timeouts: { readonly headers: number; readonly request: number; readonly responseWrite: number; readonly keepAlive: number; readonly shutdown: number };
   readonly reloadDebounceMs: number;
   /** Upstream deadline per route name. */
   readonly routeTimeoutMs: ReadonlyMap<string, number>;
@@ -50,6 +50,7 @@ function compile(c: BrokerConfig): Settings {
   const timeouts = Object.freeze({
     headers: parseDuration(c.timeouts.headers, 'timeouts.headers'),
     request: parseDuration(c.timeouts.request, 'timeouts.request'),
+    responseWrite: parseDuration(c.timeouts.responseWrite, 'timeouts.responseWrite'),
     keepAlive: parseDuration(c.timeouts.keepAlive, 'timeouts.keepAlive'),
     shutdown: parseDuration(c.timeouts.shutdown, 'timeouts.shutdown'),
   });

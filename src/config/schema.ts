@@ -196,6 +196,8 @@ export const LimitsSchema = Type.Object(
     headerCount: Type.Integer({ minimum: 8, maximum: 500, default: 100, description: 'most request headers (431)' }),
     headerSize: Size('16kb', 'largest request head (431)'),
     urlLength: Type.Integer({ minimum: 64, maximum: 65536, default: 8192, description: 'longest request target (414)' }),
+    upstreamConnections: Type.Integer({ minimum: 1, maximum: 65536, default: 128, description: 'connections in each route\'s upstream pool' }),
+    upstreamShare: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 0.25, description: 'the most of a route\'s upstream connections one identity may hold at once (429 past it); fewer than 1/share busy identities can never take them all' }),
   },
   { ...strict, default: {} },
 );
@@ -203,7 +205,8 @@ export const LimitsSchema = Type.Object(
 export const TimeoutsSchema = Type.Object(
   {
     headers: Duration('10s', 'time to receive the request head (slowloris)'),
-    request: Duration('60s', 'time to receive the whole request'),
+    request: Duration('60s', 'time to receive the whole request, body included, from its first byte (a hard deadline: 408, upstream exchange aborted, connection closed)'),
+    responseWrite: Duration('30s', 'a client that reads none of its answer for this long is dropped and the upstream exchange aborted'),
     keepAlive: Duration('5s', 'idle keep-alive connections are closed after this'),
     shutdown: Duration('30s', 'on SIGTERM, how long running requests may finish before connections are cut'),
   },

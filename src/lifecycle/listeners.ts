@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { BrokerConfig } from '../config/index.ts';
 import { settingsOf } from '../config/index.ts';
 import { ERRORS, httpErrorBody, type HttpErrorCode } from '../errors.ts';
+import { RequestContext, replyError } from '../request/index.ts';
 import { createTlsServer, isAdmitted, type ListenerHooks, type TlsListener } from '../tls/listener.ts';
 import type { TlsMaterial } from '../tls/material.ts';
 
@@ -31,12 +32,37 @@ function clientErrorHandler(err: Error & { code?: string }, socket: Duplex): voi
   // Only HTTP errors (parser, request/headers deadline) on an established connection get an answer.
   // TLS errors arrive here too (a handshake timeout, an alert): there is no channel to answer on,
   // and `end()` would keep the connection open for ever; those sockets are destroyed.
-  const httpError = err.code !== undefined && (err.code.startsWith('HPE_') || err.code === 'ERR_HTTP_REQUEST_TIMEOUT');
+  const timedOut = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+  const httpError = err.code !== undefined && (err.code.startsWith('HPE_') || timedOut);
   if (!httpError || !socket.writable || !isAdmitted(socket)) return void socket.destroy();
-  const code: HttpErrorCode = err.code === 'HPE_HEADER_OVERFLOW' ? 'BRK_ERR_HTTP_HEADERS_TOO_LARGE' : 'BRK_ERR_HTTP_BAD_REQUEST';
+  // The request under way on this connection, if any (Node's parser reports the socket only).
+  const res = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (timedOut) {
+    // timeouts.request passed before the whole request (its body included) arrived: Node counts it
+    // from the request's first byte and never renews it. A request the pipeline is handling is
+    // stopped there: its upstream exchange aborted (the pool connection freed), 408, closed.
+    const ctx = RequestContext.of(res);
+    if (ctx !== undefined) return requestTimedOut(ctx);
+  }
+  // An answer already under way must not get a second one written into it.
+  if (res?.headersSent) return void socket.destroy();
+  const code: HttpErrorCode = timedOut ? 'BRK_ERR_HTTP_REQUEST_TIMEOUT' : err.code === 'HPE_HEADER_OVERFLOW' ? 'BRK_ERR_HTTP_HEADERS_TOO_LARGE' : 'BRK_ERR_HTTP_BAD_REQUEST';
   const body = JSON.stringify(httpErrorBody(code, '-'));
   const status = ERRORS[code].status;
-  socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  socket.end(`HTTP/1.1 ${status} ${REASONS[status] ?? 'Bad Request'}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+}
+
+const REASONS: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' };
+
+/** A request that missed timeouts.request: its upstream exchange stopped, 408 if nothing was answered yet, the connection closed. */
+function requestTimedOut(ctx: RequestContext): void {
+  ctx.exchange?.abort();
+  ctx.setHeader('connection', 'close');
+  // With an answer already started, replyError cuts the connection instead.
+  replyError(ctx, 'BRK_ERR_HTTP_REQUEST_TIMEOUT', 'the whole request did not arrive within timeouts.request');
+  // Node would read (and drop) the rest of the body before closing; the connection is done now.
+  const socket = ctx.res.socket;
+  if (socket !== null && !socket.destroyed) (socket as Duplex & { destroySoon(): void }).destroySoon();
 }
 
 export function createListeners(c: BrokerConfig, material: TlsMaterial, authLog: Logger, h: Handlers, hooks: ListenerHooks): Listeners {

@@ -27,6 +27,9 @@ const REJECT_KIND: Partial<Record<HttpErrorCode, string>> = {
   BRK_ERR_HTTP_BAD_REQUEST: 'bad_request',
   BRK_ERR_AUTH_REVOKED: 'revoked',
   BRK_ERR_RATELIMIT_UNAVAILABLE: 'store_unavailable',
+  BRK_ERR_RATE_UPSTREAM_SHARE: 'upstream_share',
+  BRK_ERR_HTTP_REQUEST_TIMEOUT: 'request_timeout',
+  BRK_ERR_HTTP_RESPONSE_WRITE_TIMEOUT: 'response_write_timeout',
 };
 
 const round3 = (ms: number) => Math.round(ms * 1000) / 1000;

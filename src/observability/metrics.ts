@@ -12,11 +12,17 @@ export interface ExpirySource {
   (): Array<{ kind: 'server' | 'ca' | 'crl' | 'client'; name: string; notAfter: Date }>;
 }
 
+export interface PoolSource {
+  (): Array<{ route: string; inUse: number; max: number }>;
+}
+
 export interface Metrics {
   registry: Registry;
   /** Gauge of bans in force, refreshed on scrape. */
   setBansActive(fn: () => number): void;
   setExpirySource(fn: ExpirySource): void;
+  /** Each route's upstream pool now (read on scrape: nothing is counted on the request path). */
+  setPoolSource(fn: PoolSource): void;
   close(): void;
 }
 
@@ -37,6 +43,28 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
   new Gauge({ name: 'broker_bans_active', help: 'Addresses banned now', registers: [registry], collect() { this.set(bansActive()); } });
   const reloads = new Counter({ name: 'broker_reloads_total', help: 'Reloads of config and certificates, by outcome', labelNames: ['outcome'], registers: [registry] });
   const storeErrors = new Counter({ name: 'broker_redis_errors_total', help: 'Shared store (Redis) outages and errors', labelNames: ['outcome'], registers: [registry] });
+  let pools: PoolSource = () => [];
+  new Gauge({
+    name: 'broker_upstream_connections_in_use',
+    help: 'Upstream exchanges under way per route (each holds, or waits for, one of the pool\'s connections)',
+    labelNames: ['route'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of pools()) this.set({ route: p.route }, p.inUse);
+    },
+  });
+  new Gauge({
+    name: 'broker_upstream_connections_max',
+    help: 'Size of each route\'s upstream pool (limits.upstreamConnections)',
+    labelNames: ['route'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of pools()) this.set({ route: p.route }, p.max);
+    },
+  });
+  const shareRefusals = new Counter({ name: 'broker_upstream_share_refusals_total', help: 'Requests refused because their identity had its share of the route\'s upstream connections in use (429 BRK_ERR_RATE_UPSTREAM_SHARE)', labelNames: ['route'], registers: [registry] });
   let expiry: ExpirySource = () => [];
   new Gauge({
     name: 'broker_certificate_expiry_seconds',
@@ -64,6 +92,7 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
     requests.inc({ route, role: e.role, status: String(e.status) });
     duration.observe({ route }, e.durationMs / 1000);
     if (e.upstreamMs !== undefined) upstream.observe({ route }, e.upstreamMs / 1000);
+    if (e.code === 'BRK_ERR_RATE_UPSTREAM_SHARE') shareRefusals.inc({ route });
   };
   const onReject = (m: unknown) => rejections.inc({ kind: (m as RejectEvent).kind });
   const onBan = (m: unknown) => bans.inc({ reason: (m as BanEvent).reason });
@@ -86,6 +115,7 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
     registry,
     setBansActive: (fn) => void (bansActive = fn),
     setExpirySource: (fn) => void (expiry = fn),
+    setPoolSource: (fn) => void (pools = fn),
     close() {
       for (const [name, fn] of subs) channels[name].unsubscribe(fn);
     },

@@ -29,8 +29,16 @@ export interface UpstreamOptions {
   timeoutMs: number;
   tls?: UpstreamTlsFiles | undefined;
   bodyLimit: number;
+  /** The pool's size: connections to this upstream at most. */
+  connections: number;
+  /** The most exchanges one identity may have under way on this upstream at once (≥ 1). */
+  share: number;
+  /** How long writing the answer to the client may stay blocked before the client is dropped. */
+  responseWriteMs: number;
   /** Called for a failure of the upstream (not of the client), before the 502/504 goes out. */
   onFailure(ctx: RequestContext, err: Error, timedOut: boolean): void;
+  /** Called when a client that stopped reading its answer is dropped. */
+  onWriteTimeout(ctx: RequestContext): void;
 }
 
 function tlsOptions(t: UpstreamTlsFiles | undefined): Record<string, unknown> | undefined {
@@ -57,28 +65,64 @@ function hasBody(req: IncomingMessage): boolean {
   return (cl !== undefined && cl !== '0') || req.headers['transfer-encoding'] !== undefined;
 }
 
-/** One upstream answer relayed to the client; one object per request, its methods on the prototype. */
+/** The reason given to undici when the broker stops an exchange (one object: nothing is allocated to stop one). */
+const STOPPED = new Error('exchange stopped by the broker (client gone or deadline passed)');
+
+/** Fires while the answer's writing is blocked; drops the client once it has been blocked for responseWriteMs. */
+function checkWrite(relay: Relay): void {
+  relay.writeTimer = undefined;
+  if (relay.blockedSince === 0 || relay.ctx.res.destroyed) return;
+  const waited = performance.now() - relay.blockedSince;
+  const limit = relay.up.responseWriteMs;
+  if (waited < limit) relay.writeTimer = setTimeout(checkWrite, limit - waited, relay);
+  else relay.writeTimedOut();
+}
+
+/**
+ * One upstream exchange, relayed to the client; one object per request, its methods on the
+ * prototype. It holds one of its identity's share of the pool from dispatch until it ends:
+ * answer complete, upstream error, client gone, or a deadline; `release` runs once whichever
+ * comes first (and the client's close always comes, at the latest).
+ */
 class Relay implements Dispatcher.DispatchHandler {
   readonly ctx: RequestContext;
   readonly up: Upstream;
   readonly limiter: BodyLimiter | undefined;
+  /** The identity whose share this exchange holds; undefined once released. */
+  holder: string | undefined;
   controller: Dispatcher.DispatchController | undefined = undefined;
+  /** Set when the broker stopped the exchange: whatever undici reports afterwards answers nothing. */
+  stopped = false;
+  /** performance.now() when writing the answer blocked (res.write returned false); 0 when it is not blocked. */
+  blockedSince = 0;
+  writeTimer: NodeJS.Timeout | undefined = undefined;
+  #onDrain: (() => void) | undefined = undefined;
 
-  constructor(ctx: RequestContext, up: Upstream, limiter: BodyLimiter | undefined) {
+  constructor(ctx: RequestContext, up: Upstream, limiter: BodyLimiter | undefined, holder: string) {
     this.ctx = ctx;
     this.up = up;
     this.limiter = limiter;
+    this.holder = holder;
+  }
+
+  release(): void {
+    const who = this.holder;
+    if (who === undefined) return;
+    this.holder = undefined;
+    this.up.release(who);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
-    // The client went away before the upstream was asked: do not ask.
-    if (this.ctx.res.destroyed) controller.abort(new Error('client closed the connection'));
+    // The client went away, or the request was stopped, before the upstream was asked: do not ask.
+    const res = this.ctx.res;
+    if (this.stopped || res.destroyed || res.writableEnded) controller.abort(STOPPED);
   }
 
   onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
     if (statusCode < 200) return; // 1xx: Node's server already said 100 Continue to the client
     const ctx = this.ctx;
+    if (this.stopped) return; // stopped by a deadline: whatever was answered stands
     ctx.upstreamAt = performance.now();
     const out = downstreamHeaders(headers) as Record<string, string | string[] | number>;
     const length = headers['content-length'];
@@ -89,22 +133,60 @@ class Relay implements Dispatcher.DispatchHandler {
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     const res = this.ctx.res;
-    if (!res.write(chunk)) {
-      controller.pause();
-      res.once('drain', () => controller.resume());
-    }
+    if (this.stopped || res.write(chunk)) return;
+    controller.pause();
+    this.blockedSince = performance.now();
+    res.once('drain', (this.#onDrain ??= () => this.drained()));
+    this.writeTimer ??= setTimeout(checkWrite, this.up.responseWriteMs, this);
+  }
+
+  drained(): void {
+    this.blockedSince = 0;
+    if (!this.stopped) this.controller?.resume();
   }
 
   onResponseEnd(): void {
+    this.release();
+    if (this.stopped) return;
+    this.stopped = true;
     this.ctx.res.end();
+    // A client that is not reading the last of the answer still has blockedSince set: the timer stays.
+    if (this.blockedSince === 0) this.clearTimer();
+  }
+
+  clearTimer(): void {
+    if (this.writeTimer !== undefined) clearTimeout(this.writeTimer);
+    this.writeTimer = undefined;
+  }
+
+  /** Stops the exchange: the pool connection is freed and nothing more is relayed or answered from it. */
+  abort(): void {
+    this.release();
+    if (this.stopped) return;
+    this.stopped = true;
+    this.controller?.abort(STOPPED);
   }
 
   /** The client's connection closed: if the answer is not complete, stop asking the upstream for it. */
   clientClosed(): void {
-    if (!this.ctx.res.writableFinished) this.controller?.abort(new Error('client closed the connection'));
+    this.clearTimer();
+    this.abort();
+  }
+
+  /** The client read nothing for responseWriteMs: drop it, and free the upstream connection. */
+  writeTimedOut(): void {
+    const ctx = this.ctx;
+    ctx.denial = { code: 'BRK_ERR_HTTP_RESPONSE_WRITE_TIMEOUT', detail: `the client read nothing for ${this.up.responseWriteMs} ms` };
+    this.up.onWriteTimeout(ctx);
+    this.abort();
+    ctx.res.destroy();
   }
 
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+    this.release();
+    if (this.stopped) return; // the broker stopped it: the answer (if any) was decided there
+    this.stopped = true;
+    this.clearTimer();
     const ctx = this.ctx;
     if (ctx.res.destroyed) return; // the client left first: nothing to answer
     if (this.limiter?.exceeded) {
@@ -117,15 +199,23 @@ class Relay implements Dispatcher.DispatchHandler {
   }
 }
 
-
 export class Upstream {
   readonly origin: string;
   /** The upstream URL's own path ("" for "/"), put before every forwarded path. */
   readonly basePath: string;
   readonly bodyLimit: number;
+  /** The pool's size, and the most exchanges one identity may have under way (the share). */
+  readonly connections: number;
+  readonly share: number;
+  readonly responseWriteMs: number;
   readonly onFailure: UpstreamOptions['onFailure'];
+  readonly onWriteTimeout: UpstreamOptions['onWriteTimeout'];
   /** The TLS options for an https upstream, read once (the WebSocket relay uses them too). */
   readonly tls: Record<string, unknown> | undefined;
+  /** Exchanges under way (dispatched and not ended): the pool's connections in use, or asked for. */
+  inUse = 0;
+  /** The same, per identity (caller name); identities holding none are not kept. */
+  readonly #held = new Map<string, number>();
   readonly #pool: Pool;
 
   constructor(o: UpstreamOptions) {
@@ -133,10 +223,14 @@ export class Upstream {
     this.origin = url.origin;
     this.basePath = url.pathname === '/' ? '' : url.pathname;
     this.bodyLimit = o.bodyLimit;
+    this.connections = o.connections;
+    this.share = Math.max(1, Math.min(o.share, o.connections));
+    this.responseWriteMs = o.responseWriteMs;
     this.onFailure = o.onFailure;
+    this.onWriteTimeout = o.onWriteTimeout;
     this.tls = tlsOptions(o.tls);
     this.#pool = new Pool(url.origin, {
-      connections: 128,
+      connections: o.connections,
       pipelining: 1,
       keepAliveTimeout: 4_000,
       headersTimeout: o.timeoutMs,
@@ -147,18 +241,35 @@ export class Upstream {
     });
   }
 
-  /** Sends the request (`path` already rewritten for the upstream, headers already decided) and relays the answer. */
-  forward(ctx: RequestContext, path: string, headers: string[] | Record<string, string>): void {
+  /**
+   * Sends the request (`path` already rewritten for the upstream, headers already decided) and
+   * relays the answer, as one of `who`'s share of the pool; false (nothing sent) when `who`
+   * already has its share under way.
+   */
+  forward(ctx: RequestContext, who: string, path: string, headers: string[] | Record<string, string>): boolean {
+    const held = this.#held.get(who) ?? 0;
+    if (held >= this.share) return false;
+    this.#held.set(who, held + 1);
+    this.inUse++;
     const req = ctx.req;
     let limiter: BodyLimiter | undefined;
     if (hasBody(req)) {
       limiter = new BodyLimiter(this.bodyLimit, ctx);
       pipeline(req, limiter, () => {});
     }
-    const relay = new Relay(ctx, this, limiter);
+    const relay = new Relay(ctx, this, limiter, who);
     ctx.exchange = relay;
     ctx.proxyStart = performance.now();
     this.#pool.dispatch({ origin: this.origin, path, method: req.method as Dispatcher.HttpMethod, headers, body: limiter ?? null }, relay);
+    return true;
+  }
+
+  /** One exchange of `who` ended (Relay.release calls it once per exchange). */
+  release(who: string): void {
+    this.inUse--;
+    const held = (this.#held.get(who) ?? 1) - 1;
+    if (held <= 0) this.#held.delete(who);
+    else this.#held.set(who, held);
   }
 
   close(): Promise<void> {

@@ -21,6 +21,8 @@ export interface RouteNote {
   readonly origin: string;
 }
 
+const kContext = Symbol('broker.request');
+
 export class RequestContext {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
@@ -48,8 +50,11 @@ export class RequestContext {
   bytesIn = 0;
   /** The answer's Content-Length, when it has one. */
   bytesOut: number | null = null;
-  /** The upstream exchange under way, told when the client's connection closes. */
-  exchange: { clientClosed(): void } | undefined = undefined;
+  /**
+   * The upstream exchange under way: told when the client's connection closes, and stopped when
+   * the request misses a deadline (its pool connection freed, its failure answering nothing).
+   */
+  exchange: { clientClosed(): void; abort(): void } | undefined = undefined;
   proxyStart = 0;
   upstreamAt = 0;
   /** An upgrade (WebSocket) request: answered on the raw socket, logged when it closes. */
@@ -62,6 +67,16 @@ export class RequestContext {
     this.res = res;
     this.start = start;
     this.id = randomUUID();
+  }
+
+  /** The request a response belongs to (set when the pipeline starts it), for handlers that get only the socket. */
+  static of(res: ServerResponse | null | undefined): RequestContext | undefined {
+    return res == null ? undefined : (res as unknown as Record<symbol, RequestContext | undefined>)[kContext];
+  }
+
+  /** Ties this request to its response (RequestContext.of finds it again). */
+  attach(): void {
+    (this.res as unknown as Record<symbol, RequestContext>)[kContext] = this;
   }
 
   setHeader(name: string, value: string | number): void {

@@ -7,7 +7,7 @@ export interface Refusal {
 }
 
 /** Failures of the upstream or of the broker itself, as opposed to refusals of the request. */
-const FAILURES: ReadonlySet<HttpErrorCode> = new Set(['BRK_ERR_UPSTREAM_UNAVAILABLE', 'BRK_ERR_UPSTREAM_TIMEOUT', 'BRK_ERR_HTTP_INTERNAL']);
+const FAILURES: ReadonlySet<HttpErrorCode> = new Set(['BRK_ERR_UPSTREAM_UNAVAILABLE', 'BRK_ERR_UPSTREAM_TIMEOUT', 'BRK_ERR_HTTP_INTERNAL', 'BRK_ERR_HTTP_RESPONSE_WRITE_TIMEOUT']);
 
 /** The access log's `decision`: allow (forwarded), deny (refused by a check), error (allowed, but failed). */
 export function decisionOf(note: Refusal | undefined): 'allow' | 'deny' | 'error' {

@@ -163,7 +163,10 @@ test('metric names follow Prometheus conventions: broker_ prefix, snake case, co
       'broker_reloads_total',
       'broker_request_duration_seconds',
       'broker_requests_total',
+      'broker_upstream_connections_in_use',
+      'broker_upstream_connections_max',
       'broker_upstream_duration_seconds',
+      'broker_upstream_share_refusals_total',
     ].sort(),
   );
   for (const [name, type] of s.types) {

@@ -20,6 +20,9 @@ import { LENIENT, captureLoggers, makePki, request, startBroker, startUpstream, 
 import { tempDir } from '../helpers/cli.ts';
 import { within } from '../helpers/within.ts';
 import { loadConfig } from '../../src/config/index.ts';
+import { keysFile } from '../../src/auth/index.ts';
+import { materialFiles } from '../../src/tls/material.ts';
+import { watchFiles } from '../../src/tls/watch.ts';
 import { buildBroker, type Broker } from '../../src/server.ts';
 import { createCrl } from '../../src/pki/certs.ts';
 import { crlPem } from '../../src/pki/crl.ts';
@@ -196,4 +199,29 @@ test('an API key revoked with keys revoke while the config file is broken is ref
   assert.equal((await withKey(other.secret)).status, 200, 'another key still works');
   const applied = await f.logs.waitFor((l) => l.log === 'audit' && l.event === 'revocation' && l.outcome === 'applied');
   assert.deepEqual(applied.revokedKeys, [key.record.id]);
+});
+
+test('through the file watcher (as broker serve wires it): a broken config file, then pki revoke and keys revoke, and both revocations are in force', async (t) => {
+  const pki = await makePki(t);
+  const up = await startUpstream(t);
+  const f = await startFromFile(t, pki, { routes: [{ name: 'api', path: '/api', upstream: up.url, roles: ['user'] }, { name: 'keys', path: '/k', upstream: up.url, roles: ['billing'], auth: ['apiKey'] }] });
+  const key = await createKey(pki.store, { name: 'acme', roles: ['billing'], kind: 'apiKey' });
+  assert.equal((await f.broker.reload()).ok, true);
+  const watcher = watchFiles([f.configFile, ...Object.values(materialFiles(f.broker.config)), keysFile(f.broker.config)], 50, (what) => void f.broker.reload(undefined, `file change: ${what}`));
+  t.after(() => watcher.close());
+  const mallory = await pki.issue('mallory', ['user']);
+  const mc = await openConnection(t, f.port, pki.ca, mallory, '/api/1');
+  const closed = once(mc.socket, 'close');
+  const withKey = () => request(f.optionalPort, { ca: pki.ca, path: '/k/x', headers: { 'x-api-key': key.secret } });
+  assert.equal((await withKey()).status, 200);
+
+  breakConfig(f);
+  await f.logs.waitFor((l) => l.log === 'error' && l.event === 'reload' && l.outcome === 'failed' && l.code === 'BRK_ERR_CONFIG_INVALID', 10_000);
+  await pki.revoke('mallory');
+  await within(closed, 10_000, "mallory's keep-alive connection closing after the watcher's reload");
+  await refusedAtHandshake(f.port, pki, mallory, 'mallory');
+  await revokeKey(pki.store, key.record.id);
+  await f.logs.waitFor((l) => l.log === 'audit' && l.event === 'revocation' && l.outcome === 'applied' && Array.isArray(l.revokedKeys) && l.revokedKeys.includes(key.record.id), 10_000);
+  assert.equal((await withKey()).status, 401, 'the revoked key is refused');
+  assert.equal(f.broker.config.routes.length, 2, 'the broken config was never taken');
 });

@@ -84,10 +84,18 @@ export interface ReloadDeps {
 }
 
 export function reloader(d: ReloadDeps): (next?: BrokerConfig, trigger?: string) => Promise<ReloadResult> {
+  /** Tells the other replicas; a failure is logged, never turns an applied reload into a refused one. */
+  const announce = async (ids: string[]): Promise<void> => {
+    try {
+      await d.announce(ids);
+    } catch (err) {
+      d.error.error({ event: 'revocation', err: { message: (err as Error).message } }, 'could not announce the revocations to other replicas');
+    }
+  };
   /**
    * The revocation sources of the current config, read and applied on their own: the CRL bundle
    * (checked as at start, against the loaded client CA bundle, and for rollback) and keys.json's
-   * revoked ids. Never throws; says what it could not apply.
+   * revoked ids. Says what it could not apply.
    */
   const revocationsOnly = async (trigger: string): Promise<{ serials: string[]; keys: string[]; problems: string[] }> => {
     const now = d.current();
@@ -123,11 +131,7 @@ export function reloader(d: ReloadDeps): (next?: BrokerConfig, trigger?: string)
     d.applyRevocations({ ...now, material, revokedKeys: keys.set });
     const closed = d.closeConnectionsOf([...serials, ...keys.added.map((id) => REVOKED_KEY_PREFIX + id)]);
     d.audit.info({ event: 'revocation', source: 'reload', outcome: 'applied', trigger, revoked: serials, revokedKeys: keys.added, closedConnections: closed }, 'revocations applied although the reload was refused');
-    try {
-      await d.announce([...serials, ...keys.added.map((id) => REVOKED_KEY_PREFIX + id)]);
-    } catch (err) {
-      d.error.error({ event: 'revocation', err: { message: (err as Error).message } }, 'could not announce the revocations to other replicas');
-    }
+    await announce([...serials, ...keys.added.map((id) => REVOKED_KEY_PREFIX + id)]);
     return { serials, keys: keys.added, problems };
   };
 
@@ -155,7 +159,7 @@ export function reloader(d: ReloadDeps): (next?: BrokerConfig, trigger?: string)
       d.commit({ config: target, material, verifiers, revokedKeys: keys.set }, generation);
       const prefixedKeys = keys.added.map((id) => REVOKED_KEY_PREFIX + id);
       const closed = d.closeConnectionsOf([...newlyRevoked, ...prefixedKeys]);
-      await d.announce([...newlyRevoked, ...prefixedKeys]);
+      await announce([...newlyRevoked, ...prefixedKeys]);
       d.audit.info({ event: 'reload', outcome: 'ok', trigger, routes: target.routes.length, revoked: newlyRevoked, revokedKeys: keys.added, closedConnections: closed, restartNeeded: restart }, 'configuration and certificates reloaded');
       for (const r of order.renumbered) d.error.warn({ event: 'crl', file: material.files.crl }, r);
       if (restart.length) d.error.warn({ event: 'reload', restartNeeded: restart }, `changes to ${restart.join(', ')} take effect after a restart`);
@@ -168,7 +172,7 @@ export function reloader(d: ReloadDeps): (next?: BrokerConfig, trigger?: string)
       d.audit.info({ event: 'reload', outcome: 'failed', trigger, problems }, 'reload refused');
       channels.reload.publish({ outcome: 'failed' });
       // Revocation never waits for config: apply what the current config's revocation sources say.
-      const applied = await revocationsOnly(trigger);
+      const applied = await revocationsOnly(trigger).catch((e: unknown) => ({ serials: [], keys: [], problems: linesOf(e).map((l) => `revocations: ${l}`) }));
       const more = applied.problems.filter((p) => !problems.includes(p));
       if (more.length) d.error.error({ event: 'revocation', outcome: 'failed', trigger, problems: more }, 'revocation sources not applied; still serving the loaded ones');
       problems.push(...more);

@@ -19,7 +19,7 @@ import { createLoggers, type Loggers } from './observability/loggers.ts';
 import { ConnectionGuard } from './filter/connection-guard.ts';
 import { createStore, type SharedStore } from './ratelimit/index.ts';
 import { compilePipeline, type Generation } from './pipeline.ts';
-import { buildVerifiers, type Verifiers } from './auth/index.ts';
+import { REVOKED_KEY_PREFIX, buildVerifiers, type Verifiers } from './auth/index.ts';
 import type { TlsListener } from './tls/listener.ts';
 import { ablationsFrom, type Ablations } from './ablation.ts';
 import { createListeners, listenAll } from './lifecycle/listeners.ts';
@@ -94,14 +94,17 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
   if (Object.keys(ablations).length) loggers.error.warn({ event: 'ablation', off: Object.keys(ablations) }, `BROKER_ABLATE: ${Object.keys(ablations).join(', ')} switched off (for benchmarks only)`);
 
   // ---- long-lived parts
-  let current: Current = { config: initial, material: loadTlsMaterial(initial), verifiers: buildVerifiers(initial) };
+  const initialVerifiers = buildVerifiers(initial);
+  let current: Current = { config: initial, material: loadTlsMaterial(initial), verifiers: initialVerifiers, revokedKeys: new Set(initialVerifiers.keys.revokedIds().map((id) => REVOKED_KEY_PREFIX + id)) };
   let rules = compileIdentityRules(initial.identities);
   const store = o.store ?? createStore(initial, loggers.error);
   const guard = new ConnectionGuard(initial, store, loggers.auth, loggers.audit);
   await guard.start();
   store.onRecover?.(() => void guard.start());
   let heard: (serial: string) => boolean = () => false;
-  const isRevoked = (serial: string) => current.material.revoked.has(serial) || heard(serial);
+  // A serial is hex and never starts like "key:": certificate callers skip the revoked-key set.
+  const keyMark = REVOKED_KEY_PREFIX.charCodeAt(0);
+  const isRevoked = (id: string) => current.material.revoked.has(id) || heard(id) || (id.charCodeAt(0) === keyMark && current.revokedKeys.has(id));
 
   // ---- the first generation, and the listeners that hand it requests
   const compile = (c: BrokerConfig, verifiers: Verifiers) => compilePipeline(c, { loggers, store, guard, isRevoked, verifiers, ablations });
@@ -144,6 +147,9 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
       rules = compileIdentityRules(next.config.identities);
       listeners.applyLimits(next.config);
       guard.update(next.config);
+    },
+    applyRevocations(next) {
+      current = next;
     },
     closeConnectionsOf: listeners.closeConnectionsOf,
     announce: revocations.announce,

@@ -5,7 +5,8 @@
  * does not tell whether it exists. Revocation and expiry are checked only after the secret
  * matched (a wrong secret is 'wrong' whatever the key's state); expiry at every call.
  * Successes are cached by SHA-256 of the presented credential, never past the key's expiry;
- * failures never are. The ring is immutable: revocations take effect when a new one is loaded.
+ * failures never are. The ring is immutable: revocations take effect when a new one is loaded, or
+ * through the serving broker's revoked-id set (checked after every success, cached ones included).
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { DEFAULT_KDF, SALT_BYTES, deriveHash, parseApiKey, readKeys, type KeyRecord } from '../pki/keys-file.ts';
@@ -91,6 +92,14 @@ export class KeyRing {
   /** Reads keys.json (missing file = empty ring); throws BrokerError BRK_ERR_KEYS_CORRUPT on a bad file. */
   static load(file: string, o: { cacheTtlMs?: number; now?: () => number } = {}): KeyRing {
     return new KeyRing(readKeys(file).keys, o);
+  }
+
+  /**
+   * Ids of the credentials revoked in keys.json, without building a ring: what a reload applies
+   * when the rest of it is refused (revocation never waits for a good config). Throws like load().
+   */
+  static revokedIn(file: string): string[] {
+    return readKeys(file).keys.filter((r) => r.revoked).map((r) => r.id);
   }
 
   static empty(): KeyRing {

@@ -19,13 +19,14 @@ import { createLoggers, type Loggers } from './observability/loggers.ts';
 import { ConnectionGuard } from './filter/connection-guard.ts';
 import { createStore, type SharedStore } from './ratelimit/index.ts';
 import { compilePipeline, type Generation } from './pipeline.ts';
-import { buildVerifiers, type Verifiers } from './auth/index.ts';
+import { buildVerifiers, REVOKED_KEY_PREFIX, type Verifiers } from './auth/index.ts';
 import type { TlsListener } from './tls/listener.ts';
 import { ablationsFrom, type Ablations } from './ablation.ts';
 import { createListeners, listenAll } from './lifecycle/listeners.ts';
 import { Generations } from './lifecycle/generations.ts';
 import { createDrain } from './lifecycle/drain.ts';
 import { revocationFanOut } from './lifecycle/revocations.ts';
+import { LiveConnections } from './proxy/live.ts';
 import { reloader, type Current, type ReloadResult } from './lifecycle/reload.ts';
 
 export type { ReloadResult } from './lifecycle/reload.ts';
@@ -41,6 +42,8 @@ export interface Broker {
   /** The certificate-optional listener (listenCertOptional), when configured. */
   optionalServer: TlsListener | undefined;
   loggers: Loggers;
+  /** Relayed WebSockets and keyed keep-alive connections (revocation, expiry, caps, relay stats). */
+  live: LiveConnections;
   metrics: Metrics;
   alerts: AlertEngine;
   admin: FastifyInstance | undefined;
@@ -104,7 +107,8 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
   const isRevoked = (serial: string) => current.material.revoked.has(serial) || heard(serial);
 
   // ---- the first generation, and the listeners that hand it requests
-  const compile = (c: BrokerConfig, verifiers: Verifiers) => compilePipeline(c, { loggers, store, guard, isRevoked, verifiers, ablations });
+  const live = new LiveConnections(loggers.auth, REVOKED_KEY_PREFIX);
+  const compile = (c: BrokerConfig, verifiers: Verifiers) => compilePipeline(c, { loggers, store, guard, isRevoked, verifiers, ablations, live });
   const generations = new Generations(await compile(initial, current.verifiers));
   const drain = createDrain();
   const listeners = createListeners(
@@ -118,7 +122,12 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     { onRefused: (ip) => void guard.failure(ip, 'handshake'), rules: () => rules, isRevoked: (serial) => heard(serial) },
   );
   if (!ablations.guard) for (const s of listeners.all) guard.attach(s);
-  const revocations = await revocationFanOut(store, loggers.audit, listeners.closeConnectionsOf);
+  /** A revoked credential (serial or `key:<id>`): its WebSockets get a close frame, its other connections are cut. */
+  const closeConnectionsOf = (ids: Iterable<string>): number => {
+    const list = [...ids];
+    return live.closeOf(list) + listeners.closeConnectionsOf(list);
+  };
+  const revocations = await revocationFanOut(store, loggers.audit, closeConnectionsOf);
   heard = revocations.heard;
 
   // ---- observability
@@ -144,7 +153,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
       listeners.applyLimits(next.config);
       guard.update(next.config);
     },
-    closeConnectionsOf: listeners.closeConnectionsOf,
+    closeConnectionsOf,
     announce: revocations.announce,
     audit: loggers.audit,
     error: loggers.error,
@@ -188,6 +197,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     server: listeners.server,
     optionalServer: listeners.optionalServer,
     loggers,
+    live,
     metrics,
     alerts,
     admin,

@@ -192,6 +192,14 @@ export const LimitsSchema = Type.Object(
     headerCount: Type.Integer({ minimum: 8, maximum: 500, default: 100, description: 'most request headers (431)' }),
     headerSize: Size('16kb', 'largest request head (431)'),
     urlLength: Type.Integer({ minimum: 64, maximum: 65536, default: 8192, description: 'longest request target (414)' }),
+    websocket: Type.Object(
+      {
+        messageSize: Type.Optional(Type.String({ pattern: '^\\d{1,12}\\s*([kKmMgG][bB]|[bB])?$', description: 'largest WebSocket message, either direction (close 1009); default: limits.bodySize' })),
+        buffer: Size('1mb', 'bytes the relay holds for a WebSocket peer that reads slower than the other side sends; past it, the sending side is paused until they drain'),
+        perIdentity: Type.Integer({ minimum: 1, maximum: 100000, default: 16, description: 'open WebSockets per identity, per broker process (429 BRK_ERR_RATE_WEBSOCKETS beyond)' }),
+      },
+      { ...strict, default: {} },
+    ),
   },
   { ...strict, default: {} },
 );

@@ -73,7 +73,7 @@ export function reloader(d: ReloadDeps): (next?: BrokerConfig, trigger?: string)
       const wasRevoked = new Set(now.verifiers.keys.revokedIds());
       const newlyRevokedKeys = verifiers.keys.revokedIds().filter((id) => !wasRevoked.has(id));
       d.commit({ config: target, material, verifiers }, generation);
-      const closed = d.closeConnectionsOf(newlyRevoked);
+      const closed = d.closeConnectionsOf([...newlyRevoked, ...newlyRevokedKeys.map((id) => REVOKED_KEY_PREFIX + id)]);
       await d.announce([...newlyRevoked, ...newlyRevokedKeys.map((id) => REVOKED_KEY_PREFIX + id)]);
       d.audit.info({ event: 'reload', outcome: 'ok', trigger, routes: target.routes.length, revoked: newlyRevoked, revokedKeys: newlyRevokedKeys, closedConnections: closed, restartNeeded: restart }, 'configuration and certificates reloaded');
       if (restart.length) d.error.warn({ event: 'reload', restartNeeded: restart }, `changes to ${restart.join(', ')} take effect after a restart`);

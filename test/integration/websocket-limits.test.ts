@@ -92,6 +92,22 @@ function closed(ws: WebSocket): Promise<{ code: number; reason: string }> {
   return new Promise((resolve) => ws.once('close', (code: number, reason: Buffer) => resolve({ code, reason: String(reason) })));
 }
 
+/**
+ * Waits until `value` has stopped changing (the same over 16 polls, 100 ms apart): the flow has come
+ * to rest. (Not a measurement: where the broker applies backpressure, the value asserted afterwards
+ * holds at every moment once the relay has paused; without it the flow drains to 0.)
+ */
+async function settled(value: () => number, what: string): Promise<void> {
+  let last = -1;
+  let same = 0;
+  await eventually(() => {
+    const now = value();
+    same = now === last ? same + 1 : 0;
+    last = now;
+    return same >= 15;
+  }, `${what} settled`, 30_000, 100);
+}
+
 async function echo(ws: WebSocket, text: string): Promise<void> {
   ws.send(text);
   const [m] = (await within(once(ws, 'message'), 10_000, `echo of ${text}`)) as [Buffer];
@@ -115,24 +131,32 @@ test('messages are bounded by limits.bodySize by default, in both directions: cl
   assert.equal((await within(c2, 10_000, 'close after an 80 KiB upstream message')).code, 1009);
 });
 
-test('limits.websocket.messageSize overrides the body size', async (t) => {
+test('limits.websocket.messageSize overrides the body size; limits.websocket.perIdentity sets the cap', async (t) => {
   const s = await setup(t, { limits: { bodySize: '1mb', websocket: { messageSize: '16kb' } } });
   const ws = await open(t, s, s.carol);
   const c = closed(ws);
   ws.send(Buffer.alloc(20 * 1024, 1));
   assert.equal((await within(c, 10_000, 'close after a 20 KiB message')).code, 1009);
+
+  const s2 = await setup(t, { limits: { websocket: { perIdentity: 1 } } });
+  await open(t, s2, s2.carol);
+  const [, res] = (await within(once(connect(t, s2, s2.carol), 'unexpected-response'), 10_000, 'the second upgrade refused')) as [unknown, IncomingMessage];
+  assert.equal(res.statusCode, 429);
+  res.resume();
 });
 
 test('backpressure, upstream to client: a client that stops reading pauses the upstream; the relay holds at most buffer + one message, and nothing is lost', async (t) => {
-  const s = await setup(t, { limits: { bodySize: '2mb', websocket: { buffer: '1mb' } } });
+  const s = await setup(t, { limits: { bodySize: '2mb' } }); // limits.websocket.buffer: its default, 1mb
   const ws = await open(t, s, s.carol);
   ws.pause(); // stop reading: the broker's writes to this client back up
   ws.send('flood:64');
   const live = (s.b.broker as { live?: { stats: { pauses: number; maxBuffered: number } } }).live;
   await eventually(() => (live?.stats.pauses ?? 0) >= 1, 'the relay paused the upstream', 30_000);
   const up = s.up.sockets[0] as WebSocket;
-  // The upstream keeps most of its 64 MiB: the broker stopped reading it (kernel buffers take a few MiB).
-  await eventually(() => up.bufferedAmount > 16 * MiB, 'the upstream holding its unsent messages', 30_000);
+  // Once nothing moves any more, the upstream still holds most of its 64 MiB: the broker stopped
+  // reading it (the kernel's socket buffers on the way take a few MiB).
+  await settled(() => up.bufferedAmount, "the upstream's unsent bytes");
+  assert.ok(up.bufferedAmount > 16 * MiB, `the upstream holds ${up.bufferedAmount} bytes`);
   assert.ok((live?.stats.maxBuffered ?? Infinity) <= 1 * MiB + 2 * MiB + 256 * 1024, `relay held ${live?.stats.maxBuffered} bytes`);
 
   // The client reads again: every message arrives, in order, complete.
@@ -148,14 +172,15 @@ test('backpressure, upstream to client: a client that stops reading pauses the u
 });
 
 test('backpressure, client to upstream: an upstream that stops reading pauses the client', async (t) => {
-  const s = await setup(t, { limits: { bodySize: '2mb', websocket: { buffer: '1mb' } } });
+  const s = await setup(t, { limits: { bodySize: '2mb' } }); // limits.websocket.buffer: its default, 1mb
   const ws = await open(t, s, s.carol);
   ws.send('stop');
   await eventually(() => (s.up.sockets[0] as WebSocket | undefined)?.isPaused === true, 'the upstream paused', 10_000);
   for (let i = 0; i < 64; i++) ws.send(Buffer.alloc(MiB, 1));
   const live = (s.b.broker as { live?: { stats: { pauses: number; maxBuffered: number } } }).live;
   await eventually(() => (live?.stats.pauses ?? 0) >= 1, 'the relay paused the client', 30_000);
-  await eventually(() => ws.bufferedAmount > 16 * MiB, 'the client holding its unsent messages', 30_000);
+  await settled(() => ws.bufferedAmount, "the client's unsent bytes");
+  assert.ok(ws.bufferedAmount > 16 * MiB, `the client holds ${ws.bufferedAmount} bytes`);
   assert.ok((live?.stats.maxBuffered ?? Infinity) <= 3 * MiB + 256 * 1024, `relay held ${live?.stats.maxBuffered} bytes`);
   (s.up.sockets[0] as WebSocket).resume();
   await eventually(() => s.up.received >= 64 * MiB, 'all 64 MiB delivered after the upstream resumed', 60_000);
@@ -174,11 +199,11 @@ test('every client message takes a token from the identity bucket: over the limi
   assert.equal(line.principal, 'carol');
 });
 
-test('limits.websocket.perIdentity: beyond it the upgrade gets 429 BRK_ERR_RATE_WEBSOCKETS before any upstream connection; closing one frees a place', async (t) => {
-  const s = await setup(t, { limits: { websocket: { perIdentity: 2 } } });
+test('limits.websocket.perIdentity (default 16): beyond it the upgrade gets 429 BRK_ERR_RATE_WEBSOCKETS before any upstream connection; closing one frees a place', async (t) => {
+  const s = await setup(t, {});
   const dave = await s.pki.issue('dave', ['chat']);
   const a = await open(t, s, s.carol);
-  await open(t, s, s.carol);
+  for (let i = 1; i < 16; i++) await open(t, s, s.carol);
   const third = connect(t, s, s.carol);
   const [, res] = (await within(once(third, 'unexpected-response'), 10_000, 'the third upgrade refused')) as [unknown, IncomingMessage];
   assert.equal(res.statusCode, 429);
@@ -188,7 +213,7 @@ test('limits.websocket.perIdentity: beyond it the upgrade gets 429 BRK_ERR_RATE_
     res.on('end', () => r(text));
   });
   assert.equal(JSON.parse(body).code, 'BRK_ERR_RATE_WEBSOCKETS');
-  assert.equal(s.up.sockets.length, 2, 'no upstream connection for the refused upgrade');
+  assert.equal(s.up.sockets.length, 16, 'no upstream connection for the refused upgrade');
   await open(t, s, dave); // another identity is not affected
 
   const gone = closed(a);

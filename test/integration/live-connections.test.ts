@@ -61,7 +61,7 @@ async function keepAlive(t: TestContext, port: number, o: { ca: string; id?: Ide
   return { socket, closed: once(socket, 'close') };
 }
 
-test('revoking an API key closes its WebSocket (1008 "credential revoked") and its keep-alive connections at once, with an auth log line', async (t) => {
+test('revoking an API key closes its WebSocket at once with 1008 "credential revoked", with an auth log line', async (t) => {
   const pki = await makePki(t);
   const up = await startUpstream(t);
   const b = await startBroker(t, pki, { ...OPTIONAL, ...LONG_KEEPALIVE, routes: [{ name: 'ws', path: '/ws', upstream: up.url, websocket: true, roles: ['chat'], auth: ['apiKey'] }] });
@@ -72,7 +72,6 @@ test('revoking an API key closes its WebSocket (1008 "credential revoked") and i
 
   const ws = await openWs(t, port, '/ws/room', { ca: pki.ca, headers: { 'x-api-key': key.secret } });
   const bystander = await openWs(t, port, '/ws/room', { ca: pki.ca, headers: { 'x-api-key': other.secret } });
-  const conn = await keepAlive(t, port, { ca: pki.ca, path: '/ws/plain', headers: { 'x-api-key': key.secret } });
   const wsClosed = closed(ws);
 
   await revokeKey(pki.store, key.record.id);
@@ -80,15 +79,45 @@ test('revoking an API key closes its WebSocket (1008 "credential revoked") and i
   const c = await within(wsClosed, 5_000, 'the WebSocket closing');
   assert.equal(c.code, 1008);
   assert.equal(c.reason, 'credential revoked');
-  await within(conn.closed, 5_000, 'the keep-alive connection closing');
   const line = await b.logs.waitFor((l) => l.log === 'auth' && l.event === 'websocket' && l.reason === 'revoked');
   assert.equal(line.principal, 'acme');
   assert.equal(line.code, 1008);
-  await b.logs.waitFor((l) => l.log === 'auth' && l.event === 'connection' && l.reason === 'revoked' && l.credential === `key:${key.record.id}`);
 
   assert.equal(bystander.readyState, WebSocket.OPEN, "another key's WebSocket stays open");
   bystander.send('after');
   assert.equal(String(((await within(once(bystander, 'message'), 5_000, 'echo')) as [Buffer])[0]), 'echo:after');
+});
+
+test('revoking an API key or a Basic credential closes the keep-alive connections whose requests used it', async (t) => {
+  const pki = await makePki(t);
+  const up = await startUpstream(t);
+  const b = await startBroker(t, pki, {
+    ...OPTIONAL,
+    ...LONG_KEEPALIVE,
+    routes: [
+      { name: 'keys', path: '/k', upstream: up.url, roles: ['chat'], auth: ['apiKey'] },
+      { name: 'basic', path: '/b', upstream: up.url, roles: ['chat'], auth: ['basic'] },
+    ],
+  });
+  const key = await createKey(pki.store, { name: 'acme', roles: ['chat'], kind: 'apiKey' });
+  const other = await createKey(pki.store, { name: 'beta', roles: ['chat'], kind: 'apiKey' });
+  const basic = await createKey(pki.store, { name: 'oldco', roles: ['chat'], kind: 'basic' });
+  assert.equal((await b.broker.reload()).ok, true);
+  const port = optionalPort(b);
+  const withKey = await keepAlive(t, port, { ca: pki.ca, path: '/k/1', headers: { 'x-api-key': key.secret } });
+  const withOther = await keepAlive(t, port, { ca: pki.ca, path: '/k/1', headers: { 'x-api-key': other.secret } });
+  const withBasic = await keepAlive(t, port, { ca: pki.ca, path: '/b/1', headers: { authorization: `Basic ${Buffer.from(`oldco:${basic.secret}`).toString('base64')}` } });
+  let otherClosed = false;
+  void withOther.closed.then(() => (otherClosed = true));
+
+  await revokeKey(pki.store, key.record.id);
+  await revokeKey(pki.store, basic.record.id);
+  assert.equal((await b.broker.reload()).ok, true);
+  await within(withKey.closed, 5_000, 'the API key connection closing');
+  await within(withBasic.closed, 5_000, 'the Basic connection closing');
+  await b.logs.waitFor((l) => l.log === 'auth' && l.event === 'connection' && l.reason === 'revoked' && l.credential === `key:${key.record.id}`);
+  await b.logs.waitFor((l) => l.log === 'auth' && l.event === 'connection' && l.reason === 'revoked' && l.credential === `key:${basic.record.id}`);
+  assert.equal(otherClosed, false, "another key's connection stays open");
 });
 
 test('revoking a certificate closes its WebSocket with 1008 "credential revoked" (not a reset)', async (t) => {
@@ -121,19 +150,27 @@ test('an API key revoked on another replica closes its WebSocket here too (heard
   await b.logs.waitFor((l) => l.log === 'auth' && l.event === 'websocket' && l.reason === 'revoked');
 });
 
-test('a certificate reaching its notAfter: its WebSocket closes with 1008 "credential expired" and its keep-alive connection is closed', async (t) => {
+test('a certificate reaching its notAfter: its WebSocket closes with 1008 "credential expired"', async (t) => {
   const pki = await makePki(t);
   const up = await startUpstream(t);
   const b = await startBroker(t, pki, { ...LONG_KEEPALIVE, routes: [{ name: 'ws', path: '/ws', upstream: up.url, websocket: true, roles: ['chat'] }] });
   const now = Date.now();
   const brief = await pki.custom({ name: 'brief', roles: ['chat'], notBefore: new Date(now - 60_000), notAfter: new Date(now + 4_000) });
   const ws = await openWs(t, b.port, '/ws/room', { ca: pki.ca, id: brief });
-  const conn = await keepAlive(t, b.port, { ca: pki.ca, id: brief, path: '/ws/plain' });
   const wsClosed = closed(ws);
   const c = await within(wsClosed, 20_000, 'the WebSocket closing at notAfter');
   assert.deepEqual(c, { code: 1008, reason: 'credential expired' });
-  await within(conn.closed, 20_000, 'the keep-alive connection closing at notAfter');
   await b.logs.waitFor((l) => l.log === 'auth' && l.event === 'websocket' && l.reason === 'expired' && l.principal === 'brief');
+});
+
+test('a certificate reaching its notAfter: its keep-alive connection is closed, with an auth log line', async (t) => {
+  const pki = await makePki(t);
+  const up = await startUpstream(t);
+  const b = await startBroker(t, pki, { ...LONG_KEEPALIVE, routes: [{ name: 'api', path: '/api', upstream: up.url, roles: ['chat'] }] });
+  const now = Date.now();
+  const brief = await pki.custom({ name: 'brief', roles: ['chat'], notBefore: new Date(now - 60_000), notAfter: new Date(now + 4_000) });
+  const conn = await keepAlive(t, b.port, { ca: pki.ca, id: brief, path: '/api/1' });
+  await within(conn.closed, 20_000, 'the keep-alive connection closing at notAfter');
   await b.logs.waitFor((l) => l.log === 'auth' && l.event === 'connection' && l.reason === 'expired' && l.serial === brief.serial);
 });
 

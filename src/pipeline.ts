@@ -304,7 +304,12 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     if (caller.tokenExpiresAt !== undefined) at = Math.min(at, caller.tokenExpiresAt + skewMs);
     ctx.req.url = ctx.path + ctx.query;
     ctx.proxyStart = performance.now();
-    const socket = ctx.res.socket as Duplex;
+    const socket = ctx.res.socket as Duplex | null;
+    if (socket === null || socket.destroyed) {
+      // gone while its credentials were checked: nothing to relay, and no 'close' to come
+      ctx.denial ??= { code: 'BRK_ERR_HTTP_BAD_REQUEST', detail: 'connection closed before the upgrade' };
+      return finish(ctx, 499);
+    }
     ctx.res.detachSocket(socket as never);
     socket.once('close', () => finish(ctx, 101));
     live.open({ name: caller.name, route: r.name, reqId: ctx.id, ids, at, take: limits?.message(caller, r.name), socket });

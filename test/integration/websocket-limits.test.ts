@@ -205,7 +205,7 @@ test('limits.websocket.perIdentity (default 16): beyond it the upgrade gets 429 
   const a = await open(t, s, s.carol);
   for (let i = 1; i < 16; i++) await open(t, s, s.carol);
   const third = connect(t, s, s.carol);
-  const [, res] = (await within(once(third, 'unexpected-response'), 10_000, 'the third upgrade refused')) as [unknown, IncomingMessage];
+  const [, res] = (await within(once(third, 'unexpected-response'), 10_000, 'the 17th upgrade refused')) as [unknown, IncomingMessage];
   assert.equal(res.statusCode, 429);
   const body = await new Promise<string>((r) => {
     let text = '';

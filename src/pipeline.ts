@@ -305,11 +305,8 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     ctx.req.url = ctx.path + ctx.query;
     ctx.proxyStart = performance.now();
     const socket = ctx.res.socket as Duplex | null;
-    if (socket === null || socket.destroyed) {
-      // gone while its credentials were checked: nothing to relay, and no 'close' to come
-      ctx.denial ??= { code: 'BRK_ERR_HTTP_BAD_REQUEST', detail: 'connection closed before the upgrade' };
-      return finish(ctx, 499);
-    }
+    // Gone while its credentials were checked: nothing to relay (the answer's 'close' logs it as 499).
+    if (socket === null || socket.destroyed) return;
     ctx.res.detachSocket(socket as never);
     socket.once('close', () => finish(ctx, 101));
     live.open({ name: caller.name, route: r.name, reqId: ctx.id, ids, at, take: limits?.message(caller, r.name), socket });

@@ -196,3 +196,25 @@ test('a bearer token reaching exp + clock skew: its WebSocket closes with 1008 "
   const line = await b.logs.waitFor((l) => l.log === 'auth' && l.event === 'websocket' && l.reason === 'expired');
   assert.equal(line.principal, 'acme');
 });
+
+test('a reload does not cut open WebSockets: they keep relaying after the replaced generation is closed', async (t) => {
+  const pki = await makePki(t);
+  const up = await startUpstream(t);
+  // drain time = longest upstream deadline / request deadline + 5 s
+  const b = await startBroker(t, pki, { timeouts: { headers: '1s', request: '1s' }, routes: [{ name: 'ws', path: '/ws', upstream: up.url, websocket: true, roles: ['chat'], timeout: '1s' }] });
+  const carol = await pki.issue('carol', ['chat']);
+  const ws = await openWs(t, b.port, '/ws/room', { ca: pki.ca, id: carol });
+  let wsClosed = false;
+  ws.once('close', () => (wsClosed = true));
+  const first = b.broker.generation;
+  const close = first.close.bind(first);
+  const retired = new Promise<void>((resolve) => {
+    (first as { close: () => Promise<void> }).close = () => (resolve(), close());
+  });
+  assert.equal((await b.broker.reload()).ok, true);
+  await within(retired, 20_000, 'the replaced generation being closed');
+  await new Promise((r) => setImmediate(r));
+  assert.equal(wsClosed, false);
+  ws.send('after the reload');
+  assert.equal(String(((await within(once(ws, 'message'), 5_000, 'echo')) as [Buffer])[0]), 'echo:after the reload');
+});

@@ -94,12 +94,12 @@ export async function webSocketRelay(routes: readonly WebSocketRoute[], headersO
     s.targetPaused = false;
     s.target?.resume();
   }
-  function pauseSource(s: Session, source: WebSocket): void {
+  function pauseSource(s: Session, source: WebSocket, target: WebSocket): void {
     s.sourcePaused = true;
     stats.pauses++;
     source.pause();
-    const t = s.target === undefined ? undefined : socketOf(s.target);
-    t?.once('drain', onTargetDrain); // still connecting: resumed when it opens
+    // still connecting: resumed when it opens (onConnect)
+    if (target.readyState === WebSocket.OPEN) socketOf(target)?.once('drain', onTargetDrain);
   }
   /** The upstream's message over the size limit: the client hears 1009 too (http-proxy would say 1011). */
   function onTargetError(this: WebSocket & Linked, err: Error & { code?: string }): void {
@@ -136,7 +136,7 @@ export async function webSocketRelay(routes: readonly WebSocketRoute[], headersO
       const size = sizeOf(m.data);
       const held = target.readyState === WebSocket.CONNECTING ? (s.pending += size) : target.bufferedAmount + size;
       if (held > stats.maxBuffered) stats.maxBuffered = held;
-      if (held > buffer && !s.sourcePaused) pauseSource(s, source);
+      if (held > buffer && !s.sourcePaused) pauseSource(s, source, target);
     },
     onOutgoingMessage(_c: unknown, source: WebSocket & Linked, target: WebSocket, m: { data: unknown }): void {
       const s = source[kSession];

@@ -33,6 +33,7 @@ import { limitGate } from './ratelimit/gate.ts';
 import { anonymousChallenge, authGate, COUNTED_REFUSALS } from './auth/gate.ts';
 import { REVOKED_KEY_PREFIX, type Verifiers } from './auth/index.ts';
 import { isAdmitted, principalOf } from './tls/listener.ts';
+import type { LiveConnections } from './proxy/live.ts';
 import { upstreamHeaderList, upstreamHeaders, type ForwardInfo, type IdentityHeaders } from './proxy/headers.ts';
 import { Upstream } from './proxy/upstream.ts';
 import { webSocketRelay, type WebSocketRelay } from './proxy/websocket.ts';
@@ -51,6 +52,8 @@ export interface PipelineDeps {
   verifiers: Verifiers;
   /** Stages switched off to measure what they cost (benchmark only; see src/ablation.ts). */
   ablations?: Ablations;
+  /** WebSockets and keyed keep-alive connections, by the credentials that admitted them (long-lived). */
+  live: LiveConnections;
 }
 
 /** One config generation's request path. */
@@ -137,6 +140,9 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     onFailure: (ip) => void guard.failure(ip, 'handshake'),
     isKeyRevoked: (keyId) => deps.isRevoked(`${REVOKED_KEY_PREFIX}${keyId}`),
   });
+  const ws = n.websocket;
+  /** A bearer token is honoured until exp + auth.jwt.clockSkew, as its verifier does. */
+  const skewMs = (n.jwt?.clockSkewSec ?? 0) * 1000;
   const log = accessLogger({ access: off.accessLog || !loggers.access.isLevelEnabled('info') ? undefined : loggers.access });
 
   const routes: Route[] = c.routes.map((r) => {
@@ -175,6 +181,8 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     ? await webSocketRelay(
         wsRoutes.map((r) => ({ prefix: r.prefix, rewritePrefix: r.base + (r.stripPrefix ? '' : r.prefix), origin: r.origin, tls: r.upstream.tls })),
         (req) => headersFor((req as unknown as Record<symbol, RequestContext>)[kCtx] as RequestContext),
+        deps.live,
+        ws,
       )
     : undefined;
 
@@ -211,6 +219,11 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     if (deps.isRevoked(p.serial)) {
       loggers.auth.warn({ event: 'request', outcome: 'refused', reason: 'revoked', principal: p.name, serial: p.serial, remoteIp: socket.remoteAddress }, 'revoked certificate on an open connection');
       return refuse(ctx, 'BRK_ERR_AUTH_REVOKED', `serial ${p.serial} is revoked`, true);
+    }
+    // The connection outlived its certificate (the listener closes it at notAfter; this covers the gap).
+    if (p.notAfter.getTime() <= Date.now()) {
+      loggers.auth.warn({ event: 'request', outcome: 'refused', reason: 'expired', principal: p.name, serial: p.serial, remoteIp: socket.remoteAddress }, 'expired certificate on an open connection');
+      return refuse(ctx, 'BRK_ERR_AUTH_EXPIRED', `serial ${p.serial} expired at ${p.notAfter.toISOString()}`, true);
     }
     return true;
   }
@@ -251,6 +264,8 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     }
     if (!r.websocket && (ctx.upgrade || ctx.req.headers.upgrade !== undefined)) return void refuse(ctx, 'BRK_ERR_HTTP_BAD_REQUEST', `upgrade on route ${r.name} without websocket`);
     ctx.grant = verdict.role;
+    // A keep-alive connection admitted with an API key or Basic credential closes when it is revoked.
+    if (caller.keyId !== undefined) deps.live.noteKey(ctx.req.socket, caller.keyId);
     // 6. limits
     if (limits === undefined) return proxy(ctx);
     limits(ctx, caller, r.name, proxy, refuse);
@@ -295,14 +310,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
       if (isBrokerError(err, 'BRK_ERR_PROXY_IDENTITY_VALUE')) return void refuse(ctx, 'BRK_ERR_PROXY_IDENTITY_VALUE', err.message);
       return internalError(ctx, err);
     }
-    if (ctx.upgrade) {
-      ctx.req.url = ctx.path + ctx.query;
-      ctx.proxyStart = performance.now();
-      const socket = ctx.res.socket as Duplex;
-      ctx.res.detachSocket(socket as never);
-      socket.once('close', () => finish(ctx, 101));
-      return (relay as WebSocketRelay).relay(ctx.req, socket, ctx.upgradeHead as Buffer);
-    }
+    if (ctx.upgrade) return relayUpgrade(ctx, r);
     const rest = r.stripPrefix ? ctx.path.slice(r.prefix.length) : ctx.path;
     const path = r.base + rest;
     const who = (ctx.caller as Caller).name;
@@ -311,6 +319,42 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     // rather than queued behind itself, so that other identities always find connections.
     ctx.setHeader('retry-after', 1);
     refuse(ctx, 'BRK_ERR_RATE_UPSTREAM_SHARE', `${who} has ${r.upstream.share} of the ${r.upstream.connections} upstream connections of route ${r.name} in use`);
+  }
+
+  /**
+   * 8b. A WebSocket: within the identity's cap, filed under the credentials that admitted it (a
+   * revocation closes it), with a deadline at the first of certificate notAfter and token exp + skew,
+   * and a rate-limit token per client message; then handed to the relay.
+   */
+  function relayUpgrade(ctx: RequestContext, r: Route): void {
+    const caller = ctx.caller as Caller;
+    const live = deps.live;
+    if (live.count(caller.name) >= ws.perIdentity) {
+      ctx.setHeader('retry-after', 1);
+      loggers.auth.warn({ event: 'websocket', outcome: 'refused', reason: 'cap', principal: caller.name, route: r.name, reqId: ctx.id, open: live.count(caller.name) }, 'WebSocket refused: too many open for this identity');
+      return void refuse(ctx, 'BRK_ERR_RATE_WEBSOCKETS', `${ws.perIdentity} WebSockets open for ${caller.name} (limits.websocket.perIdentity)`);
+    }
+    const ids: string[] = [];
+    let at = Infinity;
+    if (caller.cert !== undefined) {
+      ids.push(caller.cert.serial);
+      at = caller.cert.notAfter.getTime();
+    } else if (ctx.principal !== undefined) {
+      // a certificate on the connection that the route did not ask for still vouched for the name
+      ids.push(ctx.principal.serial);
+      at = ctx.principal.notAfter.getTime();
+    }
+    if (caller.keyId !== undefined) ids.push(`${REVOKED_KEY_PREFIX}${caller.keyId}`);
+    if (caller.tokenExpiresAt !== undefined) at = Math.min(at, caller.tokenExpiresAt + skewMs);
+    ctx.req.url = ctx.path + ctx.query;
+    ctx.proxyStart = performance.now();
+    const socket = ctx.res.socket as Duplex | null;
+    // Gone while its credentials were checked: nothing to relay (the answer's 'close' logs it as 499).
+    if (socket === null || socket.destroyed) return;
+    ctx.res.detachSocket(socket as never);
+    socket.once('close', () => finish(ctx, 101));
+    live.open({ name: caller.name, route: r.name, reqId: ctx.id, ids, at, take: limits?.message(caller, r.name), socket });
+    (relay as WebSocketRelay).relay(ctx.req, socket, ctx.upgradeHead as Buffer);
   }
 
   /** 9. The answer is done (or the connection gone): log it, count it, free the in-flight slot. */

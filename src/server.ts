@@ -26,6 +26,7 @@ import { createListeners, listenAll } from './lifecycle/listeners.ts';
 import { Generations } from './lifecycle/generations.ts';
 import { createDrain } from './lifecycle/drain.ts';
 import { revocationFanOut } from './lifecycle/revocations.ts';
+import { LiveConnections } from './proxy/live.ts';
 import { reloader, type Current, type ReloadResult } from './lifecycle/reload.ts';
 
 export type { ReloadResult } from './lifecycle/reload.ts';
@@ -41,6 +42,8 @@ export interface Broker {
   /** The certificate-optional listener (listenCertOptional), when configured. */
   optionalServer: TlsListener | undefined;
   loggers: Loggers;
+  /** Relayed WebSockets and keyed keep-alive connections (revocation, expiry, caps, relay stats). */
+  live: LiveConnections;
   metrics: Metrics;
   alerts: AlertEngine;
   admin: FastifyInstance | undefined;
@@ -107,7 +110,8 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
   const isRevoked = (id: string) => current.material.revoked.has(id) || heard(id) || (id.charCodeAt(0) === keyMark && current.revokedKeys.has(id));
 
   // ---- the first generation, and the listeners that hand it requests
-  const compile = (c: BrokerConfig, verifiers: Verifiers) => compilePipeline(c, { loggers, store, guard, isRevoked, verifiers, ablations });
+  const live = new LiveConnections(loggers.auth, REVOKED_KEY_PREFIX);
+  const compile = (c: BrokerConfig, verifiers: Verifiers) => compilePipeline(c, { loggers, store, guard, isRevoked, verifiers, ablations, live });
   const generations = new Generations(await compile(initial, current.verifiers));
   const drain = createDrain();
   const listeners = createListeners(
@@ -121,7 +125,12 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     { onRefused: (ip) => void guard.failure(ip, 'handshake'), rules: () => rules, isRevoked: (serial) => heard(serial) },
   );
   if (!ablations.guard) for (const s of listeners.all) guard.attach(s);
-  const revocations = await revocationFanOut(store, loggers.audit, listeners.closeConnectionsOf);
+  /** A revoked credential (serial or `key:<id>`): its WebSockets get a close frame, its other connections are cut. */
+  const closeConnectionsOf = (ids: Iterable<string>): number => {
+    const list = [...ids];
+    return live.closeOf(list) + listeners.closeConnectionsOf(list);
+  };
+  const revocations = await revocationFanOut(store, loggers.audit, closeConnectionsOf);
   heard = revocations.heard;
 
   // ---- observability
@@ -151,7 +160,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     applyRevocations(next) {
       current = next;
     },
-    closeConnectionsOf: listeners.closeConnectionsOf,
+    closeConnectionsOf,
     announce: revocations.announce,
     audit: loggers.audit,
     error: loggers.error,
@@ -196,6 +205,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     server: listeners.server,
     optionalServer: listeners.optionalServer,
     loggers,
+    live,
     metrics,
     alerts,
     admin,

@@ -18,6 +18,8 @@ export interface BucketNumbers {
 
 export interface Settings {
   readonly bodySize: number;
+  /** limits.websocket: largest message (either direction), bytes held per slow peer, sockets per identity. */
+  readonly websocket: { readonly messageSize: number; readonly buffer: number; readonly perIdentity: number };
   readonly headerSize: number;
   readonly logBufferBytes: number;
   readonly logFlushMs: number;
@@ -55,8 +57,15 @@ function compile(c: BrokerConfig): Settings {
     shutdown: parseDuration(c.timeouts.shutdown, 'timeouts.shutdown'),
   });
   const j = c.auth.jwt;
+  const bodySize = parseSize(c.limits.bodySize, 'limits.bodySize');
+  const ws = c.limits.websocket;
   return Object.freeze({
-    bodySize: parseSize(c.limits.bodySize, 'limits.bodySize'),
+    bodySize,
+    websocket: Object.freeze({
+      messageSize: ws.messageSize === undefined ? bodySize : parseSize(ws.messageSize, 'limits.websocket.messageSize'),
+      buffer: parseSize(ws.buffer, 'limits.websocket.buffer'),
+      perIdentity: ws.perIdentity,
+    }),
     headerSize: parseSize(c.limits.headerSize, 'limits.headerSize'),
     logBufferBytes: parseSize(c.log.buffer, 'log.buffer'),
     logFlushMs: parseDuration(c.log.flushInterval, 'log.flushInterval'),

@@ -198,6 +198,14 @@ export const LimitsSchema = Type.Object(
     urlLength: Type.Integer({ minimum: 64, maximum: 65536, default: 8192, description: 'longest request target (414)' }),
     upstreamConnections: Type.Integer({ minimum: 1, maximum: 65536, default: 128, description: 'connections in each route\'s upstream pool' }),
     upstreamShare: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 0.25, description: 'the most of a route\'s upstream connections one identity may hold at once (429 past it); fewer than 1/share busy identities can never take them all' }),
+    websocket: Type.Object(
+      {
+        messageSize: Type.Optional(Type.String({ pattern: '^\\d{1,12}\\s*([kKmMgG][bB]|[bB])?$', description: 'largest WebSocket message, either direction (close 1009); default: limits.bodySize' })),
+        buffer: Size('1mb', 'bytes the relay holds for a WebSocket peer that reads slower than the other side sends; past it, the sending side is paused until they drain'),
+        perIdentity: Type.Integer({ minimum: 1, maximum: 100000, default: 16, description: 'open WebSockets per identity, per broker process (429 BRK_ERR_RATE_WEBSOCKETS beyond)' }),
+      },
+      { ...strict, default: {} },
+    ),
   },
   { ...strict, default: {} },
 );

@@ -15,6 +15,8 @@ export interface Caller {
   readonly cert?: Principal;
   /** The API key or Basic credential id, when one was used. */
   readonly keyId?: string;
+  /** A bearer token's exp (ms since the epoch, without clock skew), when one was used. */
+  readonly tokenExpiresAt?: number;
 }
 
 /** What one credential says about its holder. */
@@ -22,6 +24,8 @@ export interface Vouch {
   readonly name: string;
   readonly roles: readonly string[];
   readonly keyId?: string;
+  /** When the credential stops being valid (a bearer token's exp). */
+  readonly expiresAt?: Date;
 }
 
 const MTLS: readonly AuthMethod[] = Object.freeze(['mtls']);
@@ -52,12 +56,14 @@ function build(methods: readonly AuthMethod[], vouches: readonly Vouch[], cert: 
   const [first, ...rest] = vouches as [Vouch, ...Vouch[]];
   const roles = first.roles.filter((r) => rest.every((v) => v.roles.includes(r)));
   const keyId = vouches.find((v) => v.keyId !== undefined)?.keyId;
+  const exp = vouches.find((v) => v.expiresAt !== undefined)?.expiresAt;
   return Object.freeze({
     name: first.name,
     roles: Object.freeze(roles),
     methods: Object.freeze([...methods]),
     ...(cert ? { cert } : {}),
     ...(keyId !== undefined ? { keyId } : {}),
+    ...(exp !== undefined ? { tokenExpiresAt: exp.getTime() } : {}),
   });
 }
 

@@ -14,6 +14,11 @@ export type Refuse = (ctx: RequestContext, code: HttpErrorCode, detail: string) 
 
 export interface Gate {
   (ctx: RequestContext, who: Caller, route: string, next: (ctx: RequestContext) => void, refuse: Refuse): void;
+  /**
+   * For a WebSocket of `who` on `route`: takes one token per message from the same buckets as its
+   * HTTP requests there; whether the message may pass (a promise with a shared store).
+   */
+  message(who: Caller, route: string): () => boolean | Promise<boolean>;
 }
 
 function note(ctx: RequestContext, v: Verdict): void {
@@ -35,7 +40,7 @@ export function limitGate(policy: LimitPolicy, store: SharedStore): Gate {
     if (plan === undefined) byRoute.set(route, (plan = policy.plan(who.name, who.roles, route)));
     return plan;
   };
-  return (ctx, who, route, next, refuse) => {
+  const gate: Gate = (ctx, who, route, next, refuse) => {
     const plan = planOf(who, route);
     const afterAcquire = (ok: boolean) => {
       if (!ok) {
@@ -65,4 +70,14 @@ export function limitGate(policy: LimitPolicy, store: SharedStore): Gate {
     if ('then' in t) t.then(afterTake, () => refuse(ctx, 'BRK_ERR_RATELIMIT_UNAVAILABLE', 'limit store failed'));
     else afterTake(t);
   };
+  gate.message = (who, route) => {
+    const checks = planOf(who, route).checks;
+    return () => {
+      const v = store.take(checks);
+      return 'then' in v ? v.then(allowed) : v.allowed;
+    };
+  };
+  return gate;
 }
+
+const allowed = (v: Verdict): boolean => v.allowed;

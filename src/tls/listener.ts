@@ -16,8 +16,11 @@ import { refusalReason } from './auth-reason.ts';
 import { kRefused } from '../filter/connection-guard.ts';
 import { channels, type HandshakeEvent } from '../channels.ts';
 import { rawLine } from '../raw-line.ts';
+import { arm, disarm, type Deadline } from '../deadline.ts';
 
 export const kPrincipal = Symbol('broker.principal');
+/** Set on a connection handed to the WebSocket relay: its Session (src/proxy/live.ts) closes it, with a close code. */
+export const kRelayed = Symbol('broker.relayed');
 /** Distinct client certificates whose principal is remembered (one per partner, a few per rollover). */
 const PRINCIPAL_CACHE = 4096;
 const kAnonymous = Symbol('broker.anonymous');
@@ -25,6 +28,7 @@ const kAnonymous = Symbol('broker.anonymous');
 export interface PrincipalSocket extends TLSSocket {
   [kPrincipal]?: Principal;
   [kAnonymous]?: true;
+  [kRelayed]?: true;
 }
 
 export function principalOf(socket: unknown): Principal | undefined {
@@ -135,6 +139,16 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   const initialRules = compileIdentityRules(c.identities);
   const rules = hooks.rules ?? (() => initialRules);
   const bySerial = new Map<string, Set<TLSSocket>>();
+  /**
+   * One timer per certificate with open connections, at its notAfter: its keep-alive connections
+   * are closed when it expires (and each request on them compares notAfter, in the pipeline).
+   */
+  const expiries = new Map<string, Deadline>();
+  const expire = (serial: string, name: string) => {
+    expiries.delete(serial);
+    const closed = server.closeConnectionsOf(serial);
+    authLog.warn({ event: 'connection', outcome: 'closed', reason: 'expired', principal: name, serial, closedConnections: closed }, 'connections closed: their client certificate expired');
+  };
   const n = settingsOf(c);
   const headersTimeout = n.timeouts.headers;
   const requestTimeout = n.timeouts.request;
@@ -185,14 +199,19 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   server.closeConnectionsOf = (serial) => {
     const open = bySerial.get(serial);
     if (!open) return 0;
-    for (const s of open) s.destroy();
-    return open.size;
+    let closed = 0;
+    for (const s of [...open]) {
+      if ((s as PrincipalSocket)[kRelayed]) continue; // a WebSocket: closed by its Session, with a close code
+      s.destroy();
+      closed++;
+    }
+    return closed;
   };
   /** Connections admitted without a certificate (certificate-optional listener). */
   const anonymous = new Set<TLSSocket>();
   server.closeClientConnections = () => {
     let closed = 0;
-    for (const serial of [...bySerial.keys()]) closed += server.closeConnectionsOf(serial);
+    for (const open of [...bySerial.values()]) for (const s of [...open]) (s.destroy(), closed++);
     for (const s of [...anonymous]) s.destroy();
     return closed + anonymous.size;
   };
@@ -209,7 +228,13 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     const open = bySerial.get(p.serial);
     if (open === undefined) return;
     open.delete(this);
-    if (open.size === 0) bySerial.delete(p.serial);
+    if (open.size > 0) return;
+    bySerial.delete(p.serial);
+    const d = expiries.get(p.serial);
+    if (d !== undefined) {
+      disarm(d);
+      expiries.delete(p.serial);
+    }
   };
   // One more than the cap, so that a request over the cap is seen (and refused with 431) instead of
   // silently truncated, which could drop headers that matter.
@@ -253,7 +278,12 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     if (hooks.isRevoked?.(p.serial)) return refuse(socket, 'revoked', 'revoked (announced by another replica)');
     socket[kPrincipal] = p;
     let open = bySerial.get(p.serial);
-    if (!open) bySerial.set(p.serial, (open = new Set()));
+    if (!open) {
+      bySerial.set(p.serial, (open = new Set()));
+      const d: Deadline = { at: p.notAfter.getTime(), timer: undefined, expire: () => expire(p.serial, p.name) };
+      expiries.set(p.serial, d);
+      arm(d);
+    }
     open.add(socket);
     socket.on('close', forget);
     channels.handshake.publish({ outcome: 'ok', remoteIp, principal: p.name, serial: p.serial } satisfies HandshakeEvent);

@@ -17,7 +17,7 @@ const SRC = resolve(import.meta.dirname, '..', '..', 'src');
 
 /** Tier of each top-level unit of src/ (a folder, or a file without its .ts). */
 const TIERS: Record<string, number> = {
-  errors: 0, channels: 0, 'raw-line': 0, ablation: 0,
+  errors: 0, channels: 0, 'raw-line': 0, ablation: 0, deadline: 0,
   config: 1, request: 1, identity: 1,
   pki: 2, acl: 2, ratelimit: 2, filter: 2, auth: 2,
   tls: 3, proxy: 3, forward: 3, observability: 3,

@@ -124,7 +124,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   const n = settingsOf(c);
   const off = deps.ablations ?? {};
   const { loggers, guard } = deps;
-  const head: HeadLimits = { headerCount: c.limits.headerCount, bodySize: n.bodySize };
+  const head: HeadLimits = { headerCount: c.limits.headerCount, bodySize: n.bodySize, skipHost: off.hostCheck };
   const target = { foldCase: c.http.foldCase, maxLength: c.limits.urlLength };
   const roleIps = compileRoleIps(c.roles);
   const limits = off.limits ? undefined : limitGate(compileLimits(c), deps.store);
@@ -152,7 +152,8 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
       tls: r.upstreamTls,
       bodyLimit: n.bodySize,
       connections: c.limits.upstreamConnections,
-      share: Math.floor(c.limits.upstreamShare * c.limits.upstreamConnections),
+      // 0: not counted (benchmark ablation only, BROKER_ABLATE=upstreamShare).
+      share: off.upstreamShare ? 0 : Math.floor(c.limits.upstreamShare * c.limits.upstreamConnections),
       responseWriteMs: n.timeouts.responseWrite,
       onWriteTimeout: (ctx) => loggers.error.warn({ event: 'client', route: r.name, reqId: ctx.id, principal: ctx.caller?.name, code: 'BRK_ERR_HTTP_RESPONSE_WRITE_TIMEOUT', remoteIp: ctx.req.socket?.remoteAddress }, 'client stopped reading its answer: dropped, upstream exchange aborted'),
       onFailure: (ctx, err, timedOut) =>

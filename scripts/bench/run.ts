@@ -20,7 +20,8 @@
  *   feature on (ACL, generous rate and concurrency limits, bans, metrics, admin listener,
  *   auth/access/audit logs to files);
  * - "broker -NAME": the same broker with one feature switched off (env BROKER_ABLATE=NAME; names
- *   from --ablations: accessLog, authLog, metrics, limits, identityHeaders, guard), one process
+ *   from --ablations: accessLog, authLog, metrics, limits, identityHeaders, guard, hostCheck,
+ *   upstreamShare), one process
  *   per feature, measured in the --ablation-scenarios (ka64 and handshake by default); and with
  *   them "broker (control)", a second broker with every feature on: its "cost" is the noise floor
  *   of the feature costs (--no-control leaves it out).
@@ -65,7 +66,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import os from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
@@ -82,12 +83,19 @@ import { ensureLoadgen, writeLoadgenConfig } from './loadgen.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const HERE = import.meta.dirname;
+/** Whether the broker build under test knows a config key (its schema names it). */
+function knowsKey(key: string): boolean {
+  const main = brokerMain();
+  const schema = a.broker === 'src' ? join(ROOT, 'src', 'config', 'schema.ts') : join(dirname(main), 'config', 'schema.js');
+  return existsSync(schema) && readFileSync(schema, 'utf8').includes(key);
+}
+
 /** The broker's entry: dist (this build), src (run from source), or the main.js of another build (e.g. the one before a change, for a before/after run). */
 const brokerMain = (): string => (a.broker === 'src' ? join(ROOT, 'src', 'main.ts') : a.broker === 'dist' ? join(ROOT, 'dist', 'main.js') : resolve(a.broker as string));
 const NODE = process.execPath;
 const ALL = ['ka64', 'ka16k', 'handshake', 'alloc', 'identities', 'crl', 'idle', 'syscalls', 'profile'] as const;
 /** The features the broker can switch off one at a time (env BROKER_ABLATE, comma-separated). */
-const FEATURES = ['accessLog', 'authLog', 'metrics', 'limits', 'identityHeaders', 'guard'] as const;
+const FEATURES = ['accessLog', 'authLog', 'metrics', 'limits', 'identityHeaders', 'guard', 'hostCheck', 'upstreamShare'] as const;
 /** The ladder's reference rows besides nginx and the broker. */
 const LADDER_EXTRAS = ['node-bare', 'fastify-stock'] as const;
 type Scenario = (typeof ALL)[number];
@@ -336,6 +344,9 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
     // every feature on, with limits far above what the benchmark sends (it comes from one address)
     rateLimit: { rate: 1_000_000, per: '1s', burst: 1_000_000 },
     maxConcurrent: 100_000,
+    // One identity sends all the load: its share of the upstream pool is the whole pool (the
+    // counting still runs). Only for builds that know the key (a before/after run may use an older one).
+    ...(knowsKey('upstreamShare') ? { limits: { upstreamShare: 1 } } : {}),
     filters: { maxConnectionsPerIp: 100_000, connectionRate: { rate: 100_000, per: '1s', burst: 100_000 } },
     bans: { enabled: true },
     timeouts: { keepAlive: '120s' },

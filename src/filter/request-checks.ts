@@ -11,6 +11,8 @@ import type { HttpErrorCode } from '../errors.ts';
 export interface HeadLimits {
   headerCount: number;
   bodySize: number;
+  /** Benchmark ablation only (BROKER_ABLATE=hostCheck): Host is not checked to be host[:port]. */
+  skipHost?: boolean | undefined;
 }
 
 export type HeadVerdict = { ok: true } | { ok: false; code: HttpErrorCode; detail: string };
@@ -34,7 +36,7 @@ export function checkHead(rawHeaders: readonly string[], limits: HeadLimits): He
     else if (name.length === 14 && name.toLowerCase() === 'content-length') cl = rawHeaders[i + 1] as string;
   }
   if (hosts !== 1) return { ok: false, code: 'BRK_ERR_HTTP_BAD_REQUEST', detail: `${hosts} Host headers` };
-  const badHost = hostProblem(host);
+  const badHost = limits.skipHost === true ? undefined : hostProblem(host);
   if (badHost !== undefined) return { ok: false, code: 'BRK_ERR_HTTP_BAD_HOST', detail: badHost };
   if (te !== undefined) {
     if (te.trim().toLowerCase() !== 'chunked') return { ok: false, code: 'BRK_ERR_HTTP_BAD_REQUEST', detail: `Transfer-Encoding "${te}"` };

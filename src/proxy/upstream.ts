@@ -31,7 +31,7 @@ export interface UpstreamOptions {
   bodyLimit: number;
   /** The pool's size: connections to this upstream at most. */
   connections: number;
-  /** The most exchanges one identity may have under way on this upstream at once (≥ 1). */
+  /** The most exchanges one identity may have under way on this upstream at once (≥ 1; 0: not counted, a benchmark ablation only). */
   share: number;
   /** How long writing the answer to the client may stay blocked before the client is dropped. */
   responseWriteMs: number;
@@ -224,7 +224,7 @@ export class Upstream {
     this.basePath = url.pathname === '/' ? '' : url.pathname;
     this.bodyLimit = o.bodyLimit;
     this.connections = o.connections;
-    this.share = Math.max(1, Math.min(o.share, o.connections));
+    this.share = o.share === 0 ? 0 : Math.max(1, Math.min(o.share, o.connections));
     this.responseWriteMs = o.responseWriteMs;
     this.onFailure = o.onFailure;
     this.onWriteTimeout = o.onWriteTimeout;
@@ -247,9 +247,11 @@ export class Upstream {
    * already has its share under way.
    */
   forward(ctx: RequestContext, who: string, path: string, headers: string[] | Record<string, string>): boolean {
-    const held = this.#held.get(who) ?? 0;
-    if (held >= this.share) return false;
-    this.#held.set(who, held + 1);
+    if (this.share !== 0) {
+      const held = this.#held.get(who) ?? 0;
+      if (held >= this.share) return false;
+      this.#held.set(who, held + 1);
+    }
     this.inUse++;
     const req = ctx.req;
     let limiter: BodyLimiter | undefined;
@@ -267,6 +269,7 @@ export class Upstream {
   /** One exchange of `who` ended (Relay.release calls it once per exchange). */
   release(who: string): void {
     this.inUse--;
+    if (this.share === 0) return;
     const held = (this.#held.get(who) ?? 1) - 1;
     if (held <= 0) this.#held.delete(who);
     else this.#held.set(who, held);

@@ -6,9 +6,8 @@
  *   2. write audit.pending: the audit line, the head it makes, each temp,   ← the commit point
  *      its target and the SHA-256 of its bytes (temp + fsync + rename)
  *   3. append the audit line to audit.log (fsync)
- *   4. rename each temp onto its target, fsync the folders
- *   5. replace audit.head
- *   6. remove audit.pending
+ *   4. rename each temp onto its target, audit.head last (it is staged too), fsync the folders
+ *   5. remove audit.pending
  *
  * A crash before 2 leaves the store as it was (recovery removes the temps). From 2 on the change
  * is decided: `recoverPending` (run by every store-changing command right after it takes the lock,
@@ -31,9 +30,9 @@ function writeHead(l: StoreLayout, head: AuditHead): void {
   replaceFile(l.auditHead, `${JSON.stringify(head)}\n`, PRIVATE_MODE);
 }
 
-function removePending(l: StoreLayout): void {
+function removePending(l: StoreLayout, durably: boolean): void {
   rmSync(l.pending, { force: true });
-  fsyncDir(dirname(l.pending));
+  if (durably) fsyncDir(dirname(l.pending));
 }
 
 function logText(l: StoreLayout): string {
@@ -53,7 +52,8 @@ function logText(l: StoreLayout): string {
 export function commitChange(l: StoreLayout, tx: WriteTransaction, fields: AuditFields, atCommitPoint?: () => void): AuditHead {
   const prev = readHead(l.auditHead);
   const { line, head } = nextLine(prev, fields);
-  const staged = tx.stage();
+  // the head is staged with the files and renamed last, in the same folder fsync as the inventory
+  const staged = tx.write(l.auditHead, `${JSON.stringify(head)}\n`, PRIVATE_MODE).stage();
   crashPoint('after-stage');
   let files: PendingRecord['files'];
   try {
@@ -72,7 +72,7 @@ export function commitChange(l: StoreLayout, tx: WriteTransaction, fields: Audit
   } catch (err) {
     // appendLine cuts the log back to where it was: the change did not happen
     discard(staged);
-    removePending(l);
+    removePending(l, true);
     throw err;
   }
   crashPoint('after-audit-append');
@@ -80,19 +80,19 @@ export function commitChange(l: StoreLayout, tx: WriteTransaction, fields: Audit
   return head;
 }
 
-/** Steps 4 to 6. A failure here leaves audit.pending for recovery and says so. */
+/** Steps 4 and 5. A failure here leaves audit.pending for recovery and says so. */
 function finish(l: StoreLayout, staged: readonly Staged[], head: AuditHead): void {
   try {
     publish(staged, (i) => {
-      if (i === 0 && staged.length > 1) crashPoint('mid-rename');
+      if (i === 0) crashPoint('mid-rename');
     });
-    writeHead(l, head);
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     throw new BrokerError('BRK_ERR_PKI_FILE_WRITE', `${msg}; the change is recorded in audit line ${head.seq} and will be completed by "broker pki audit recover" or the next store-changing command`, { cause: err });
   }
   crashPoint('after-publish');
-  removePending(l);
+  // not fsynced: if the removal is lost to a power cut, recovery finds everything in place and only removes it again
+  removePending(l, false);
 }
 
 export interface Recovery {
@@ -207,7 +207,7 @@ export function recoverPending(l: StoreLayout): Recovery {
   }
   for (const d of new Set(pending.files.map((f) => dirname(f.target)))) fsyncDir(d);
   writeHead(l, pending.head);
-  removePending(l);
+  removePending(l, true);
   out.completed = { op: pending.op, seq: pending.head.seq, pid: pending.pid };
   out.removedTemps = removeOrphanTemps(l);
   commitChange(l, new WriteTransaction(), { op: 'recover', outcome: 'ok', detail: `completed the "${pending.op}" change of line ${pending.head.seq} (process ${pending.pid} was interrupted)` });

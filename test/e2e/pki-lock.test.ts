@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { brokerAsync, errorCode } from '../helpers/cli.ts';
 import { eventually } from '../helpers/within.ts';
@@ -67,6 +67,23 @@ test('a lock folder removed under a running revoke: BRK_ERR_PKI_LOCK_LOST at the
   assert.equal(r.code, 1, r.stderr);
   assert.equal(errorCode(r.stderr), 'BRK_ERR_PKI_LOCK_LOST', r.stderr);
   assert.match(r.stderr, /nothing of this change was written/);
+  assertNotRevoked(ca, victim);
+  assert.deepEqual(auditEntries(ca).map((e) => `${e.op} ${e.outcome}${e.code ? ` ${e.code}` : ''}`), ['init ok', 'issue ok', 'revoke error BRK_ERR_PKI_LOCK_LOST']);
+  assert.deepEqual(json(ca.run(['pki', 'audit', 'verify', '--json'])), { ok: true, lines: 3 });
+});
+
+test('a revoke stalled until its heartbeat is old enough to be taken over stops at the commit point even if nobody took it yet', async (t) => {
+  const ca = makeCa(t);
+  const victim = json<IssuedJson>(ca.signing(['pki', 'issue', 'victim', '--role', 'ops', '--out', join(ca.root, 'victim'), '--json']));
+  const revoke = stalledRevoke(ca, 'victim');
+  await revoke.blocked();
+  // the holder trusts its lock while the heartbeat is under 12 s old (others take it at 15 s)
+  await eventually(() => Date.now() - statSync(ca.file('.lock')).mtimeMs > 12_500, 'the stalled holder\'s heartbeat ages', 30_000, 100);
+  revoke.resume();
+  const r = await revoke.result;
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(errorCode(r.stderr), 'BRK_ERR_PKI_LOCK_LOST', r.stderr);
+  assert.match(r.stderr, /heartbeat is \d+\.\d s old/);
   assertNotRevoked(ca, victim);
   assert.deepEqual(auditEntries(ca).map((e) => `${e.op} ${e.outcome}${e.code ? ` ${e.code}` : ''}`), ['init ok', 'issue ok', 'revoke error BRK_ERR_PKI_LOCK_LOST']);
   assert.deepEqual(json(ca.run(['pki', 'audit', 'verify', '--json'])), { ok: true, lines: 3 });

@@ -23,10 +23,13 @@ export interface HeldLock {
 }
 
 interface Acquired extends HeldLock {
-  lost: boolean;
-  release(): Promise<void>;
-  /** After a loss: waits (bounded) for proper-lockfile to notice too, so that it never removes the new holder's lock. */
-  abandon(): Promise<void>;
+  /** check() failed: 'stale' (still our folder, but too old to trust) or 'gone' (removed, replaced, compromised). */
+  lost: false | 'stale' | 'gone';
+  /**
+   * Lets go of the lock, once: releases it, unless it is gone, when it only waits (bounded) for
+   * proper-lockfile to notice too, so that neither it nor its exit handler removes the new holder's lock.
+   */
+  finish(): Promise<void>;
 }
 
 /** Which lock folder this is (device, inode, birth time) and its heartbeat time; undefined when there is none. */
@@ -64,25 +67,32 @@ async function acquire(layout: StoreLayout): Promise<Acquired> {
     throw new BrokerError('BRK_ERR_PKI_FILE_WRITE', `cannot lock the store ${layout.dir}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
   }
   const identity = lockState(layout.lock)?.id;
+  let finished = false;
   const held: Acquired = {
     lost: false,
     check() {
       let why: string | undefined;
+      let gone = true;
       if (compromised) why = `its heartbeat failed (${(compromised as NodeJS.ErrnoException).message})`;
       else {
         const now = lockState(layout.lock);
         const age = now ? Date.now() - now.mtimeMs : 0;
         if (now === undefined) why = `${layout.lock} was removed`;
         else if (now.id !== identity) why = `${layout.lock} was replaced: another command took the lock over`;
-        else if (age > LOCK_TRUST_MS) why = `its heartbeat is ${(age / 1000).toFixed(1)} s old (this command was stalled), so another command may take it over`;
+        else if (age > LOCK_TRUST_MS) {
+          why = `its heartbeat is ${(age / 1000).toFixed(1)} s old (this command was stalled), so another command may take it over`;
+          gone = false;
+        }
       }
       if (why) {
-        held.lost = true;
+        held.lost = gone ? 'gone' : 'stale';
         throw new BrokerError('BRK_ERR_PKI_LOCK_LOST', `lost the lock on the store ${layout.dir}: ${why}; nothing of this change was written`);
       }
     },
-    release: () => release().catch(() => {}),
-    async abandon() {
+    async finish() {
+      if (finished) return;
+      finished = true;
+      if (held.lost !== 'gone') return release().catch(() => {});
       if (compromised) return;
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([noticedP, new Promise<void>((r) => (timer = setTimeout(r, LOCK_UPDATE_MS + 2_000)))]);
@@ -94,8 +104,8 @@ async function acquire(layout: StoreLayout): Promise<Acquired> {
 
 /**
  * Runs `fn` holding the store lock, after completing any change a crash interrupted. When the lock
- * is lost (BRK_ERR_PKI_LOCK_LOST from `check()`), the lock is left alone (it may be another's now)
- * and `onLost` runs under the lock taken again (to record the failure), and the error is rethrown.
+ * is lost (BRK_ERR_PKI_LOCK_LOST from `check()`), it is let go of (left alone if it may be another's
+ * now), `onLost` runs under the lock taken again (to record the failure), and the error is rethrown.
  */
 export async function withStoreLock<T>(layout: StoreLayout, fn: (lock: HeldLock) => Promise<T>, o: { onLost?: (err: BrokerError) => void } = {}): Promise<T> {
   const held = await acquire(layout);
@@ -105,12 +115,12 @@ export async function withStoreLock<T>(layout: StoreLayout, fn: (lock: HeldLock)
     return await fn(held);
   } catch (err) {
     if (held.lost && isBrokerError(err, 'BRK_ERR_PKI_LOCK_LOST')) {
-      await held.abandon();
+      await held.finish();
       if (o.onLost) await relockFor(layout, err, o.onLost);
     }
     throw err;
   } finally {
-    if (!held.lost) await held.release();
+    await held.finish();
   }
 }
 
@@ -121,7 +131,7 @@ export async function recoverStore(layout: StoreLayout): Promise<Recovery> {
     held.check();
     return recoverPending(layout);
   } finally {
-    if (!held.lost) await held.release();
+    await held.finish();
   }
 }
 
@@ -138,6 +148,6 @@ async function relockFor(layout: StoreLayout, err: BrokerError, onLost: (err: Br
   } catch {
     // best effort
   } finally {
-    if (!again.lost) await again.release();
+    await again.finish();
   }
 }

@@ -177,6 +177,8 @@ export function recoverPending(l: StoreLayout): Recovery {
   const appended = lines.at(-1) === '' ? lines.at(-2) === pending.line : false;
   if (!appended) appendLine(l.auditLog, pending.line);
   const staged: Staged[] = [];
+  const storeDir = resolve(l.dir);
+  const skipped: string[] = [];
   for (const f of pending.files) {
     let tempThere = true;
     try {
@@ -194,6 +196,10 @@ export function recoverPending(l: StoreLayout): Recovery {
     } catch {
       have = undefined;
     }
+    if (have === undefined && !f.target.startsWith(`${storeDir}/`)) {
+      skipped.push(f.target); // a hand-out copy outside the store (an --out folder) removed meanwhile
+      continue;
+    }
     if (have !== f.sha256) {
       throw new BrokerError('BRK_ERR_PKI_FILE_READ', `cannot complete the interrupted "${pending.op}" change: ${f.temp} is gone and ${f.target} does not hold what it staged; restore the store from a backup`);
     }
@@ -210,6 +216,6 @@ export function recoverPending(l: StoreLayout): Recovery {
   removePending(l, true);
   out.completed = { op: pending.op, seq: pending.head.seq, pid: pending.pid };
   out.removedTemps = removeOrphanTemps(l);
-  commitChange(l, new WriteTransaction(), { op: 'recover', outcome: 'ok', detail: `completed the "${pending.op}" change of line ${pending.head.seq} (process ${pending.pid} was interrupted)` });
+  commitChange(l, new WriteTransaction(), { op: 'recover', outcome: 'ok', detail: `completed the "${pending.op}" change of line ${pending.head.seq} (process ${pending.pid} was interrupted)${skipped.length ? `; not restored (removed meanwhile): ${skipped.join(', ')}` : ''}` });
   return out;
 }

@@ -6,7 +6,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { brokerAsync, errorCode, type CliResult } from '../helpers/cli.ts';
 import { auditEntries, filesIn, json, makeCa, type ListRow, type TestCa } from '../helpers/pki.ts';
@@ -120,4 +120,17 @@ test('the state an older broker left (log one line past audit.head, no pending r
   assert.deepEqual(entries.map((e) => `${e.seq} ${e.op} ${e.op === 'issue' ? e.name : ''}`.trim()), ['1 init', '2 issue lost', '3 recover', '4 issue next']);
   assert.match(entries[2]?.detail ?? '', /accepted line 2/);
   assert.deepEqual(json(ca.run(['pki', 'audit', 'verify', '--json'])), { ok: true, lines: 4 });
+});
+
+test('an interrupted issue whose hand-out folder was removed meanwhile is still completed in the store, and the recover line says what was not restored', async (t) => {
+  const ca = makeCa(t);
+  assert.equal((await issue(ca, 'killed', { BROKER_FAULT: 'after-audit-append' })).code, null);
+  rmSync(join(ca.root, 'out'), { recursive: true, force: true });
+  const rec = await brokerAsync(['pki', 'audit', 'recover', '--dir', ca.dir], { cwd: ca.root, timeoutMs: 120_000 });
+  assert.equal(rec.code, 0, rec.stderr);
+  const entries = auditEntries(ca);
+  assert.equal(entries.at(-1)?.op, 'recover');
+  assert.match(entries.at(-1)?.detail ?? '', /not restored \(removed meanwhile\): .*killed\.crt/);
+  assert.deepEqual(json<ListRow[]>(ca.run(['pki', 'list', '--json'])).map((r) => r.name), ['killed']);
+  assert.deepEqual(json(ca.run(['pki', 'audit', 'verify', '--json'])), { ok: true, lines: 3 });
 });

@@ -1,6 +1,8 @@
 /**
  * PKI throughput: leaf certificates per second in process (the whole `issueClient` path, and bare
- * `createLeaf` signing), and the wall time of one `broker pki issue` CLI run. Prints a Markdown table.
+ * `createLeaf` signing), the CRL build at 30,000 revoked entries (alone, and a whole `revoke` with
+ * the longest event-loop block it caused), and the wall time of one `broker pki issue` CLI run.
+ * Prints a Markdown table.
  *
  *   npm run bench:pki                      # 200 issues, 1000 leaves, 10 CLI runs, ec-p256
  *   npm run bench:pki -- --issues 500 --key-type rsa-3072
@@ -12,9 +14,11 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { randomBytes } from 'node:crypto';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { createLeaf, leafWindow, randomSerial } from '../src/pki/certs.ts';
+import { createLeaf, leafWindow, randomSerial, signCrl } from '../src/pki/certs.ts';
+import { revoke } from '../src/pki/revoke.ts';
 import { initCa } from '../src/pki/init.ts';
 import { issueClient } from '../src/pki/issue.ts';
 import { assertKeyType, generateKeyPair } from '../src/pki/keys.ts';
@@ -26,12 +30,14 @@ const { values } = parseArgs({
     leaves: { type: 'string', default: '1000' },
     'cli-runs': { type: 'string', default: '10' },
     'key-type': { type: 'string', default: 'ec-p256' },
+    'crl-entries': { type: 'string', default: '30000' },
   },
 });
 const ISSUES = Number(values.issues);
 const LEAVES = Number(values.leaves);
 const CLI_RUNS = Number(values['cli-runs']);
 const KEY_TYPE = assertKeyType(values['key-type']);
+const CRL_ENTRIES = Number(values['crl-entries']);
 const BIN = resolve(import.meta.dirname, '..', 'dist', 'main.js');
 const DAY = 86_400_000;
 
@@ -83,6 +89,41 @@ async function inProcess(work: string): Promise<Row[]> {
   ];
 }
 
+/** A store with CRL_ENTRIES revoked leaves (records only, added in one change), then the CRL on its own and a whole revoke. */
+async function crlAtScale(work: string): Promise<Row[]> {
+  const dir = join(work, 'crl-store');
+  await initCa({ dir, name: 'Bench CRL CA', keyType: KEY_TYPE, trustDomain: 'bench.example', passphrase: undefined });
+  const store = CaStore.open(dir);
+  await issueClient(store, { name: 'victim', roles: ['bench'], ttlMs: 90 * DAY, outDir: join(work, 'crl-handout') });
+  await store.mutate('bench-seed', undefined, async (ctx) => {
+    const at = new Date().toISOString();
+    for (let i = 0; i < CRL_ENTRIES; i++) {
+      ctx.inventory.certs.push({ name: `seed-${i}`, type: 'client', roles: ['bench'], serial: randomSerial(), notBefore: at, notAfter: at, fingerprint: randomBytes(32).toString('hex'), source: 'issue', issuer: ctx.inventory.ca.intermediate.serial, revokedAt: at, reason: 'superseded' });
+    }
+    return { result: undefined, audit: {} };
+  });
+  const { intermediate } = await store.loadKeys(store.readInventory());
+  const entries = store.readInventory().certs.filter((c) => c.revokedAt).map((c) => ({ serial: c.serial, revokedAt: new Date(c.revokedAt as string), reason: 4 }));
+  signCrl({ issuer: intermediate, number: 1, entries: entries.slice(0, 100), validityMs: DAY }); // warm-up
+  const builds: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    signCrl({ issuer: intermediate, number: 2 + i, entries, validityMs: DAY });
+    builds.push(performance.now() - t0);
+  }
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
+  const t0 = performance.now();
+  await revoke(store, { target: 'victim', reason: 'keyCompromise' });
+  const revokeMs = performance.now() - t0;
+  loop.disable();
+  const n = CRL_ENTRIES.toLocaleString('en-US');
+  return [
+    { what: `CRL build, ${n} entries (\`signCrl\`: DER + signature)`, runs: builds.length, result: `${median(builds).toFixed(0)} ms median (min ${Math.min(...builds).toFixed(0)}, max ${Math.max(...builds).toFixed(0)})` },
+    { what: `\`revoke\` in a store of ${n} revoked entries (lock, inventory, both CRLs, fsync, audit)`, runs: 1, result: `${revokeMs.toFixed(0)} ms; longest event-loop block ${(loop.max / 1e6).toFixed(0)} ms` },
+  ];
+}
+
 function cliWallTimes(work: string, args: (i: number) => string[], runs: number): number[] {
   const times: number[] = [];
   for (let i = -1; i < runs; i++) {
@@ -112,7 +153,7 @@ async function main(): Promise<void> {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run "npm run build" first`);
   const work = mkdtempSync(join(os.tmpdir(), 'broker-bench-'));
   try {
-    const rows = [...(await inProcess(work)), ...cli(work)];
+    const rows = [...(await inProcess(work)), ...(await crlAtScale(work)), ...cli(work)];
     const cpus = os.cpus();
     const lines = [
       `PKI benchmark — ${cpus[0]?.model.trim() ?? 'unknown CPU'}, ${cpus.length} cores, Node ${process.version}, ${os.platform()} ${os.release()}, key type ${KEY_TYPE}`,

@@ -5,6 +5,7 @@
 import { hash, randomBytes } from 'node:crypto';
 import { x509 } from './x509.ts';
 import { signingAlgorithm, type KeyType } from './keys.ts';
+import { buildCrl, type BuiltCrl } from './crl-builder.ts';
 
 export const MINUTE = 60_000;
 /** Leaves and CRLs start one minute in the past so a client with a slightly slow clock accepts them. */
@@ -173,20 +174,22 @@ function derInteger(n: number): Uint8Array<ArrayBuffer> {
   return new Uint8Array([0x02, body.length, ...body]);
 }
 
-export async function createCrl(opts: { issuer: Issuer; number: number; entries: readonly RevokedEntry[]; validityMs: number; now?: Date }): Promise<x509.X509Crl> {
+/** The CRL's extensions (authority key identifier, CRL number) and its DER, signed: linear in the entries. */
+export function signCrl(opts: { issuer: Issuer; number: number; entries: readonly RevokedEntry[]; validityMs: number; now?: Date }): BuiltCrl {
   const now = opts.now ?? new Date();
   const aki = (opts.issuer.cert.getExtension(x509.SubjectKeyIdentifierExtension) as x509.SubjectKeyIdentifierExtension).keyId;
-  return x509.X509CrlGenerator.create({
-    issuer: opts.issuer.cert.subjectName,
+  return buildCrl({
+    issuerCertDer: new Uint8Array(opts.issuer.cert.rawData),
+    issuerKey: opts.issuer.key,
+    keyType: opts.issuer.keyType,
     thisUpdate: new Date(now.getTime() - BACKDATE_MS),
     nextUpdate: new Date(now.getTime() + opts.validityMs),
-    signingKey: opts.issuer.key,
-    signingAlgorithm: signingAlgorithm(opts.issuer.keyType),
-    extensions: [new x509.AuthorityKeyIdentifierExtension(aki), new x509.Extension(CRL_NUMBER_OID, false, derInteger(opts.number))],
-    entries: opts.entries.map((e) => ({
-      serialNumber: e.serial,
-      revocationDate: e.revokedAt,
-      ...(e.reason === undefined ? {} : { reason: e.reason }),
-    })),
+    extensions: [new Uint8Array(new x509.AuthorityKeyIdentifierExtension(aki).rawData), new Uint8Array(new x509.Extension(CRL_NUMBER_OID, false, derInteger(opts.number)).rawData)],
+    entries: opts.entries,
   });
+}
+
+/** The same CRL as a parsed @peculiar/x509 object (for tools and benchmarks; parsing a large one is slow). */
+export async function createCrl(opts: { issuer: Issuer; number: number; entries: readonly RevokedEntry[]; validityMs: number; now?: Date }): Promise<x509.X509Crl> {
+  return new x509.X509Crl(new Uint8Array(signCrl(opts).der));
 }

@@ -1,18 +1,19 @@
 /**
  * `broker keys`: API keys and Basic credentials kept in the store's keys.json. A change follows
- * the store's one path: under the lock, read → change → stage keys.json and audit.head → append
- * the audit line → rename into place. No CA passphrase is needed (nothing is signed), and no CA
+ * the store's one path: under the lock, read → change → commit (pki/journal.ts: stage keys.json,
+ * pending record, audit line, rename, head). No CA passphrase is needed (nothing is signed), and no CA
  * has to exist yet. Only a salted scrypt hash of each secret is written; the audit line carries
  * id, name, roles, kind and expiry, never the secret.
  */
 import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { BrokerError, isBrokerError, type ErrorCode } from '../errors.ts';
-import { appendLine, nextLine, readHead, type AuditFields } from './audit.ts';
+import { BrokerError, isBrokerError } from '../errors.ts';
+import type { AuditFields } from './audit.ts';
+import { commitChange } from './journal.ts';
 import { ensureDir, PRIVATE_MODE, WriteTransaction } from './files.ts';
 import type { StoreLayout } from './layout.ts';
 import { checkName, checkRoles } from './names.ts';
-import { withStoreLock } from './store.ts';
+import { recordFailure, withStoreLock } from './store.ts';
 import { DEFAULT_KDF, SALT_BYTES, deriveHash, formatApiKey, keyStatus, parseApiKey, readKeys, serializeKeys, type KeyKind, type KeyRecord, type KeysFile, type KeyStatus } from './keys-file.ts';
 
 /** A credential as shown to people and scripts: never its salt or hash. */
@@ -48,30 +49,21 @@ type Audit = Omit<AuditFields, 'op' | 'outcome'>;
 
 /** Runs one change of keys.json under the store lock, audited; a failure is audited too and changes nothing. */
 async function mutateKeys<T>(l: StoreLayout, op: string, fn: (file: KeysFile) => Promise<{ result: T; audit: Audit }>): Promise<T> {
-  return withStoreLock(l, async () => {
-    try {
-      const file = readKeys(l.keys);
-      const { result, audit } = await fn(file);
-      const { line, head } = nextLine(readHead(l.auditHead), { op, outcome: 'ok', ...audit });
-      const tx = new WriteTransaction().write(l.keys, serializeKeys(file), PRIVATE_MODE).write(l.auditHead, `${JSON.stringify(head)}\n`, PRIVATE_MODE);
-      tx.commit(() => appendLine(l.auditLog, line));
-      return result;
-    } catch (err) {
-      recordFailure(l, op, err);
-      throw err;
-    }
-  });
-}
-
-/** Best effort, as for the CA's own operations: a failed change still leaves a line in the log. */
-function recordFailure(l: StoreLayout, op: string, err: unknown): void {
-  try {
-    const code: ErrorCode = isBrokerError(err) ? err.code : 'BRK_ERR_INTERNAL';
-    const { line, head } = nextLine(readHead(l.auditHead), { op, outcome: 'error', code });
-    new WriteTransaction().write(l.auditHead, `${JSON.stringify(head)}\n`, PRIVATE_MODE).commit(() => appendLine(l.auditLog, line));
-  } catch {
-    // the original error is what matters to the caller
-  }
+  return withStoreLock(
+    l,
+    async (held) => {
+      try {
+        const file = readKeys(l.keys);
+        const { result, audit } = await fn(file);
+        commitChange(l, new WriteTransaction().write(l.keys, serializeKeys(file), PRIVATE_MODE), { op, outcome: 'ok', ...audit }, () => held.check());
+        return result;
+      } catch (err) {
+        if (!isBrokerError(err, 'BRK_ERR_PKI_LOCK_LOST')) recordFailure(l, op, {}, err, held);
+        throw err;
+      }
+    },
+    { onLost: (err) => recordFailure(l, op, {}, err) },
+  );
 }
 
 function freshId(file: KeysFile): string {

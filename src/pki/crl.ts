@@ -5,7 +5,8 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { x509 } from './x509.ts';
-import { createCrl, type RevokedEntry } from './certs.ts';
+import { signCrl, type RevokedEntry } from './certs.ts';
+import type { BuiltCrl } from './crl-builder.ts';
 import { PUBLIC_MODE } from './files.ts';
 import { REVOCATION_REASONS, type Inventory, type RevocationReason } from './inventory.ts';
 import type { StoreLayout } from './layout.ts';
@@ -28,13 +29,14 @@ export function isRevocationReason(v: string): v is RevocationReason {
 }
 
 /** PEM with the "X509 CRL" label OpenSSL expects (the library's own toString says "CRL"). */
-export function crlPem(crl: x509.X509Crl): string {
-  return `${x509.PemConverter.encode(crl.rawData, 'X509 CRL')}\n`;
+export function crlPem(crl: x509.X509Crl | BuiltCrl): string {
+  const der = 'der' in crl ? crl.der : Buffer.from(crl.rawData);
+  return `-----BEGIN X509 CRL-----\n${der.toString('base64').replace(/.{64}/g, '$&\n').replace(/\n$/, '')}\n-----END X509 CRL-----\n`;
 }
 
 export interface PublishedCrls {
-  root: x509.X509Crl;
-  intermediate: x509.X509Crl;
+  root: BuiltCrl;
+  intermediate: BuiltCrl;
   bundle: string;
 }
 
@@ -96,17 +98,17 @@ export async function stageCrls(inv: Inventory, keys: CaKeys, layout: StoreLayou
   inv.ca.crlNumber.intermediate += 1;
   inv.ca.crlNumber.root += 1;
   const validityMs = inv.ca.crlValidityMs;
-  const intermediate = await createCrl({ issuer: keys.intermediate, number: inv.ca.crlNumber.intermediate, entries: revokedBy(inv, inv.ca.intermediate.serial), validityMs, now });
+  const intermediate = signCrl({ issuer: keys.intermediate, number: inv.ca.crlNumber.intermediate, entries: revokedBy(inv, inv.ca.intermediate.serial), validityMs, now });
   // a retired issuing CA is listed in the CRL of the root that signed it
   const retiredUnder = (rootSerial: string): RevokedEntry[] =>
     (inv.ca.previous ?? []).filter((p) => p.retired && (p.root ?? inv.ca.root.serial) === rootSerial).map((p) => ({ serial: p.serial, revokedAt: new Date(p.retireAt), reason: x509.X509CrlReason.superseded }));
-  const root = await createCrl({ issuer: keys.root, number: inv.ca.crlNumber.root, entries: retiredUnder(inv.ca.root.serial), validityMs, now });
+  const root = signCrl({ issuer: keys.root, number: inv.ca.crlNumber.root, entries: retiredUnder(inv.ca.root.serial), validityMs, now });
   let bundle = crlPem(intermediate);
   for (const p of inv.ca.previous ?? []) {
     const issuer = keys.previous.get(p.serial);
     if (p.retired || !issuer) continue;
     p.crlNumber += 1;
-    const crl = await createCrl({ issuer, number: p.crlNumber, entries: revokedBy(inv, p.serial), validityMs, now });
+    const crl = signCrl({ issuer, number: p.crlNumber, entries: revokedBy(inv, p.serial), validityMs, now });
     tx.write(layout.previousIntermediateCrl(p.serial), crlPem(crl), PUBLIC_MODE);
     bundle += crlPem(crl);
   }
@@ -114,7 +116,7 @@ export async function stageCrls(inv: Inventory, keys: CaKeys, layout: StoreLayou
     const issuer = keys.previousRoots.get(p.serial);
     if (p.retired || !issuer) continue;
     p.crlNumber += 1;
-    const crl = await createCrl({ issuer, number: p.crlNumber, entries: retiredUnder(p.serial), validityMs, now });
+    const crl = signCrl({ issuer, number: p.crlNumber, entries: retiredUnder(p.serial), validityMs, now });
     tx.write(layout.previousRootCrl(p.serial), crlPem(crl), PUBLIC_MODE);
     bundle += crlPem(crl);
   }

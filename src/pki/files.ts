@@ -48,10 +48,13 @@ function fsyncDir(dir: string): void {
   }
 }
 
-interface Staged {
+export interface Staged {
   target: string;
   temp: string;
 }
+
+/** The temp file name a target is staged under: `.NAME.<12 hex>.tmp` beside it. */
+export const TEMP_NAME = /^\..+\.[0-9a-f]{12}\.tmp$/;
 
 /** Collects file writes; `commit()` makes all of them visible, or none (short of a failing rename). */
 export class WriteTransaction {
@@ -66,11 +69,8 @@ export class WriteTransaction {
     return this.#writes.map((w) => w.target);
   }
 
-  /**
-   * Stages every file, runs `beforePublish` (the audit append), then renames them all into place.
-   * If staging or `beforePublish` throws, the temp files are removed and nothing is published.
-   */
-  commit(beforePublish?: () => void): void {
+  /** Writes every file to a temp file beside its target (fsynced); on failure removes them all and throws. */
+  stage(): Staged[] {
     const staged: Staged[] = [];
     try {
       for (const w of this.#writes) {
@@ -79,25 +79,72 @@ export class WriteTransaction {
         staged.push({ target: w.target, temp });
         writeDurably(temp, w.data, w.mode);
       }
-      beforePublish?.();
+      return staged;
     } catch (cause) {
-      for (const s of staged) rmSync(s.temp, { force: true });
+      discard(staged);
       if (cause instanceof BrokerError) throw cause;
       throw new BrokerError('BRK_ERR_PKI_FILE_WRITE', `cannot write ${staged.at(-1)?.target}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
     }
-    const dirs = new Set<string>();
-    for (const s of staged) {
-      try {
-        renameSync(s.temp, s.target);
-      } catch (cause) {
-        for (const rest of staged) rmSync(rest.temp, { force: true });
-        throw new BrokerError('BRK_ERR_PKI_FILE_WRITE', `cannot move ${s.target} into place: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
-      }
-      dirs.add(dirname(s.target));
+  }
+
+  /**
+   * Stages every file, runs `beforePublish`, then renames them all into place. If staging or
+   * `beforePublish` throws, the temp files are removed and nothing is published.
+   */
+  commit(beforePublish?: () => void): void {
+    const staged = this.stage();
+    try {
+      beforePublish?.();
+    } catch (cause) {
+      discard(staged);
+      if (cause instanceof BrokerError) throw cause;
+      throw new BrokerError('BRK_ERR_PKI_FILE_WRITE', `cannot write ${staged.at(-1)?.target}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
     }
-    for (const d of dirs) fsyncDir(d);
+    try {
+      publish(staged);
+    } catch (err) {
+      discard(staged);
+      throw err;
+    }
   }
 }
+
+export function discard(staged: readonly Staged[]): void {
+  for (const s of staged) rmSync(s.temp, { force: true });
+}
+
+/**
+ * Renames staged files into place in order, then fsyncs their folders. `afterEach` runs after each
+ * rename (a fault-injection point). A failing rename throws; the temps not yet renamed stay.
+ */
+export function publish(staged: readonly Staged[], afterEach?: (index: number) => void): void {
+  const dirs = new Set<string>();
+  for (const [i, s] of staged.entries()) {
+    try {
+      renameSync(s.temp, s.target);
+    } catch (cause) {
+      throw new BrokerError('BRK_ERR_PKI_FILE_WRITE', `cannot move ${s.target} into place: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
+    }
+    dirs.add(dirname(s.target));
+    afterEach?.(i);
+  }
+  for (const d of dirs) fsyncDir(d);
+}
+
+/** Replaces one file atomically and durably: temp file, fsync, rename, fsync of the folder. */
+export function replaceFile(target: string, data: string | Uint8Array, mode: number): void {
+  const temp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    writeDurably(temp, data, mode);
+    renameSync(temp, target);
+  } catch (cause) {
+    rmSync(temp, { force: true });
+    throw new BrokerError('BRK_ERR_PKI_FILE_WRITE', `cannot write ${target}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
+  }
+  fsyncDir(dirname(target));
+}
+
+export { fsyncDir };
 
 function writeDurably(file: string, data: string | Uint8Array, mode: number): void {
   const fd = openSync(file, 'wx', mode);

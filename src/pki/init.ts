@@ -6,7 +6,7 @@ import { generateKeyPair, privateKeyPem, type KeyType } from './keys.ts';
 import { INVENTORY_FORMAT, serializeInventory, type Inventory } from './inventory.ts';
 import { storeLayout } from './layout.ts';
 import { caExists, withStoreLock } from './store.ts';
-import { appendLine, nextLine, readHead } from './audit.ts';
+import { commitChange } from './journal.ts';
 import { DEFAULT_CRL_VALIDITY_MS, stageCrls } from './crl.ts';
 import { checkTrustDomain } from './names.ts';
 
@@ -36,7 +36,7 @@ export async function initCa(o: InitOptions): Promise<InitResult> {
   checkTrustDomain(o.trustDomain);
   if (!o.name.trim() || o.name.length > 64) throw new BrokerError('BRK_ERR_USAGE', 'the CA --name must be 1-64 characters');
   ensureDir(o.dir);
-  return withStoreLock(layout, async () => {
+  return withStoreLock(layout, async (held) => {
     if (caExists(layout)) throw new BrokerError('BRK_ERR_PKI_CA_EXISTS', `${o.dir} already holds a CA`);
     const now = new Date();
     const rootKeys = await generateKeyPair(o.keyType);
@@ -73,15 +73,13 @@ export async function initCa(o: InitOptions): Promise<InitResult> {
       .write(layout.chain, intPem + rootPem, PUBLIC_MODE);
     await stageCrls(inventory, { root, intermediate, previous: new Map(), previousRoots: new Map() }, layout, tx, now);
     tx.write(layout.inventory, serializeInventory(inventory), PRIVATE_MODE);
-    const { line, head } = nextLine(readHead(layout.auditHead), {
+    commitChange(layout, tx, {
       op: 'init',
       outcome: 'ok',
       name: o.name,
       serial: inventory.ca.intermediate.serial,
       detail: `keyType=${o.keyType} trustDomain=${o.trustDomain} encrypted=${inventory.ca.encrypted}`,
-    });
-    tx.write(layout.auditHead, `${JSON.stringify(head)}\n`, PRIVATE_MODE);
-    tx.commit(() => appendLine(layout.auditLog, line));
+    }, () => held.check());
     const summary = (c: typeof rootCert) => ({ subject: c.subject, serial: c.serialNumber.toLowerCase(), notAfter: c.notAfter, fingerprint: fingerprint(c.rawData) });
     return { dir: o.dir, root: summary(rootCert), intermediate: summary(intCert), encrypted: inventory.ca.encrypted };
   });

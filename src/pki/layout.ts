@@ -18,6 +18,8 @@ export interface StoreLayout {
   chain: string;
   auditLog: string;
   auditHead: string;
+  /** The change being committed (its audit line and staged files), while it is: see pki/journal.ts. */
+  pending: string;
   /** API keys and Basic credentials (salted scrypt hashes only): `broker keys`. */
   keys: string;
   lock: string;
@@ -49,6 +51,7 @@ export function storeLayout(dir: string): StoreLayout {
     chain: join(dir, 'chain.pem'),
     auditLog: join(dir, 'audit.log'),
     auditHead: join(dir, 'audit.head'),
+    pending: join(dir, 'audit.pending'),
     keys: join(dir, 'keys.json'),
     lock: join(dir, '.lock'),
     previousIntermediateCert: (serial) => join(dir, 'ca', `intermediate-${serial}.crt`),

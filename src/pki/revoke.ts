@@ -43,7 +43,7 @@ export async function publishCrl(store: CaStore, o: { nextUpdateMs?: number; out
     if (o.out) ctx.tx.write(o.out, crls.bundle, PUBLIC_MODE);
     const files = ctx.tx.targets.filter((f) => f.endsWith('.crl') || f.endsWith('.pem') || f === o.out);
     return {
-      result: { files, nextUpdate: crls.intermediate.nextUpdate as Date, revoked: crls.intermediate.entries.length },
+      result: { files, nextUpdate: crls.intermediate.nextUpdate, revoked: crls.intermediate.count },
       audit: { detail: `crlNumber=${ctx.inventory.ca.crlNumber.intermediate}` },
     };
   });

@@ -1,17 +1,21 @@
 /**
- * The CA store: opening it, the lock that serialises every change, and the one path by which a
- * change is made (`mutate`): load under the lock → compute → stage every file → audit → publish.
+ * The CA store: opening it, and the one path by which a change is made (`mutate`): load under
+ * the lock (pki/store-lock.ts) → compute → commit (pki/journal.ts: stage, pending record, audit
+ * line, publish).
  */
 import { existsSync } from 'node:fs';
-import { lock } from 'proper-lockfile';
 import { BrokerError, isBrokerError, type ErrorCode } from '../errors.ts';
 import { ensureDir, PRIVATE_MODE, readText, WriteTransaction } from './files.ts';
 import { parseInventory, serializeInventory, type Inventory } from './inventory.ts';
 import { storeLayout, type StoreLayout } from './layout.ts';
-import { appendLine, nextLine, readHead, type AuditFields } from './audit.ts';
+import type { AuditFields } from './audit.ts';
+import { commitChange } from './journal.ts';
+import { withStoreLock, type HeldLock } from './store-lock.ts';
 import { loadPrivateKey } from './keys.ts';
 import { x509 } from './x509.ts';
 import type { Issuer } from './certs.ts';
+
+export { recoverStore, withStoreLock, type HeldLock } from './store-lock.ts';
 
 export interface CaKeys {
   root: Issuer;
@@ -33,25 +37,6 @@ export interface MutationContext {
 export interface MutationResult<T> {
   result: T;
   audit: Omit<AuditFields, 'op' | 'outcome'>;
-}
-
-const LOCK_RETRY = { retries: 400, factor: 1.15, minTimeout: 5, maxTimeout: 100, randomize: true };
-
-export async function withStoreLock<T>(layout: StoreLayout, fn: () => Promise<T>): Promise<T> {
-  let release: () => Promise<void>;
-  try {
-    release = await lock(layout.dir, { lockfilePath: layout.lock, realpath: false, stale: 15_000, update: 3_000, retries: LOCK_RETRY });
-  } catch (cause) {
-    if ((cause as NodeJS.ErrnoException).code === 'ELOCKED') {
-      throw new BrokerError('BRK_ERR_PKI_LOCKED', `the store ${layout.dir} stayed locked by another broker pki command`, { cause });
-    }
-    throw new BrokerError('BRK_ERR_PKI_FILE_WRITE', `cannot lock the store ${layout.dir}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
-  }
-  try {
-    return await fn();
-  } finally {
-    await release().catch(() => {});
-  }
 }
 
 export function caExists(layout: StoreLayout): boolean {
@@ -104,45 +89,50 @@ export class CaStore {
   }
 
   /**
-   * Runs one change under the lock. Every file the change writes is staged first; the audit line is
-   * appended; then the files are renamed into place. A failure anywhere before the renames leaves the
-   * store as it was, and is itself recorded in the audit log when the log can be written.
+   * Runs one change under the lock and commits it through pki/journal.ts (stage, pending record,
+   * audit line, renames, head). A failure before the pending record leaves the store as it was, and
+   * is itself recorded in the audit log when the log can be written; a crash after it is completed
+   * by the next command.
    */
   async mutate<T>(op: string, passphrase: string | undefined, fn: (ctx: MutationContext) => Promise<MutationResult<T>>): Promise<T> {
     const l = this.layout;
-    return withStoreLock(l, async () => {
-      let partial: Omit<AuditFields, 'op' | 'outcome'> = {};
-      try {
-        const inventory = this.readInventory();
-        let keys: Promise<CaKeys> | undefined;
-        const ctx: MutationContext = {
-          layout: l,
-          inventory,
-          tx: new WriteTransaction(),
-          keys: () => (keys ??= this.loadKeys(inventory, passphrase)),
-        };
-        const { result, audit } = await fn(ctx);
-        partial = audit;
-        ctx.tx.write(l.inventory, serializeInventory(inventory), PRIVATE_MODE);
-        const { line, head } = nextLine(readHead(l.auditHead), { op, outcome: 'ok', ...audit });
-        ctx.tx.write(l.auditHead, `${JSON.stringify(head)}\n`, PRIVATE_MODE);
-        ctx.tx.commit(() => appendLine(l.auditLog, line));
-        return result;
-      } catch (err) {
-        recordFailure(l, op, partial, err);
-        throw err;
-      }
-    });
+    let partial: Omit<AuditFields, 'op' | 'outcome'> = {};
+    return withStoreLock(
+      l,
+      async (held) => {
+        try {
+          const inventory = this.readInventory();
+          let keys: Promise<CaKeys> | undefined;
+          const ctx: MutationContext = {
+            layout: l,
+            inventory,
+            tx: new WriteTransaction(),
+            keys: () => (keys ??= this.loadKeys(inventory, passphrase)),
+          };
+          const { result, audit } = await fn(ctx);
+          partial = audit;
+          ctx.tx.write(l.inventory, serializeInventory(inventory), PRIVATE_MODE);
+          commitChange(l, ctx.tx, { op, outcome: 'ok', ...audit }, () => held.check());
+          return result;
+        } catch (err) {
+          if (!isBrokerError(err, 'BRK_ERR_PKI_LOCK_LOST')) recordFailure(l, op, partial, err, held);
+          throw err;
+        }
+      },
+      { onLost: (err) => recordFailure(l, op, partial, err) },
+    );
   }
 }
 
-/** Best effort: a failed operation still leaves a trace, unless the log itself cannot be written. */
-function recordFailure(l: StoreLayout, op: string, fields: Omit<AuditFields, 'op' | 'outcome'>, err: unknown): void {
+/**
+ * Best effort: a failed operation still leaves a trace, unless the log itself cannot be written,
+ * the lock is no longer ours, or a committed change is still waiting to be completed.
+ */
+export function recordFailure(l: StoreLayout, op: string, fields: Omit<AuditFields, 'op' | 'outcome'>, err: unknown, held?: HeldLock): void {
   try {
+    if (existsSync(l.pending)) return;
     const code: ErrorCode = isBrokerError(err) ? err.code : 'BRK_ERR_INTERNAL';
-    const { line, head } = nextLine(readHead(l.auditHead), { op, outcome: 'error', ...fields, code });
-    const tx = new WriteTransaction().write(l.auditHead, `${JSON.stringify(head)}\n`, PRIVATE_MODE);
-    tx.commit(() => appendLine(l.auditLog, line));
+    commitChange(l, new WriteTransaction(), { op, outcome: 'error', ...fields, code }, held ? () => held.check() : undefined);
   } catch {
     // the original error is what matters to the caller
   }

@@ -1,7 +1,7 @@
 /** verifyAudit against a hash chain built with nextLine: intact, then each kind of tampering. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { GENESIS, lineHash, nextLine, verifyAudit, type AuditHead } from '../../src/pki/audit.ts';
+import { GENESIS, lineHash, nextLine, PENDING_FORMAT, verifyAudit, type AuditHead, type PendingRecord } from '../../src/pki/audit.ts';
 
 /** A log of `n` lines and its head, as the store would write them. */
 function chain(n: number): { lines: string[]; head: AuditHead } {
@@ -89,4 +89,61 @@ test('truncating the log and rewriting the head to match is NOT detectable: the 
   const kept = lines.slice(0, 3);
   const forgedHead = { seq: 3, hash: lineHash(kept[2] as string) };
   assert.deepEqual(verifyAudit(text(kept), forgedHead), { ok: true, lines: 3 });
+});
+
+/** A log of `n` committed lines, and the pending record of the change that makes line n + 1. */
+function interrupted(n: number): { lines: string[]; head: AuditHead; pending: PendingRecord } {
+  const { lines, head } = chain(n);
+  const next = nextLine(head, { op: 'issue', outcome: 'ok', name: 'cut-off' });
+  return { lines, head, pending: { format: PENDING_FORMAT, op: 'issue', pid: 4242, prev: head, line: next.line, head: next.head, files: [] } };
+}
+
+// [what a crash left, log text, audit.head] — each is "interrupted", never tampering
+const CRASHES: Array<[string, (x: ReturnType<typeof interrupted>) => [string, AuditHead]]> = [
+  ['the pending record written, the line not appended', (x) => [text(x.lines), x.head]],
+  ['the append cut short', (x) => [text(x.lines) + x.pending.line.slice(0, 30), x.head]],
+  ['the line appended, files and head not in place', (x) => [text([...x.lines, x.pending.line]), x.head]],
+  ['the line appended and the head written, the record not yet removed', (x) => [text([...x.lines, x.pending.line]), x.pending.head]],
+];
+
+for (const [what, state] of CRASHES) {
+  test(`a crash is reported as interrupted, not tampering: ${what}`, () => {
+    const x = interrupted(4);
+    const [log, head] = state(x);
+    const r = verifyAudit(log, head, x.pending);
+    assert.equal(r.ok, false);
+    assert.equal(r.interrupted, true, r.problem);
+    assert.match(r.problem ?? '', /"issue" change of process 4242 was interrupted/);
+  });
+}
+
+// [what, log text, audit.head] with a pending record present — still tampering
+const TAMPERED_WITH_PENDING: Array<[string, (x: ReturnType<typeof interrupted>) => [string, AuditHead], RegExp]> = [
+  ['an earlier line edited', (x) => [text(x.lines.with(1, (x.lines[1] as string).replace('id-1', 'mallory'))), x.head], /previous line/],
+  ['the appended line edited', (x) => [text([...x.lines, x.pending.line.replace('cut-off', 'mallory')]), x.head], /audit\.pending/],
+  ['the last committed line removed', (x) => [text(x.lines.slice(0, -1)), x.head], /audit\.pending/],
+  ['a line appended past the pending one', (x) => [text([...x.lines, x.pending.line, nextLine(x.pending.head, { op: 'crl', outcome: 'ok' }).line]), x.pending.head], /audit\.pending/],
+  ['a partial line that is not a prefix of the pending one', (x) => [text(x.lines) + '{"seq":5,"forged"', x.head], /not a JSON line/],
+];
+
+for (const [what, state, problem] of TAMPERED_WITH_PENDING) {
+  test(`tampering is still tampering with a pending record present: ${what}`, () => {
+    const x = interrupted(4);
+    const [log, head] = state(x);
+    const r = verifyAudit(log, head, x.pending);
+    assert.equal(r.ok, false);
+    assert.notEqual(r.interrupted, true);
+    assert.match(r.problem ?? '', problem);
+  });
+}
+
+test('without a pending record, exactly one whole chained line past the head is an interrupted change (older brokers); more is tampering', () => {
+  const { lines, head } = chain(5);
+  const ahead = verifyAudit(text(lines), { seq: 4, hash: lineHash(lines[3] as string) });
+  assert.equal(ahead.interrupted, true);
+  assert.match(ahead.problem ?? '', /line 5 was appended but audit\.head was not updated/);
+  const twoAhead = verifyAudit(text(lines), { seq: 3, hash: lineHash(lines[2] as string) });
+  assert.equal(twoAhead.interrupted, undefined);
+  assert.equal(twoAhead.ok, false);
+  assert.deepEqual(verifyAudit(text(lines), head), { ok: true, lines: 5 });
 });

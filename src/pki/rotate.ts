@@ -45,7 +45,7 @@ export async function rotateIntermediate(store: CaStore, o: { overlapMs: number;
     ctx.tx.write(l.intermediateCert, `${cert.toString('pem')}\n`, PUBLIC_MODE);
     ctx.tx.write(l.intermediateKey, privateKeyPem(pair.privateKey, encrypted ? o.passphrase : undefined), PRIVATE_MODE);
     const retireAt = new Date(now.getTime() + o.overlapMs).toISOString();
-    inv.ca.previous = [...(inv.ca.previous ?? []), { ...old, retireAt, crlNumber: 0, root: inv.ca.root.serial }];
+    inv.ca.previous = [...(inv.ca.previous ?? []), { ...old, retireAt, crlNumber: inv.ca.crlNumber.intermediate, root: inv.ca.root.serial }];
     inv.ca.intermediate = { serial: cert.serialNumber.toLowerCase(), notAfter: cert.notAfter.toISOString(), fingerprint: fingerprint(cert.rawData) };
     const next = { ...keys, previous: new Map(keys.previous).set(old.serial, keys.intermediate), intermediate: { cert, key: pair.privateKey, keyType: inv.ca.keyType } };
     stageChain(inv, next, l, ctx.tx);
@@ -92,8 +92,8 @@ export async function rotateRoot(store: CaStore, o: { overlapMs: number; passphr
     ctx.tx.write(l.crossCert, `${cross.toString('pem')}\n`, PUBLIC_MODE);
 
     const facts = (c: typeof rootCert) => ({ serial: c.serialNumber.toLowerCase(), notAfter: c.notAfter.toISOString(), fingerprint: fingerprint(c.rawData) });
-    inv.ca.previous = [...(inv.ca.previous ?? []), { ...oldInt, retireAt, crlNumber: 0, root: oldRoot.serial }];
-    inv.ca.previousRoots = [...(inv.ca.previousRoots ?? []), { ...oldRoot, retireAt, crlNumber: 0 }];
+    inv.ca.previous = [...(inv.ca.previous ?? []), { ...oldInt, retireAt, crlNumber: inv.ca.crlNumber.intermediate, root: oldRoot.serial }];
+    inv.ca.previousRoots = [...(inv.ca.previousRoots ?? []), { ...oldRoot, retireAt, crlNumber: inv.ca.crlNumber.root }];
     inv.ca.root = facts(rootCert);
     inv.ca.intermediate = facts(intCert);
     inv.ca.cross = { serial: cross.serialNumber.toLowerCase(), retireAt };

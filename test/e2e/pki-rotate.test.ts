@@ -9,6 +9,18 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openssl } from '../helpers/cli.ts';
 import { json, makeCa, pemBlocks, snapshot, type ListRow, type TestCa } from '../helpers/pki.ts';
+import { readCrl } from '../../src/tls/crl-der.ts';
+
+/** Each issuing CA's CRL number in the store's bundle, by issuer (hex of its DER Name). */
+function crlNumbers(ca: TestCa): Map<string, bigint | undefined> {
+  const out = new Map<string, bigint | undefined>();
+  for (const b of pemBlocks(readFileSync(ca.file('crl.pem'), 'utf8'), 'X509 CRL')) {
+    const f = readCrl(Buffer.from(b.replace(/-----[^-]+-----|\s/g, ''), 'base64'));
+    out.set(f.issuer.toString('hex'), f.number);
+  }
+  return out;
+}
+
 
 /** openssl verify against the store as a broker would trust it: root + chain.pem + every CRL. */
 function trusted(ca: TestCa, leaf: string): boolean {
@@ -34,8 +46,12 @@ test('rotate intermediate: plan and dry run change nothing; then old and new iss
   assert.deepEqual(snapshot(ca.dir), untouched);
 
   const oldChain = readFileSync(ca.file('chain.pem'), 'utf8');
+  const numbersBefore = crlNumbers(ca);
   const r = ca.signing(['pki', 'rotate', 'intermediate', '--overlap', '7d', '--json']);
   assert.equal(r.code, 0, r.stderr);
+  // every CA that had a CRL before goes on numbering upwards (RFC 5280 5.2.3; brokers refuse a lower number)
+  const numbersAfter = crlNumbers(ca);
+  for (const [issuer, n] of numbersBefore) assert.ok((numbersAfter.get(issuer) ?? -1n) > (n ?? -1n), `CRL number of ${issuer.slice(0, 24)}… went from ${n} to ${numbersAfter.get(issuer)}`);
   const rot = json<{ serial: string; previous: string; retireAt: string }>(r);
   assert.notEqual(rot.serial, rot.previous);
   issue(ca, 'after');

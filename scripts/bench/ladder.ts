@@ -131,6 +131,8 @@ export interface LadderContext {
   fixedRateAuto: boolean;
   ablationScenarios: readonly string[];
   controlLabel: string;
+  /** The label of the build before a change (--baseline), measured like an ablation: its "cost" is what the change costs. */
+  baselineLabel?: string | undefined;
   brokerChecks: BrokerCheck[];
   alloc?: AllocInfo | undefined;
 }
@@ -264,7 +266,7 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
         sc[s] = { withoutUs, costUs, share: costUs / (allOn[s] as number), perRound };
       }
       const check = checks.find((c) => c.label === label);
-      return { feature: label === ctx.controlLabel ? 'none (control: a second broker, every feature on)' : label.replace(/^broker -/, ''), label, scenarios: sc, ...(check ? { check } : {}) };
+      return { feature: label === ctx.controlLabel ? 'none (control: a second broker, every feature on)' : label === ctx.baselineLabel ? 'this change (the broker before it: --baseline)' : label.replace(/^broker -/, ''), label, scenarios: sc, ...(check ? { check } : {}) };
     });
     return { scenarios, rows, allOn };
   }
@@ -285,6 +287,7 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
     const check = (c: BrokerCheck | undefined, feature: string) => {
       if (!c) return '–';
       if (c.label === ctx.controlLabel) return 'BROKER_ABLATE unset: any "cost" here is noise';
+      if (c.label === ctx.baselineLabel) return 'the build before the change, every feature on';
       const off = c.off;
       const said = !c.notice ? '**not announced at start** (BROKER_ABLATE ignored?)' : off ? (off.join(',') === feature ? `announced: ${off.join(', ')} off` : `**announced: ${off.join(', ')} off**`) : 'announced at start';
       if (feature === 'accessLog') return `${said}; access.log ${bytes(c.accessLogBytes)} (all on: ${bytes(main?.accessLogBytes ?? NaN)})`;
@@ -299,7 +302,7 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
       out.push(`| ${r.feature} | ${cells.join(' | ')} | ${check(r.check, r.feature)} |`);
     }
     out.push(`| *every feature on* | ${scenarios.map((s) => `${fmt(allOn[s] as number)} | | `).join(' | ')} | |`);
-    out.push(`| *sum of the feature costs above* | ${scenarios.map((s) => ` | ${fmt(rows.filter((r) => r.label !== ctx.controlLabel).reduce((t, r) => t + (r.scenarios[s]?.costUs ?? 0), 0))} | `).join(' | ')} | |`);
+    out.push(`| *sum of the feature costs above* | ${scenarios.map((s) => ` | ${fmt(rows.filter((r) => r.label !== ctx.controlLabel && r.label !== ctx.baselineLabel).reduce((t, r) => t + (r.scenarios[s]?.costUs ?? 0), 0))} | `).join(' | ')} | |`);
     if (results.some((r) => r.target === 'fastify-stock')) {
       out.push(
         `| *broker − fastify-stock* | ${scenarios

@@ -49,6 +49,8 @@
  * ka64,handshake; ka16k too when named), --no-control, --fixed-rate auto|N|0, --alloc-seconds
  * (default 10, quick 5), --ladder-warmup (seconds of unreported load per target before the first
  * round; default 3, quick 1), --broker dist|src, --keep (keep the work folder: configs, logs),
+ * --baseline PATH (the main.js of the build before a change: one more broker in the ablation
+ * scenarios, whose "cost" row is what the change costs),
  * --gen c|node, --gen-procs N|auto.
  *
  * Load generator: by default scripts/bench/loadgen.c (one process, epoll, OpenSSL; built at start
@@ -84,9 +86,8 @@ import { ensureLoadgen, writeLoadgenConfig } from './loadgen.ts';
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const HERE = import.meta.dirname;
 /** Whether the broker build under test knows a config key (its schema names it). */
-function knowsKey(key: string): boolean {
-  const main = brokerMain();
-  const schema = a.broker === 'src' ? join(ROOT, 'src', 'config', 'schema.ts') : join(dirname(main), 'config', 'schema.js');
+function knowsKey(main: string, key: string): boolean {
+  const schema = main.endsWith('.ts') ? join(ROOT, 'src', 'config', 'schema.ts') : join(dirname(main), 'config', 'schema.js');
   return existsSync(schema) && readFileSync(schema, 'utf8').includes(key);
 }
 
@@ -109,6 +110,7 @@ const { values: a } = parseArgs({
     seconds: { type: 'string' },
     warmup: { type: 'string' },
     broker: { type: 'string', default: 'dist' },
+    baseline: { type: 'string' },
     connections: { type: 'string', default: '50' },
     'handshake-concurrency': { type: 'string', default: '16' },
     'fixed-rate': { type: 'string', default: 'auto' },
@@ -148,6 +150,8 @@ const ABLATION_SCENARIOS = csv(a['ablation-scenarios'] as string);
 /** With the ablation rows, one more broker with every feature on, whose "cost" is the noise floor of the feature costs (--no-control: without). */
 const CONTROL = a.control === true && ABLATIONS.length > 0;
 const CONTROL_LABEL = 'broker (control)';
+/** --baseline PATH: the main.js of the build before a change, run beside this one in the ablation scenarios' rounds. */
+const BASELINE_LABEL = 'broker (before)';
 for (const f of ABLATIONS) if (!(FEATURES as readonly string[]).includes(f)) throw new Error(`--ablations: all, none or some of ${FEATURES.join(', ')}, not ${f}`);
 for (const s of ABLATION_SCENARIOS) if (!['ka64', 'ka16k', 'handshake'].includes(s)) throw new Error(`--ablation-scenarios: ka64, ka16k or handshake, not ${s}`);
 const SECONDS = Number(a.seconds ?? (QUICK ? 2 : 5));
@@ -333,7 +337,8 @@ async function startUpstream(): Promise<Env['upstream']> {
   return { pid: child.pid as number, port, child };
 }
 
-async function startBroker(env: Env, label: string, o: { crlFile: string; nodeArgs?: string[]; ablate?: string; control?: boolean; captureStdout?: boolean }): Promise<Target> {
+async function startBroker(env: Env, label: string, o: { crlFile: string; nodeArgs?: string[]; ablate?: string; control?: boolean; captureStdout?: boolean; main?: string }): Promise<Target> {
+  const main = o.main ?? brokerMain();
   const dir = join(env.work, label.replace(/[^\w.-]+/g, '_'));
   mkdirSync(dir, { recursive: true });
   const config = {
@@ -346,7 +351,7 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
     maxConcurrent: 100_000,
     // One identity sends all the load: its share of the upstream pool is the whole pool (the
     // counting still runs). Only for builds that know the key (a before/after run may use an older one).
-    ...(knowsKey('upstreamShare') ? { limits: { upstreamShare: 1 } } : {}),
+    ...(knowsKey(main, 'upstreamShare') ? { limits: { upstreamShare: 1 } } : {}),
     filters: { maxConnectionsPerIp: 100_000, connectionRate: { rate: 100_000, per: '1s', burst: 100_000 } },
     bans: { enabled: true },
     timeouts: { keepAlive: '120s' },
@@ -358,7 +363,6 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
   };
   const file = join(dir, 'broker.json');
   writeFileSync(file, JSON.stringify(config, null, 2));
-  const main = brokerMain();
   // BENCH_BROKER_NODE_ARGS: extra Node flags for the broker, for diagnosis (e.g. --trace-gc; its output lands in stdout.log)
   const extraArgs = (process.env.BENCH_BROKER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
   // BROKER_ABLATE=NAME switches one feature off (the ablation rows); the main broker has every feature on
@@ -1142,6 +1146,7 @@ function report() {
     fixedRateAuto: FIXED_RATE_ARG === undefined,
     ablationScenarios: ABLATION_SCENARIOS,
     controlLabel: CONTROL_LABEL,
+    baselineLabel: a.baseline ? BASELINE_LABEL : undefined,
     brokerChecks: (extra.brokerChecks ?? []) as BrokerCheck[],
     alloc: extra.alloc as AllocInfo | undefined,
   };
@@ -1323,6 +1328,7 @@ async function main(): Promise<void> {
           if (ladderScenarios.some((s) => ABLATION_SCENARIOS.includes(s))) {
             for (const f of ABLATIONS) ablated.push(await startBroker(env, `broker -${f}`, { crlFile: pki.emptyCrl, ablate: f }));
             if (CONTROL) ablated.push(await startBroker(env, CONTROL_LABEL, { crlFile: pki.emptyCrl, control: true }));
+            if (a.baseline) ablated.push(await startBroker(env, BASELINE_LABEL, { crlFile: pki.emptyCrl, control: true, main: resolve(a.baseline as string) }));
           }
           log(`ladder: ${[nginx, ...extras, broker].map((t) => t.label).join(', ')}${ablated.length ? `; in ${ABLATION_SCENARIOS.filter((s) => (ladderScenarios as string[]).includes(s)).join(', ')} also ${ablated.map((t) => t.label).join(', ')}` : ''}`);
         }

@@ -761,7 +761,7 @@ async function idleScenario(env: Env): Promise<void> {
 
 async function crlScenario(env: Env, broker: Target, nginx: Target, hsSpec: LoadSpec): Promise<void> {
   const info: Record<string, unknown> = { entries: CRL_N };
-  // 1. how long createCrl (@peculiar/x509) takes, growing n, then a capped attempt at the full size
+  // 1. how long the CA's CRL writer (signCrl) takes, growing n, then a capped attempt at the full size
   const scaling: Array<{ entries: number; ms: number }> = [];
   for (const n of QUICK ? [1000, 2000] : [1000, 2000, 4000, 8000]) {
     const r = await bigCrl(env.pki, n, env.work);
@@ -812,18 +812,23 @@ async function crlScenario(env: Env, broker: Target, nginx: Target, hsSpec: Load
     log(`  reload to ${what}: ${r.status} in ${ms.toFixed(0)} ms${row.ok ? '' : ` (${(row.problems ?? []).join('; ').slice(0, 200)})`}`);
     return row.ok;
   };
-  // the largest CRL the broker's parser was seen to take, for a reload time that can be measured
-  const mid = await bigCrl(env.pki, 1000, env.work);
-  await reloadTo(mid.file, 'a 1,000-entry CRL');
-  await reloadTo(env.pki.emptyCrl, 'the empty CRL');
-  await reloadTo(mid.file, 'a 1,000-entry CRL');
-  await reloadTo(env.pki.emptyCrl, 'the empty CRL');
-  const brokerTakesBig = await reloadTo(big.file, `the ${CRL_N}-entry CRL`);
+  // Brokers refuse a CRL numbered below the one loaded (rollback protection), so every CRL put in
+  // place is signed anew with the next number: the empty one, 1,000 entries, or the big one's entries.
+  let number = 2_000_000;
+  const bigTool = big.tool as 'x509' | 'openssl';
+  const fresh = async (n: number) => (await bigCrl(env.pki, n, env.work, n === CRL_N ? bigTool : 'x509', number++)).file;
+  const emptyCrl = async () => await reloadTo(await fresh(0), 'the empty CRL');
+  const bigCrlNow = async () => await reloadTo(bigTool === 'x509' ? await fresh(CRL_N) : big.file, `the ${CRL_N}-entry CRL`);
+  await reloadTo(await fresh(1000), 'a 1,000-entry CRL');
+  await emptyCrl();
+  await reloadTo(await fresh(1000), 'a 1,000-entry CRL');
+  await emptyCrl();
+  const brokerTakesBig = await bigCrlNow();
   if (brokerTakesBig) {
-    await reloadTo(env.pki.emptyCrl, 'the empty CRL');
-    await reloadTo(big.file, `the ${CRL_N}-entry CRL`);
+    await emptyCrl();
+    await bigCrlNow();
   }
-  await reloadTo(env.pki.emptyCrl, 'the empty CRL');
+  await emptyCrl();
   info.reloads = reloads;
   info.brokerLoadsBigCrl = brokerTakesBig;
 
@@ -835,8 +840,8 @@ async function crlScenario(env: Env, broker: Target, nginx: Target, hsSpec: Load
   try {
     const plan: Parameters<typeof alternate>[2] = [];
     if (brokerTakesBig) {
-      plan.push({ variant: 'empty CRL', target: broker, spec: hsSpec, before: async () => void (await reloadTo(env.pki.emptyCrl, 'the empty CRL')) });
-      plan.push({ variant: `${CRL_N} revoked`, target: broker, spec: hsSpec, before: async () => void (await reloadTo(big.file, `the ${CRL_N}-entry CRL`)) });
+      plan.push({ variant: 'empty CRL', target: broker, spec: hsSpec, before: async () => void (await emptyCrl()) });
+      plan.push({ variant: `${CRL_N} revoked`, target: broker, spec: hsSpec, before: async () => void (await bigCrlNow()) });
     } else {
       const t0 = performance.now();
       nodeEmpty = await startNodeTls(env, 'node-tls-empty', env.pki.emptyCrl);
@@ -850,7 +855,7 @@ async function crlScenario(env: Env, broker: Target, nginx: Target, hsSpec: Load
     plan.push({ variant: 'empty CRL', target: nginx, spec: hsSpec });
     plan.push({ variant: `${CRL_N} revoked`, target: nginxBig, spec: hsSpec });
     await alternate(env, 'crl', plan, OTHER_ROUNDS);
-    if (brokerTakesBig) await reloadTo(env.pki.emptyCrl, 'the empty CRL');
+    if (brokerTakesBig) await emptyCrl();
   } finally {
     await nginxBig.stop();
     await nodeEmpty?.stop();
@@ -1221,7 +1226,7 @@ function markdown(meta: Record<string, unknown>): string {
   if (crl) {
     out.push('');
     out.push(
-      `CRL generation: createCrl (@peculiar/x509) ${crl.createCrlScaling?.map((s) => `${s.entries.toLocaleString('en-US')} entries ${fmt(s.ms)} ms`).join(', ')}; ${CRL_N.toLocaleString('en-US')} entries: ${crl.createCrlFull ? (crl.createCrlFull.finished === false ? `not finished after ${crl.createCrlFull.limitSeconds} s` : `${fmt(crl.createCrlFull.ms as number)} ms`) : 'not tried'}. The big CRL used: ${crl.crlFile?.tool} in ${fmt(crl.crlFile?.ms as number)} ms, ${fmt((crl.crlFile?.bytes as number) / 1e6, 1)} MB.${crl.nodeTlsStartBigMs !== undefined ? ` Node TLS server start with the big CRL ${fmt(crl.nodeTlsStartBigMs)} ms (empty: ${fmt(crl.nodeTlsStartEmptyMs as number)} ms).` : ''}`,
+      `CRL generation: the CA's CRL writer (signCrl, src/pki/crl-builder.ts) ${crl.createCrlScaling?.map((s) => `${s.entries.toLocaleString('en-US')} entries ${fmt(s.ms)} ms`).join(', ')}; ${CRL_N.toLocaleString('en-US')} entries: ${crl.createCrlFull ? (crl.createCrlFull.finished === false ? `not finished after ${crl.createCrlFull.limitSeconds} s` : `${fmt(crl.createCrlFull.ms as number)} ms`) : 'not tried'}. The big CRL used: ${crl.crlFile?.tool} in ${fmt(crl.crlFile?.ms as number)} ms, ${fmt((crl.crlFile?.bytes as number) / 1e6, 1)} MB.${crl.nodeTlsStartBigMs !== undefined ? ` Node TLS server start with the big CRL ${fmt(crl.nodeTlsStartBigMs)} ms (empty: ${fmt(crl.nodeTlsStartEmptyMs as number)} ms).` : ''}`,
     );
   }
   const sc = extra.syscalls as Record<string, { requests: number; perRequest: Record<string, number>; total: number }> | undefined;

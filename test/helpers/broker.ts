@@ -4,12 +4,12 @@
  * lines captured as parsed JSON, and an mTLS client. Everything is closed in t.after.
  */
 import { createServer as createHttpServer, type IncomingHttpHeaders, type Server as HttpServer } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { Agent, request as httpsRequest } from 'node:https';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { TestContext } from 'node:test';
 import { pino } from 'pino';
 import { WebSocketServer } from 'ws';
@@ -262,4 +262,32 @@ export function rawExchange(port: number, o: { id: Identity; ca: string; data: s
       resolve(Buffer.concat(chunks).toString('latin1'));
     });
   });
+}
+
+export interface OpenConnection {
+  agent: Agent;
+  /** The client side of the keep-alive connection the first request went over. */
+  socket: Socket;
+  get(path: string): Promise<number>;
+}
+
+/** A keep-alive agent with one connection, opened by a first GET (which must answer 200). */
+export async function openConnection(t: TestContext, port: number, ca: string, id: Identity, path: string): Promise<OpenConnection> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1, ca, cert: id.cert, key: id.key });
+  t.after(() => agent.destroy());
+  const get = (p: string) =>
+    new Promise<{ status: number; socket: Socket }>((resolve, reject) => {
+      const req = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port, path: p, agent, timeout: 15_000 }, (res) => {
+        const socket = res.socket; // detached from the response once it ends
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, socket }));
+        res.on('error', reject);
+      });
+      req.on('timeout', () => req.destroy(new Error('client timeout')));
+      req.on('error', reject);
+      req.end();
+    });
+  const first = await get(path);
+  if (first.status !== 200) throw new Error(`openConnection: the first GET ${path} answered ${first.status}, not 200`);
+  return { agent, socket: first.socket, get: async (p) => (await get(p)).status };
 }

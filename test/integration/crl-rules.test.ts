@@ -12,11 +12,9 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { Agent, request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { Socket } from 'node:net';
 import { join } from 'node:path';
-import { LENIENT, captureLoggers, makePki, request, startBroker, startUpstream, type Identity, type LogSink, type TestPki } from '../helpers/broker.ts';
+import { LENIENT, captureLoggers, makePki, openConnection, request, startBroker, startUpstream, type Identity, type LogSink, type TestPki } from '../helpers/broker.ts';
 import { tempDir } from '../helpers/cli.ts';
 import { within } from '../helpers/within.ts';
 import { loadConfig } from '../../src/config/index.ts';
@@ -30,26 +28,6 @@ import { createKey, revokeKey } from '../../src/pki/credentials.ts';
 
 const LONG_KEEPALIVE = { timeouts: { keepAlive: '60s' } };
 
-/** A keep-alive connection opened by a first GET (200); `socket` is its client side. */
-async function openConnection(t: TestContext, port: number, ca: string, id: Identity, path: string): Promise<{ socket: Socket; get(p: string): Promise<number> }> {
-  const agent = new Agent({ keepAlive: true, maxSockets: 1, ca, cert: id.cert, key: id.key });
-  t.after(() => agent.destroy());
-  const get = (p: string) =>
-    new Promise<{ status: number; socket: Socket }>((resolve, reject) => {
-      const req = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port, path: p, agent, timeout: 15_000 }, (res) => {
-        const socket = res.socket;
-        res.resume();
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, socket }));
-        res.on('error', reject);
-      });
-      req.on('timeout', () => req.destroy(new Error('client timeout')));
-      req.on('error', reject);
-      req.end();
-    });
-  const first = await get(path);
-  assert.equal(first.status, 200);
-  return { socket: first.socket, get: async (p) => (await get(p)).status };
-}
 
 const refusedAtHandshake = (port: number, pki: TestPki, id: Identity, who: string) => assert.rejects(request(port, { id, ca: pki.ca, path: '/api/again' }), `${who}: a new connection is refused`);
 

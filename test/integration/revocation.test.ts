@@ -12,44 +12,15 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { cpSync } from 'node:fs';
-import { Agent, request as httpsRequest } from 'node:https';
-import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { LENIENT, makePki, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
+import { LENIENT, makePki, openConnection, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
 import { tempDir } from '../helpers/cli.ts';
 import { redisMissing, startRedis } from '../helpers/redis.ts';
 import { within } from '../helpers/within.ts';
 
 const LONG_KEEPALIVE = { timeouts: { keepAlive: '60s' } };
 
-interface OpenConnection {
-  agent: Agent;
-  /** The client side of the keep-alive connection the first request went over. */
-  socket: Socket;
-  get(path: string): Promise<number>;
-}
-
-/** A keep-alive agent with one connection, opened by a first GET (which must answer 200). */
-async function openConnection(t: TestContext, port: number, ca: string, id: Identity, path: string): Promise<OpenConnection> {
-  const agent = new Agent({ keepAlive: true, maxSockets: 1, ca, cert: id.cert, key: id.key });
-  t.after(() => agent.destroy());
-  const get = (p: string) =>
-    new Promise<{ status: number; socket: Socket }>((resolve, reject) => {
-      const req = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port, path: p, agent, timeout: 15_000 }, (res) => {
-        const socket = res.socket; // detached from the response once it ends
-        res.resume();
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, socket }));
-        res.on('error', reject);
-      });
-      req.on('timeout', () => req.destroy(new Error('client timeout')));
-      req.on('error', reject);
-      req.end();
-    });
-  const first = await get(path);
-  assert.equal(first.status, 200);
-  return { agent, socket: first.socket, get: async (p) => (await get(p)).status };
-}
 
 function openWebSocket(t: TestContext, port: number, ca: string, id: Identity, path: string): Promise<WebSocket> {
   // ws hands its options to tls.connect, which takes `servername`; its types do not list it.

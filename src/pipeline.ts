@@ -202,7 +202,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     if (!p.ok) return refuse(ctx, 'BRK_ERR_HTTP_BAD_PATH', p.reason);
     ctx.path = p.path;
     ctx.query = p.query;
-    const h = checkHead(req.rawHeaders, head);
+    const h = checkHead(req.rawHeaders, head, req.httpVersionMinor === 0);
     if (!h.ok) return refuse(ctx, h.code, h.detail, true);
     return true;
   }

@@ -19,7 +19,8 @@ export type HeadVerdict = { ok: true } | { ok: false; code: HttpErrorCode; detai
 
 const OK: HeadVerdict = Object.freeze({ ok: true });
 
-export function checkHead(rawHeaders: readonly string[], limits: HeadLimits): HeadVerdict {
+/** `http10`: the request says HTTP/1.0, whose messages cannot carry Transfer-Encoding (RFC 9112 6.1). */
+export function checkHead(rawHeaders: readonly string[], limits: HeadLimits, http10 = false): HeadVerdict {
   if (rawHeaders.length / 2 > limits.headerCount) {
     return { ok: false, code: 'BRK_ERR_HTTP_HEADERS_TOO_LARGE', detail: `more than ${limits.headerCount} headers` };
   }
@@ -39,6 +40,8 @@ export function checkHead(rawHeaders: readonly string[], limits: HeadLimits): He
   const badHost = limits.skipHost === true ? undefined : hostProblem(host);
   if (badHost !== undefined) return { ok: false, code: 'BRK_ERR_HTTP_BAD_HOST', detail: badHost };
   if (te !== undefined) {
+    // RFC 9112 6.1: faulty framing; answered and the connection closed (the caller closes every head refusal).
+    if (http10) return { ok: false, code: 'BRK_ERR_HTTP_BAD_REQUEST', detail: 'Transfer-Encoding in an HTTP/1.0 request' };
     if (te.trim().toLowerCase() !== 'chunked') return { ok: false, code: 'BRK_ERR_HTTP_BAD_REQUEST', detail: `Transfer-Encoding "${te}"` };
     if (cl !== undefined) return { ok: false, code: 'BRK_ERR_HTTP_BAD_REQUEST', detail: 'both Content-Length and Transfer-Encoding' };
   }

@@ -63,6 +63,10 @@ const REFUSED: Array<[string, string]> = [
   ['a NUL in a header value', `GET /api/a HTTP/1.1\r\n${H}X-A: b\0c\r\n\r\n`],
   ['a request line with three parts before the version', `GET /api/a /admin/secret HTTP/1.1\r\n${H}\r\n`],
   ['a tab as the request-line separator', `GET\t/api/a HTTP/1.1\r\n${H}\r\n`],
+  // RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing (a 1.0 peer cannot have meant it).
+  ['HTTP/1.0 with Transfer-Encoding: chunked', `POST /api/a HTTP/1.0\r\n${H}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n${SMUGGLED}`],
+  ['HTTP/1.0 with Transfer-Encoding: chunked and Content-Length', `POST /api/a HTTP/1.0\r\n${H}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n`],
+  ['HTTP/1.0 GET with Transfer-Encoding: chunked', `GET /api/a HTTP/1.0\r\n${H}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n`],
   // The classic desync payloads, each hiding a request for a route this client may not use.
   ['CL.TE desync (front end reads Content-Length, back end chunked)', `POST /api/a HTTP/1.1\r\n${H}Content-Length: ${5 + SMUGGLED.length}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${SMUGGLED}`],
   ['TE.CL desync (front end reads chunked, back end Content-Length)', `POST /api/a HTTP/1.1\r\n${H}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n${SMUGGLED.length.toString(16)}\r\n${SMUGGLED}\r\n0\r\n\r\n`],

@@ -1,0 +1,87 @@
+/**
+ * One stale certificate does not lock out its neighbours (issue 15). A handshake refused with a
+ * certificate this broker's CA issued (revoked, expired, wrong usage) counts against that
+ * certificate's fingerprint at that address: its ban refuses only that certificate from that
+ * address, right after the handshake. Anonymous failures (a certificate from a foreign CA, none at
+ * all) count against the address alone: their ban refuses every client from it at accept.
+ *
+ * The refused certificates are presented on the certificate-optional listener, where the broker
+ * refuses after the handshake with the certificate still in hand (on the main listener Node
+ * destroys the socket before the broker sees the certificate, unless tls.refusal answers in HTTP).
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { connect as tlsConnect } from 'node:tls';
+import { makePki, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
+import { within } from '../helpers/within.ts';
+
+const BANS = { enabled: true, window: '1m', failedHandshakes: 20, duration: '1m' };
+
+async function setup(t: TestContext) {
+  const pki = await makePki(t);
+  const up = await startUpstream(t);
+  const b = await startBroker(t, pki, {
+    routes: [{ name: 'api', path: '/api', upstream: up.url, roles: ['user'] }],
+    listenCertOptional: { host: '127.0.0.1', port: 0 },
+    bans: BANS,
+  });
+  const alice = await pki.issue('alice', ['user']);
+  const optionalPort = (b.broker.optionalServer?.address() as { port: number }).port;
+  return { pki, up, b, alice, optionalPort };
+}
+
+/** One handshake with `id` on `port` (the broker refuses it): resolves when the connection is gone. */
+async function refusedHandshake(port: number, pki: TestPki, id: Identity): Promise<void> {
+  const socket = tlsConnect({ host: '127.0.0.1', servername: 'localhost', port, ca: pki.ca, cert: id.cert, key: id.key });
+  socket.on('error', () => {});
+  await within(new Promise((resolve) => socket.once('close', resolve)), 5_000, 'refused connection closed');
+}
+
+const fingerprintOf = (id: Identity) => new X509Certificate(id.cert).fingerprint256.replaceAll(':', '').toLowerCase();
+
+async function status(b: RunningBroker, port: number, pki: TestPki, id: Identity, path: string): Promise<number> {
+  return (await request(port, { id, ca: pki.ca, path })).status;
+}
+
+test('20 refused handshakes of a revoked certificate at 127.0.0.1 ban that certificate there, not a valid identity from the same address', async (t) => {
+  const s = await setup(t);
+  const mallory = await s.pki.issue('mallory', ['user']);
+  await s.pki.revoke('mallory');
+  await s.b.broker.reload();
+  const fingerprint = fingerprintOf(mallory);
+  for (let i = 0; i < 20; i++) await refusedHandshake(s.optionalPort, s.pki, mallory);
+  const ban = await s.b.logs.waitFor((l) => l.log === 'auth' && l.event === 'ban');
+  assert.equal(ban.banKey, 'cert', JSON.stringify(ban));
+  assert.equal(ban.fingerprint, fingerprint);
+  assert.equal(ban.remoteIp, '127.0.0.1');
+  assert.equal(ban.count, 20);
+  assert.equal(ban.reason, 'failed handshakes');
+  // Its next handshake is refused because of the ban, right after the handshake.
+  await refusedHandshake(s.optionalPort, s.pki, mallory);
+  const refused = await s.b.logs.waitFor((l) => l.log === 'auth' && l.event === 'handshake' && l.reason === 'banned');
+  assert.equal(refused.banKey, 'cert');
+  assert.equal(refused.fingerprint, fingerprint);
+  assert.equal(s.b.broker.guard.refusedCertBans, 1);
+  // A valid identity from the same address is served, on both listeners.
+  assert.equal(await status(s.b, s.b.port, s.pki, s.alice, '/api/main'), 200);
+  assert.equal(await status(s.b, s.optionalPort, s.pki, s.alice, '/api/optional'), 200);
+  assert.equal(s.b.broker.guard.refused.banned, 0, 'nothing refused at accept');
+  assert.deepEqual(s.up.seen.map((r) => r.url), ['/api/main', '/api/optional']);
+});
+
+test('20 anonymous refused handshakes (a foreign CA\'s certificate) ban the address: a valid identity is then refused at accept', async (t) => {
+  const s = await setup(t);
+  const foreign = await makePki(t);
+  const stranger = await foreign.issue('stranger', ['user']);
+  for (let i = 0; i < 20; i++) await refusedHandshake(s.optionalPort, s.pki, stranger);
+  const ban = await s.b.logs.waitFor((l) => l.log === 'auth' && l.event === 'ban');
+  assert.equal(ban.banKey, 'ip', JSON.stringify(ban));
+  assert.equal(ban.fingerprint, undefined);
+  assert.equal(ban.remoteIp, '127.0.0.1');
+  assert.equal(ban.count, 20);
+  await assert.rejects(request(s.b.port, { id: s.alice, ca: s.pki.ca, path: '/api/x' }));
+  assert.equal((await s.b.logs.waitFor((l) => l.event === 'accept')).reason, 'banned');
+  assert.ok(s.b.broker.guard.refused.banned >= 1);
+  assert.deepEqual(s.up.seen, []);
+});

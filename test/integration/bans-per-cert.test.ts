@@ -13,8 +13,10 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { connect as tlsConnect } from 'node:tls';
+import { connect as netConnect } from 'node:net';
 import { makePki, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
 import { within } from '../helpers/within.ts';
+import { redisMissing, startRedis } from '../helpers/redis.ts';
 
 const BANS = { enabled: true, window: '1m', failedHandshakes: 20, duration: '1m' };
 
@@ -85,3 +87,72 @@ test('20 anonymous refused handshakes (a foreign CA\'s certificate) ban the addr
   assert.ok(s.b.broker.guard.refused.banned >= 1);
   assert.deepEqual(s.up.seen, []);
 });
+
+test('with Redis, a certificate ban decided by replica A is enforced by replica B and by a replica started later, on that certificate only', { skip: redisMissing }, async (t) => {
+  const redis = await startRedis(t);
+  const pki = await makePki(t);
+  const up = await startUpstream(t);
+  const raw = {
+    routes: [{ name: 'api', path: '/api', upstream: up.url, roles: ['user'] }],
+    listenCertOptional: { host: '127.0.0.1', port: 0 },
+    rateLimit: { store: redis.url, rate: 1000, per: '1s', burst: 1000 },
+    bans: BANS,
+  };
+  const alice = await pki.issue('alice', ['user']);
+  const mallory = await pki.issue('mallory', ['user']);
+  await pki.revoke('mallory');
+  const a = await startBroker(t, pki, raw);
+  const b = await startBroker(t, pki, raw);
+  const optionalOf = (x: RunningBroker) => (x.broker.optionalServer?.address() as { port: number }).port;
+  const fingerprint = fingerprintOf(mallory);
+  for (let i = 0; i < 20; i++) await refusedHandshake(optionalOf(a), pki, mallory);
+  const ban = await a.logs.waitFor((l) => l.log === 'auth' && l.event === 'ban');
+  assert.equal(ban.banKey, 'cert', JSON.stringify(ban));
+  assert.equal(ban.fingerprint, fingerprint);
+  // The failure count and the ban are kept under keys with the fingerprint in them.
+  const keys = await redisKeys(redis.port, 'broker:*');
+  assert.ok(keys.includes(`broker:ban:cert:${fingerprint}@127.0.0.1`), keys.join(' '));
+  assert.ok(keys.includes(`broker:fail:handshake:cert:${fingerprint}@127.0.0.1`), keys.join(' '));
+  assert.ok(!keys.includes('broker:ban:127.0.0.1'), 'no address ban');
+  const c = await startBroker(t, pki, raw);
+  for (const x of [b, c]) {
+    await eventuallyBanned(x, pki, mallory, optionalOf(x));
+    assert.equal(await status(x, x.port, pki, alice, '/api/ok'), 200);
+    assert.equal(x.broker.guard.refused.banned, 0);
+  }
+});
+
+/** Retries mallory's handshake on `x` until `x` refuses it for the ban (B hears of it over pub/sub). */
+async function eventuallyBanned(x: RunningBroker, pki: TestPki, id: Identity, port: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (x.broker.guard.refusedCertBans === 0) {
+    if (Date.now() >= deadline) assert.fail('the replica did not refuse the banned certificate within 10 s');
+    await refusedHandshake(port, pki, id);
+  }
+  const line = await x.logs.waitFor((l) => l.log === 'auth' && l.reason === 'banned');
+  assert.equal(line.banKey, 'cert');
+}
+
+/** KEYS over a raw RESP connection (the test reads what the broker wrote, with no client library of its own). */
+function redisKeys(port: number, pattern: string): Promise<string[]> {
+  return within(
+    new Promise((resolve, reject) => {
+      const s = netConnect(port, '127.0.0.1');
+      let text = '';
+      s.on('error', reject);
+      s.on('data', (c: Buffer) => {
+        text += c.toString('latin1');
+        const m = /^\*(\d+)\r\n/.exec(text);
+        if (!m) return;
+        const parts = text.split('\r\n').filter((p, i) => i > 0 && !p.startsWith('$') && p !== '');
+        if (parts.length >= Number(m[1])) {
+          s.destroy();
+          resolve(parts.slice(0, Number(m[1])));
+        }
+      });
+      s.write(`*2\r\n$4\r\nKEYS\r\n$${pattern.length}\r\n${pattern}\r\n`);
+    }),
+    5_000,
+    'redis KEYS',
+  );
+}

@@ -72,10 +72,24 @@ test('20 refused handshakes of a revoked certificate at 127.0.0.1 ban that certi
   assert.deepEqual(s.up.seen.map((r) => r.url), ['/api/main', '/api/optional']);
 });
 
+test('an expired certificate from our CA is banned on its own fingerprint too', async (t) => {
+  const s = await setup(t);
+  const day = 86_400_000;
+  const stale = await s.pki.custom({ name: 'stale', roles: ['user'], notBefore: new Date(Date.now() - 3 * day), notAfter: new Date(Date.now() - day) });
+  for (let i = 0; i < 20; i++) await refusedHandshake(s.optionalPort, s.pki, stale);
+  assert.equal((await s.b.logs.waitFor((l) => l.log === 'auth' && l.event === 'handshake' && l.outcome === 'refused')).reason, 'expired');
+  const ban = await s.b.logs.waitFor((l) => l.log === 'auth' && l.event === 'ban');
+  assert.equal(ban.banKey, 'cert', JSON.stringify(ban));
+  assert.equal(ban.fingerprint, fingerprintOf(stale));
+  assert.equal(await status(s.b, s.b.port, s.pki, s.alice, '/api/ok'), 200);
+});
+
 test('20 anonymous refused handshakes (a foreign CA\'s certificate) ban the address: a valid identity is then refused at accept', async (t) => {
   const s = await setup(t);
   const foreign = await makePki(t);
   const stranger = await foreign.issue('stranger', ['user']);
+  // The foreign CA has the same names as ours: only the signature tells its certificates apart.
+  assert.equal(new X509Certificate(stranger.cert).issuer, new X509Certificate(s.alice.cert).issuer);
   for (let i = 0; i < 20; i++) await refusedHandshake(s.optionalPort, s.pki, stranger);
   const ban = await s.b.logs.waitFor((l) => l.log === 'auth' && l.event === 'ban');
   assert.equal(ban.banKey, 'ip', JSON.stringify(ban));

@@ -122,7 +122,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
       request: drain.track((req, res) => generations.current.handle(req, res)),
       upgrade: (req, socket, head) => generations.current.upgrade(req, socket, head),
     },
-    { onRefused: (ip) => void guard.failure(ip, 'handshake'), rules: () => rules, isRevoked: (serial) => heard(serial) },
+    { onRefused: (ip, cert) => void guard.failure(ip, 'handshake', cert), rules: () => rules, isRevoked: (serial) => heard(serial) },
   );
   if (!ablations.guard) for (const s of listeners.all) guard.attach(s);
   /** A revoked credential (serial or `key:<id>`): its WebSockets get a close frame, its other connections are cut. */

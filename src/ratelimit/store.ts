@@ -23,10 +23,16 @@ export interface SharedStore {
   /** One more in-flight request for `key`, unless that would pass `max`. */
   acquire(key: string, max: number): boolean | Promise<boolean>;
   release(key: string): void;
-  /** Counts a failure (refused handshake, 401/403) for `ip` in a window; returns the count so far. */
-  countFailure(ip: string, windowMs: number): number | Promise<number>;
-  /** Records a ban for every replica; `onBan` listeners hear about bans from any replica. */
-  ban(ip: string, ms: number): void | Promise<void>;
+  /**
+   * Counts a failure (refused handshake, 401/403) under `key` in a window; returns the count so far.
+   * The key is `<kind>:<ip>`, or `handshake:cert:<fingerprint>@<ip>` for a certificate our CA issued.
+   */
+  countFailure(key: string, windowMs: number): number | Promise<number>;
+  /**
+   * Records a ban for every replica; `onBan` listeners hear about bans from any replica. The key is
+   * the address, or `cert:<fingerprint>@<ip>` for one certificate at one address (connection-guard.ts).
+   */
+  ban(key: string, ms: number): void | Promise<void>;
   onBan(listener: (ip: string, untilMs: number) => void): void;
   /** Bans in force now (for a replica that starts later). */
   activeBans(): Array<[string, number]> | Promise<Array<[string, number]>>;

@@ -6,6 +6,7 @@
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
+import type { X509Certificate } from 'node:crypto';
 import type { Logger } from 'pino';
 import { principalFromPeer, compileIdentityRules, type IdentityResult, type Principal } from '../identity/index.ts';
 import type { BrokerConfig } from '../config/index.ts';
@@ -52,6 +53,15 @@ function peerFacts(socket: TLSSocket): { subject?: string; serial?: string } {
     return { subject: Array.isArray(cn) ? cn.join('+') : cn, serial: cert.serialNumber.toLowerCase() };
   } catch {
     return {};
+  }
+}
+
+/** The certificate the peer presented, while the socket still holds it (not after Node destroyed it). */
+function presented(socket: TLSSocket): X509Certificate | undefined {
+  try {
+    return socket.getPeerX509Certificate();
+  } catch {
+    return undefined;
   }
 }
 
@@ -109,8 +119,11 @@ export function remoteIpOf(socket: TLSSocket): string | undefined {
 }
 
 export interface ListenerHooks {
-  /** A refused handshake from `ip` (after OpenSSL or the identity check said no). */
-  onRefused?(ip: string): void;
+  /**
+   * A refused handshake from `ip` (after OpenSSL or the identity check said no), with the
+   * certificate the client presented when the socket still has it (the bans decide whether it counts).
+   */
+  onRefused?(ip: string, cert?: X509Certificate): void;
   /** The identity rules in force now (they change on reload). */
   rules?(): ReturnType<typeof compileIdentityRules>;
   /** Revocations the CRL the handshake used may not know yet (heard from other replicas). */
@@ -249,7 +262,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     const facts = peerFacts(socket);
     authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp, ...facts }, 'client refused');
     channels.handshake.publish({ outcome: 'refused', reason, remoteIp, ...(facts.serial ? { serial: facts.serial } : {}) } satisfies HandshakeEvent);
-    if (remoteIp) hooks.onRefused?.(remoteIp);
+    if (remoteIp) hooks.onRefused?.(remoteIp, presented(socket));
   };
   const refuse = (socket: PrincipalSocket, reason: string, detail: string) => {
     report(socket, reason, detail, socket.remoteAddress);
@@ -257,6 +270,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   };
 
   server.prependListener('secureConnection', (socket: PrincipalSocket) => {
+    if (socket.destroyed) return; // refused by the connection guard (a ban on this certificate)
     const remoteIp = socket.remoteAddress;
     if (o.certOptional && !socket.authorized) {
       // OpenSSL let the handshake finish: either no certificate was sent (admitted, the routes'

@@ -367,7 +367,7 @@ function serverProblem(s: TLSSocket, name: string, ca: string | undefined, caFil
     const vendor = inspectionVendor(`${issuer} ${root}`);
     const org = peer?.issuer?.O ? ` (organisation ${String(peer.issuer.O)})` : '';
     if (ca && !endsInCa(chain, ca)) {
-      return fail('tls', `the server certificate was issued by "${issuer}"${org}, not by the broker's CA in ${caFile} (${err}): ${vendor ? `a TLS-inspecting middlebox (${vendor}) is in the path` : 'a TLS-inspecting middlebox (proxy, firewall) is in the path, or --ca is not this broker\'s CA'}`,
+      return fail('tls', `the server certificate was issued by "${issuer}"${org}, not by the broker's CA (${err}): ${vendor ? `a TLS-inspecting middlebox (${vendor}) is in the path` : 'a TLS-inspecting middlebox (proxy, firewall) is in the path, or --ca is not this broker\'s CA'}`,
         'ask your network team to exempt the broker\'s host from TLS inspection: client certificates cannot pass through it');
     }
     if (ca) {

@@ -10,9 +10,11 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createTlsServer, type TlsOptions, type TLSSocket } from 'node:tls';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { brokerAsync, errorCode, openssl, tempDir } from '../helpers/cli.ts';
+import { within } from '../helpers/within.ts';
 import { makePki, startBroker, startUpstream, type Identity, type TestPki } from '../helpers/broker.ts';
 import { issueClient } from '../../src/pki/issue.ts';
 import type { Finding } from '../../src/doctor/finding.ts';
@@ -207,4 +209,39 @@ test('doctor --client: --p12 (password from BROKER_P12_PASSWORD) works like --ce
   assert.equal(b.upstream.seen.at(-1)?.url, '/orders/7');
   const wrong = await doctor(args, dir, { BROKER_P12_PASSWORD: 'not it' });
   assertProblem(wrong, 'certificate', /wrong PKCS#12 password|not a usable PKCS#12/);
+});
+
+test('doctor --client: a real TLS alert certificate_revoked (openssl s_server checking the CRL) is named as a revoked certificate with its fix', async (t) => {
+  const pki = await makePki(t);
+  const id = await pki.issue('acme', ['partner']);
+  await pki.revoke('acme');
+  const dir = tempDir(t);
+  const server = serverOf(pki);
+  writeFileSync(join(dir, 'server.crt'), server.cert);
+  writeFileSync(join(dir, 'server.key'), server.key, { mode: 0o600 });
+  writeFileSync(join(dir, 'root.crt'), pki.ca);
+  const probe = createNetServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  const proc = spawn('openssl', ['s_server', '-accept', `127.0.0.1:${port}`, '-cert', 'server.crt', '-key', 'server.key', '-cert_chain', pki.store.layout.intermediateCert, '-CAfile', 'root.crt', '-Verify', '2', '-crl_check', '-verify_return_error', '-CRL', pki.store.layout.intermediateCrl, '-www'], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  t.after(async () => {
+    proc.kill('SIGKILL');
+    await exited;
+  });
+  let out = '';
+  await within(new Promise<void>((resolve, reject) => {
+    proc.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (out.includes('ACCEPT')) resolve();
+    });
+    proc.once('exit', (code) => reject(new Error(`openssl s_server exited with ${code}`)));
+  }), 15_000, 'openssl s_server ready');
+  const r = await doctor(['--url', `https://localhost:${port}`, ...files(dir, 'acme', id, pki.ca)], dir);
+  const failed = r.findings.filter((f) => f.status === 'fail');
+  assert.equal(r.code, 3, show(r));
+  assert.equal(failed.length, 1, show(r));
+  assert.match((failed[0] as Finding).message, /^the broker says your certificate is revoked \(alert certificate_revoked\)$/, show(r));
+  assert.equal((failed[0] as Finding).fix, 'ask the broker operator for a new certificate');
 });

@@ -367,7 +367,9 @@ function serverProblem(s: TLSSocket, name: string, ca: string | undefined, caFil
     const vendor = inspectionVendor(`${issuer} ${root}`);
     const org = peer?.issuer?.O ? ` (organisation ${String(peer.issuer.O)})` : '';
     if (ca && !endsInCa(chain, ca)) {
-      return fail('tls', `the server certificate was issued by "${issuer}"${org}, not by the broker's CA (${err}): ${vendor ? `a TLS-inspecting middlebox (${vendor}) is in the path` : 'a TLS-inspecting middlebox (proxy, firewall) is in the path, or --ca is not this broker\'s CA'}`,
+      // a lone leaf cannot be linked to anything: a broker that omits its intermediate looks the same
+      const lone = chain.length <= 1 && !vendor ? ' (the server sent only its own certificate: a broker whose server certificate file lacks the intermediate looks the same)' : '';
+      return fail('tls', `the server certificate was issued by "${issuer}"${org}, not by the broker's CA (${err}): ${vendor ? `a TLS-inspecting middlebox (${vendor}) is in the path` : 'a TLS-inspecting middlebox (proxy, firewall) is in the path, or --ca is not this broker\'s CA'}${lone}`,
         'ask your network team to exempt the broker\'s host from TLS inspection: client certificates cannot pass through it');
     }
     if (ca) {

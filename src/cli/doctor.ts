@@ -14,6 +14,10 @@ interface Opts {
   ca?: string;
   via?: string;
   path?: string;
+  servername?: string;
+  resolve?: string;
+  p12?: string;
+  p12PasswordFile?: string;
   timeout: string;
 }
 
@@ -27,22 +31,33 @@ export function register(program: Command): void {
     .option('--firewall', 'print an nftables snippet for this config and exit')
     .option('--days <n>', 'warn about certificates expiring within this many days', '14')
     .option('--hostname <host>', 'a name partners use to reach the broker: the server certificate must cover it (repeat)', (v: string, p: string[] = []) => [...p, v], [])
-    .option('--client', 'check from the partner\'s side (needs --url, --cert, --key)')
+    .option('--client', 'check from the partner\'s side (needs --url, and --cert with --key or --p12)')
     .option('--url <url>', 'the broker, e.g. https://broker.acme.example:8443')
     .option('--cert <file>', 'the partner\'s certificate')
     .option('--key <file>', 'the partner\'s key')
-    .option('--ca <file>', 'the broker\'s CA (ca.crt): tells a TLS-inspecting middlebox from the broker')
+    .option('--p12 <file>', 'the partner\'s identity as PKCS#12 (password: --p12-password-file or BROKER_P12_PASSWORD)')
+    .option('--p12-password-file <file>', 'PKCS#12 password (first line)')
+    .option('--ca <file>', 'the broker\'s CA (ca.crt): without it the server is verified against the system roots, which do not know a private CA')
+    .option('--servername <name>', 'the name to send as SNI and check the server certificate against (default: the --url host)')
+    .option('--resolve <host:port:addr>', 'curl-style: connect to ADDR for HOST:PORT instead of asking DNS (test before DNS exists)')
     .option('--via <url>', 'an outbound HTTP proxy, e.g. http://user:pass@proxy:3128')
     .option('--path <path>', 'the path to request once connected', '/')
     .option('--timeout <duration>', 'per step', '5s')
-    .addHelpText('after', examples('broker doctor --config broker.yaml', 'broker doctor --firewall', 'broker doctor --client --url https://broker.acme.example:8443 --cert acme.crt --key acme.key --ca ca.crt --via http://proxy:3128'))
+    .addHelpText('after', examples('broker doctor --config broker.yaml', 'broker doctor --firewall', 'broker doctor --client --url https://broker.acme.example:8443 --cert acme.crt --key acme.key --ca ca.crt --via http://proxy:3128', 'broker doctor --client --url https://broker.acme.example:8443 --p12 acme.p12 --ca ca.crt --resolve broker.acme.example:8443:203.0.113.7'))
     .action(async (opts: Opts) => {
       const [{ BrokerError }, out, { formatFindings }, { parseDuration }] = await Promise.all([import('../errors.ts'), import('./output.ts'), import('../doctor/finding.ts'), import('../config/duration.ts')]);
       let findings;
       if (opts.client) {
-        if (!opts.url || !opts.cert || !opts.key) throw new BrokerError('BRK_ERR_USAGE', '--client needs --url, --cert and --key');
-        const { doctorClient } = await import('../doctor/client.ts');
-        findings = await doctorClient({ url: opts.url, cert: opts.cert, key: opts.key, ca: opts.ca, via: opts.via, path: opts.path ?? '/', timeoutMs: parseDuration(opts.timeout, '--timeout') });
+        if (!opts.url || !(opts.p12 || (opts.cert && opts.key))) throw new BrokerError('BRK_ERR_USAGE', '--client needs --url, and --cert with --key or --p12');
+        if (opts.p12 && (opts.cert || opts.key)) throw new BrokerError('BRK_ERR_USAGE', 'give either --cert/--key or --p12, not both');
+        const { doctorClient, parseResolve } = await import('../doctor/client.ts');
+        if (opts.resolve && !parseResolve(opts.resolve)) throw new BrokerError('BRK_ERR_USAGE', `--resolve "${opts.resolve}" is not HOST:PORT:ADDRESS (an IP address)`);
+        let p12Password: string | undefined;
+        if (opts.p12) {
+          const { readFileSync } = await import('node:fs');
+          p12Password = opts.p12PasswordFile ? (readFileSync(opts.p12PasswordFile, 'utf8').split(/\r?\n/)[0] ?? '') : process.env.BROKER_P12_PASSWORD;
+        }
+        findings = await doctorClient({ url: opts.url, cert: opts.cert, key: opts.key, p12: opts.p12, p12Password, ca: opts.ca, via: opts.via, servername: opts.servername, resolve: opts.resolve, path: opts.path ?? '/', timeoutMs: parseDuration(opts.timeout, '--timeout') });
       } else {
         const [{ loadConfig }, doctor] = await Promise.all([import('../config/index.ts'), import('../doctor/server.ts')]);
         const { config } = loadConfig(opts.config);

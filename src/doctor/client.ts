@@ -3,8 +3,8 @@
  * certificate, DNS, TCP or the outbound proxy's CONNECT, TLS, then one HTTP request) and stops at
  * the first failure, named in plain words.
  */
-import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { connect as tlsConnect, createSecureContext, TLSSocket, type PeerCertificate, type DetailedPeerCertificate } from 'node:tls';
 import { lookup } from 'node:dns/promises';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -12,10 +12,17 @@ import { fail, ok, type Finding } from './finding.ts';
 
 export interface ClientDoctorOptions {
   url: string;
-  cert: string;
-  key: string;
+  /** PEM certificate and key, or `p12` (PKCS#12) with `p12Password`. */
+  cert?: string | undefined;
+  key?: string | undefined;
+  p12?: string | undefined;
+  p12Password?: string | undefined;
   ca?: string | undefined;
   via?: string | undefined;
+  /** The name to send as SNI and to check the server certificate against (default: the URL's host). */
+  servername?: string | undefined;
+  /** curl-style `HOST:PORT:ADDR`: dial ADDR instead of resolving HOST (for HOST:PORT only). */
+  resolve?: string | undefined;
   path?: string;
   timeoutMs?: number;
 }
@@ -57,82 +64,195 @@ function connectThrough(socket: Socket, target: string, auth: string | undefined
   });
 }
 
-const ALERTS: Array<[RegExp, string]> = [
-  [/CERTIFICATE_REQUIRED|certificate required/i, 'the broker requires a client certificate and none was sent'],
-  [/ALERT_UNKNOWN_CA|unknown ca/i, 'the broker does not know the CA of your certificate'],
-  [/CERTIFICATE_EXPIRED|certificate expired/i, 'the broker says your certificate has expired'],
-  [/CERTIFICATE_REVOKED|certificate revoked/i, 'the broker says your certificate is revoked'],
-  [/WRONG_VERSION_NUMBER|packet length too long|http request/i, 'the other side does not speak TLS on this port (plain HTTP, or another service)'],
-  [/PROTOCOL_VERSION|unsupported protocol|version too low/i, 'no TLS version in common (the broker accepts TLS 1.2 and 1.3)'],
-  [/HANDSHAKE_FAILURE|no shared cipher|sslv3 alert handshake failure/i, 'the handshake failed: no cipher or group in common, or the certificate was refused'],
+/** TLS alerts from the broker (or what stands in its place): a sentence and its fix each. */
+const ALERTS: Array<[RegExp, string, string | undefined]> = [
+  [/CERTIFICATE_REQUIRED|certificate required/i, 'the broker requires a client certificate and none was sent', 'give --cert and --key (or --p12) with the identity the broker operator handed over'],
+  [/ALERT_UNKNOWN_CA|unknown ca/i, 'the broker does not know the CA of your certificate (alert unknown_ca)', 'use the certificate this broker\'s operator issued; a certificate from another CA is refused'],
+  [/CERTIFICATE_EXPIRED|certificate expired/i, 'the broker says a certificate has expired (alert certificate_expired): yours, or the broker\'s own CRL', 'check your certificate\'s end date above; if it is still valid, tell the broker operator (an expired CRL on the broker gives the same alert)'],
+  [/CERTIFICATE_REVOKED|certificate revoked/i, 'the broker says your certificate is revoked (alert certificate_revoked)', 'ask the broker operator for a new certificate'],
+  [/UNSUPPORTED_CERTIFICATE|unsupported certificate/i, 'the broker refuses your certificate\'s key usage (alert unsupported_certificate)', 'ask the broker operator for a client certificate (broker pki issue)'],
+  [/BAD_CERTIFICATE|bad certificate/i, 'the broker could not use your certificate (alert bad_certificate)', 'ask the broker operator to check it (broker pki inspect)'],
+  [/WRONG_VERSION_NUMBER|packet length too long|http request/i, 'the other side does not speak TLS on this port (plain HTTP, or another service)', 'check the URL\'s port'],
+  [/PROTOCOL_VERSION|unsupported protocol|version too low/i, 'no TLS version in common (the broker accepts TLS 1.2 and 1.3)', undefined],
+  [/HANDSHAKE_FAILURE|no shared cipher|sslv3 alert handshake failure/i, 'the handshake failed: no cipher or group in common, or the certificate was refused', undefined],
 ];
 
-export async function doctorClient(o: ClientDoctorOptions): Promise<Finding[]> {
-  const out: Finding[] = [];
-  const ms = o.timeoutMs ?? 5_000;
-  const url = new URL(o.url);
-  const host = url.hostname;
-  const port = Number(url.port || 443);
+/** Names in an issuer that mark a TLS-inspecting product's CA (matched case-insensitively, whole words). */
+const INSPECTION_VENDORS = ['Zscaler', 'Palo Alto', 'Fortinet', 'FortiGate', 'Netskope', 'Blue Coat', 'Symantec Web', 'Cisco Umbrella', 'Forcepoint', 'Sophos', 'Check Point', 'Barracuda', 'McAfee Web Gateway', 'Skyhigh', 'WatchGuard', 'Kaspersky', 'Avast', 'ESET', 'Bitdefender', 'mitmproxy', 'Fiddler', 'Charles Proxy', 'Burp'];
 
-  // 1. the partner's own certificate
+export function inspectionVendor(issuer: string): string | undefined {
+  return INSPECTION_VENDORS.find((v) => new RegExp(`\\b${v.replace(/ /g, '\\s*')}\\b`, 'i').test(issuer));
+}
+
+const UNKNOWN_ISSUER = new Set(['UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_GET_ISSUER_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_SIGNATURE_FAILURE']);
+
+function dn(name: PeerCertificate['subject'] | undefined): string {
+  if (!name) return 'unknown';
+  return Object.entries(name).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : String(v)}`).join(', ');
+}
+
+/** The presented chain, leaf first, as the server sent it (Node links issuerCertificate; a self-signed root links to itself). */
+function chainOf(peer: DetailedPeerCertificate): DetailedPeerCertificate[] {
+  const out: DetailedPeerCertificate[] = [];
+  let c: DetailedPeerCertificate | undefined = peer;
+  while (c && c.raw && !out.includes(c) && out.length < 10) {
+    out.push(c);
+    c = c.issuerCertificate;
+  }
+  return out;
+}
+
+/** Whether some certificate in the presented chain is one of, or was signed by one of, the CA file's certificates. */
+function endsInCa(chain: DetailedPeerCertificate[], caPem: string): boolean {
+  const cas: X509Certificate[] = [];
+  for (const block of caPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []) {
+    try {
+      cas.push(new X509Certificate(block));
+    } catch {
+      // not a certificate: ignored here, Node already refused it
+    }
+  }
+  for (const c of chain) {
+    let x: X509Certificate;
+    try {
+      x = new X509Certificate(c.raw);
+    } catch {
+      continue;
+    }
+    for (const ca of cas) {
+      if (ca.fingerprint256 === x.fingerprint256) return true;
+      if (x.checkIssued(ca) && x.verify(ca.publicKey)) return true;
+    }
+  }
+  return false;
+}
+
+/** The broker's HTTP refusal of a certificate (495/496 with `{code, reason, hint}`), when the body is one. */
+function refusalBody(body: string): { code?: string; reason?: string; hint?: string } | undefined {
+  try {
+    const j = JSON.parse(body) as Record<string, unknown>;
+    if (typeof j !== 'object' || j === null) return undefined;
+    const pick = (k: string) => (typeof j[k] === 'string' ? { [k]: j[k] as string } : {});
+    return { ...pick('code'), ...pick('reason'), ...pick('hint') };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The local identity: PEM files, or a PKCS#12 file read by OpenSSL (through a secure context). */
+function loadIdentity(o: ClientDoctorOptions): { leaf: X509Certificate; tls: { cert: string; key: string } | { pfx: Buffer; passphrase: string } } | Finding {
+  if (o.p12) {
+    let pfx: Buffer;
+    try {
+      pfx = readFileSync(o.p12);
+    } catch (e) {
+      return fail('certificate', `cannot read ${o.p12} (${(e as NodeJS.ErrnoException).code ?? e})`, 'point --p12 at the .p12 file the broker operator handed over');
+    }
+    const passphrase = o.p12Password ?? '';
+    let ctx;
+    try {
+      ctx = createSecureContext({ pfx, passphrase });
+    } catch (e) {
+      const m = (e as Error).message;
+      return fail('certificate', /mac verify|password|decrypt/i.test(m) ? `${o.p12}: wrong PKCS#12 password` : `${o.p12} is not a usable PKCS#12 file (${m})`, 'give the password with --p12-password-file or BROKER_P12_PASSWORD');
+    }
+    // the leaf, as OpenSSL loaded it: a socket that is never connected shows its own certificate
+    const probe = new TLSSocket(null as unknown as Socket, { secureContext: ctx });
+    const raw = probe.getCertificate() as PeerCertificate | null;
+    probe.destroy();
+    if (!raw || !('raw' in raw) || !raw.raw) return fail('certificate', `${o.p12} holds no certificate`, 'ask the broker operator for the hand-out again');
+    return { leaf: new X509Certificate(raw.raw), tls: { pfx, passphrase } };
+  }
   let certPem: string;
   let keyPem: string;
   try {
-    certPem = readFileSync(o.cert, 'utf8');
-    keyPem = readFileSync(o.key, 'utf8');
+    certPem = readFileSync(o.cert as string, 'utf8');
+    keyPem = readFileSync(o.key as string, 'utf8');
   } catch (e) {
-    return [fail('certificate', `cannot read ${(e as NodeJS.ErrnoException).path ?? o.cert}`, 'point --cert and --key at the files the broker operator handed over')];
+    return fail('certificate', `cannot read ${(e as NodeJS.ErrnoException).path ?? o.cert}`, 'point --cert and --key at the files the broker operator handed over');
   }
   let leaf: X509Certificate;
   try {
     leaf = new X509Certificate(certPem);
   } catch (e) {
-    return [fail('certificate', `${o.cert} is not a readable PEM certificate (${(e as Error).message})`, 'point --cert at the .crt file the broker operator handed over')];
+    return fail('certificate', `${o.cert} is not a readable PEM certificate (${(e as Error).message})`, 'point --cert at the .crt file the broker operator handed over');
   }
+  try {
+    if (!leaf.checkPrivateKey(createPrivateKey(keyPem))) return fail('certificate', `${o.key} does not belong to ${o.cert}`, 'use the key that came with the certificate');
+  } catch (e) {
+    return fail('certificate', `${o.key} is not a readable private key (${(e as Error).message})`);
+  }
+  return { leaf, tls: { cert: certPem, key: keyPem } };
+}
+
+/** `HOST:PORT:ADDR` (ADDR may be [v6]). */
+export function parseResolve(value: string): { host: string; port: number; addr: string } | undefined {
+  const m = /^([^:]+):(\d{1,5}):\[?([^\]]+)\]?$/.exec(value);
+  if (!m || isIP(m[3] as string) === 0) return undefined;
+  return { host: (m[1] as string).toLowerCase(), port: Number(m[2]), addr: m[3] as string };
+}
+
+export async function doctorClient(o: ClientDoctorOptions): Promise<Finding[]> {
+  const out: Finding[] = [];
+  const ms = o.timeoutMs ?? 5_000;
+  const url = new URL(o.url);
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const port = Number(url.port || 443);
+
+  // 1. the partner's own certificate
+  const id = loadIdentity(o);
+  if ('status' in id) return [id];
+  const { leaf } = id;
   const now = Date.now();
   if (new Date(leaf.validTo).getTime() <= now) return [...out, fail('certificate', `your certificate expired on ${leaf.validTo}`, 'ask the broker operator for a renewed one (broker pki renew)')];
   if (new Date(leaf.validFrom).getTime() > now) return [...out, fail('certificate', `your certificate is not valid before ${leaf.validFrom} (check this machine's clock)`)];
-  try {
-    if (!leaf.checkPrivateKey(createPrivateKey(keyPem))) return [...out, fail('certificate', `${o.key} does not belong to ${o.cert}`, 'use the key that came with the certificate')];
-  } catch (e) {
-    return [...out, fail('certificate', `${o.key} is not a readable private key (${(e as Error).message})`)];
-  }
   out.push(ok('certificate', `${leaf.subject.replace(/\n/g, ', ')}, valid until ${leaf.validTo}`));
 
-  // 2. DNS, 3. TCP or the proxy's CONNECT
+  // 2. DNS (or --resolve), 3. TCP or the proxy's CONNECT
   const via = o.via ? new URL(o.via) : undefined;
-  const dialHost = via ? via.hostname : host;
+  const pinned = o.resolve ? parseResolve(o.resolve) : undefined;
+  const usePin = !via && pinned !== undefined && pinned.host === host.toLowerCase() && pinned.port === port;
+  let dialHost = via ? via.hostname : host;
   const dialPort = via ? Number(via.port || 3128) : port;
-  try {
-    const addr = await lookup(dialHost);
-    out.push(ok('dns', `${dialHost} is ${addr.address}`));
-  } catch {
-    return [...out, fail('dns', `${dialHost} does not resolve`, 'check the name, or this machine\'s DNS')];
+  if (usePin) {
+    dialHost = pinned.addr;
+    out.push(ok('dns', `${host} is ${pinned.addr} (from --resolve; DNS not asked)`));
+  } else {
+    try {
+      const addr = await lookup(dialHost);
+      out.push(ok('dns', `${dialHost} is ${addr.address}`));
+    } catch {
+      return [...out, fail('dns', `${dialHost} does not resolve`, 'check the name, or this machine\'s DNS; to test before DNS exists, add --resolve HOST:PORT:ADDRESS')];
+    }
   }
   const t = await tcp(dialHost, dialPort, ms);
   if (!t.socket) {
     const what = via ? 'proxy' : 'tcp';
-    if (t.error === 'refused') return [...out, fail(what, `${dialHost}:${dialPort} refused the connection: the port is closed or nothing listens there`, via ? 'check the proxy address' : 'check the URL and port; ask the operator whether the broker runs')];
-    if (t.error === 'timeout') return [...out, fail(what, `no answer from ${dialHost}:${dialPort} within ${ms} ms: the traffic is dropped, most likely by a firewall`, 'ask your network team to allow outbound TCP to this address and port (or use --via with your proxy)')];
-    return [...out, fail(what, `cannot connect to ${dialHost}:${dialPort}: ${t.error}`)];
+    const shown = usePin ? `${host}:${port} (${dialHost})` : `${dialHost}:${dialPort}`;
+    if (t.error === 'refused') return [...out, fail(what, `${shown} refused the connection: the port is closed or nothing listens there`, via ? 'check the proxy address' : 'check the URL and port; ask the operator whether the broker runs')];
+    if (t.error === 'timeout') return [...out, fail(what, `no answer from ${shown} within ${ms} ms: the traffic is dropped, most likely by a firewall`, 'ask your network team to allow outbound TCP to this address and port (or use --via with your proxy)')];
+    return [...out, fail(what, `cannot connect to ${shown}: ${t.error}`)];
   }
   let socket: Socket = t.socket;
   if (via) {
     const auth = via.username ? `${decodeURIComponent(via.username)}:${decodeURIComponent(via.password)}` : process.env.BROKER_PROXY_AUTH;
-    const status = await connectThrough(socket, `${host}:${port}`, auth, ms);
+    const target = `${url.hostname}:${port}`;
+    const status = await connectThrough(socket, target, auth, ms);
     if (!/^HTTP\/1\.[01] 200/.test(status)) {
       socket.destroy();
-      return [...out, fail('proxy', `the proxy refused CONNECT to ${host}:${port} (${status})`, status.includes('407') ? 'give proxy credentials (user:pass@ in --via, or BROKER_PROXY_AUTH)' : 'ask your network team to allow CONNECT to the broker\'s host and port')];
+      return [...out, fail('proxy', `the proxy refused CONNECT to ${target} (${status})`, status.includes('407') ? 'give proxy credentials (user:pass@ in --via, or BROKER_PROXY_AUTH)' : 'ask your network team to allow CONNECT to the broker\'s host and port')];
     }
-    out.push(ok('proxy', `CONNECT to ${host}:${port} through ${via.host} accepted`));
+    out.push(ok('proxy', `CONNECT to ${url.hostname}:${port} through ${via.host} accepted`));
   } else {
     out.push(ok('tcp', `${host}:${port} accepts connections`));
   }
 
-  // 4. TLS: is this the broker (its CA), and does it take our certificate?
+  // 4. TLS: is this the broker (its CA, or the system roots without --ca), does it name the host, and does it take our certificate?
   const ca = o.ca ? readFileSync(o.ca, 'utf8') : undefined;
+  const name = o.servername ?? host;
   const tls = await new Promise<{ socket?: TLSSocket; error?: Error & { code?: string } }>((resolve) => {
-    const s = tlsConnect({ socket, servername: host, cert: certPem, key: keyPem, ...(ca ? { ca } : {}), rejectUnauthorized: false });
+    // host is what Node checks the certificate's names against; SNI only for a DNS name (RFC 6066)
+    const s = tlsConnect({ socket, host: name, ...(isIP(name) ? {} : { servername: name }), ...id.tls, ...(ca ? { ca } : {}), rejectUnauthorized: false });
     const timer = setTimeout(() => {
       s.destroy();
       resolve({ error: Object.assign(new Error('no TLS answer'), { code: 'TIMEOUT' }) });
@@ -150,50 +270,69 @@ export async function doctorClient(o: ClientDoctorOptions): Promise<Finding[]> {
     const e = tls.error as Error & { code?: string };
     if (e.code === 'TIMEOUT') return [...out, fail('tls', `the server at ${host}:${port} accepted TCP but never answered the TLS handshake`, 'something other than the broker listens there, or a middlebox holds the traffic')];
     const known = ALERTS.find(([re]) => re.test(`${e.code ?? ''} ${e.message}`));
-    return [...out, fail('tls', known ? known[1] : `the TLS handshake failed: ${e.code ?? e.message}`, known?.[1].includes('certificate') ? 'ask the broker operator to check your certificate (broker pki inspect)' : undefined)];
+    return [...out, fail('tls', known ? known[1] : `the TLS handshake failed: ${e.code ?? e.message}`, known?.[2])];
   }
   const s = tls.socket;
-  const peer = s.getPeerCertificate();
-  if (ca && !s.authorized) {
-    const issuer = peer?.issuer ? Object.entries(peer.issuer).map(([k, v]) => `${k}=${String(v)}`).join(', ') : 'unknown';
+  if (!s.authorized) {
+    const finding = serverProblem(s, name, ca, o.ca);
     s.destroy();
-    return [...out, fail('tls', `the server certificate was issued by "${issuer}", not by the broker's CA (${s.authorizationError}): a TLS-inspecting middlebox (proxy, firewall) is in the path, or --ca is wrong`, 'ask your network team to exempt the broker\'s host from TLS inspection: client certificates cannot pass through it')];
+    return [...out, finding];
   }
-  out.push(ok('tls', `${s.getProtocol()} ${s.getCipher().name}${ca ? ', the server certificate comes from the broker\'s CA' : ''}`));
+  out.push(ok('tls', `${s.getProtocol()} ${s.getCipher().name}, the server certificate names ${name} and comes from ${ca ? 'the broker\'s CA (--ca)' : 'a CA this system trusts'}`));
 
   // 5. one request: the broker says whether it took the certificate and what the ACL decides
   const path = o.path ?? '/';
   const answer = await new Promise<{ status?: number; body?: string; error?: string }>((resolve) => {
-    let data = '';
-    const timer = setTimeout(() => {
+    let data = Buffer.alloc(0);
+    let done = false;
+    const finish = (r: { status?: number; body?: string; error?: string }) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
       s.destroy();
-      resolve({ error: 'timeout' });
-    }, ms);
+      resolve(r);
+    };
+    const parsed = () => {
+      const text = data.toString('utf8');
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
+      const end = text.indexOf('\r\n\r\n');
+      if (!m || end < 0) return undefined;
+      return { status: Number(m[1]), body: text.slice(end + 4), length: /\r\ncontent-length:\s*(\d+)/i.exec(text.slice(0, end))?.[1] };
+    };
+    const timer = setTimeout(() => finish({ ...(parsed() ?? { error: 'timeout' }) }), ms);
     s.on('data', (d: Buffer) => {
-      data += d.toString('utf8');
-      const m = /^HTTP\/1\.1 (\d{3})/.exec(data);
-      if (m && data.includes('\r\n\r\n')) {
-        clearTimeout(timer);
-        s.destroy();
-        resolve({ status: Number(m[1]), body: data.split('\r\n\r\n')[1] ?? '' });
-      }
+      data = Buffer.concat([data, d]);
+      const p = parsed();
+      if (p && p.length !== undefined && Buffer.byteLength(p.body) >= Number(p.length)) finish({ status: p.status, body: p.body });
     });
     s.once('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      resolve({ error: e.code ?? e.message });
+      const p = parsed();
+      finish(p ? { status: p.status, body: p.body } : { error: e.code ?? e.message });
     });
     s.once('close', () => {
-      clearTimeout(timer);
-      resolve({ error: 'closed' });
+      const p = parsed();
+      finish(p ? { status: p.status, body: p.body } : { error: data.length ? 'an answer that is not HTTP' : 'closed' });
     });
     s.write(`GET ${path} HTTP/1.1\r\nHost: ${url.host}\r\nConnection: close\r\n\r\n`);
   });
   if (answer.status === undefined) {
     const alert = ALERTS.find(([re]) => re.test(answer.error ?? ''));
-    return [...out, fail('certificate accepted', alert ? alert[1] : `the broker closed the connection after the handshake (${answer.error}): it refused your certificate (unknown CA, expired, revoked or wrong key usage)`, 'ask the broker operator to look up your certificate in the auth log, or to run broker pki inspect on it')];
+    if (alert) return [...out, fail('certificate accepted', alert[1], alert[2])];
+    const how = answer.error === 'ECONNRESET' ? 'reset the connection' : answer.error === 'closed' ? 'closed the connection' : `ended the connection (${answer.error})`;
+    return [...out, fail('certificate accepted', `the broker refused your certificate after the handshake: it ${how} without an answer, so the reason is not known on this side`, 'ask the broker operator to look up your certificate in the broker\'s auth log (it names the reason), or to run broker pki inspect on it')];
   }
-  const code = /"code":"([A-Z_]+)"/.exec(answer.body ?? '')?.[1];
+  const body = refusalBody(answer.body ?? '');
+  const code = body?.code;
   const st = answer.status;
+  if (st === 495 || st === 496) {
+    const reason = body?.reason ?? (st === 496 ? 'no certificate was sent' : 'the certificate failed verification');
+    const brokerSide = /\bCRL\b|not your fault/i.test(reason) || /CRL/.test(code ?? '');
+    out.push(fail('certificate accepted', brokerSide
+      ? `the broker refused your certificate because of a problem on the broker's side: ${reason} (${st}${code ? ` ${code}` : ''}); this is not your fault`
+      : `the broker refused your certificate: ${reason} (${st}${code ? ` ${code}` : ''})`,
+    brokerSide ? `tell the broker operator${body?.hint ? `: ${body.hint}` : ' (the broker\'s CRL must be renewed: broker pki crl)'}` : (body?.hint ?? 'ask the broker operator to look up your certificate in the broker\'s auth log')));
+    return out;
+  }
   if (st < 400) out.push(ok('http', `GET ${path}: ${st}`));
   else if (st === 403) out.push(fail('http', `GET ${path}: 403 (${code ?? 'denied'}): your identity holds no role this route allows (or your address is not allowed for it)`, 'ask the broker operator which roles the route needs'));
   else if (st === 404) out.push(fail('http', `GET ${path}: 404: the broker has no route for this path`, 'check the path'));
@@ -202,4 +341,45 @@ export async function doctorClient(o: ClientDoctorOptions): Promise<Finding[]> {
   else if (st >= 500) out.push(fail('http', `GET ${path}: ${st} (${code ?? ''}): the broker took your request but its upstream failed`, 'nothing to fix on your side; tell the broker operator'));
   else out.push(fail('http', `GET ${path}: ${st} (${code ?? ''})`));
   return out;
+}
+
+/** Why the server certificate was not verified, in the partner's words: each cause its own sentence and fix. */
+function serverProblem(s: TLSSocket, name: string, ca: string | undefined, caFile: string | undefined): Finding {
+  const err = String(s.authorizationError ?? '');
+  const peer = s.getPeerCertificate(true);
+  const chain = peer && peer.raw ? chainOf(peer) : [];
+  const top = chain.at(-1);
+  const issuer = dn(peer?.issuer);
+  if (err === 'ERR_TLS_CERT_ALTNAME_INVALID' || /altname|Hostname\/IP does not match/i.test(err)) {
+    const names = peer?.subjectaltname ? peer.subjectaltname.split(', ').map((n) => n.replace(/^IP Address:/, 'IP:')).join(', ') : `no subjectAltName (subject ${dn(peer?.subject)})`;
+    const first = /(?:DNS|IP):([^,\s]+)/.exec(names)?.[1];
+    return fail('tls', `host-name mismatch: the server certificate comes from ${ca ? 'the broker\'s CA (--ca)' : 'a CA this system trusts'} but does not name ${name}; it names ${names}`,
+      `connect with a name the certificate has (in --url, or --servername ${first ?? 'NAME'} with --resolve for testing), or ask the broker operator for a server certificate that covers ${name} (broker doctor --hostname ${name} on the broker's host)`);
+  }
+  if (err === 'CERT_HAS_EXPIRED') {
+    return fail('tls', `the broker's server certificate expired on ${peer?.valid_to ?? '?'} (subject ${dn(peer?.subject)}, issuer ${issuer})`, 'nothing to fix on your side unless this machine\'s clock is wrong; tell the broker operator to renew the server certificate');
+  }
+  if (err === 'CERT_NOT_YET_VALID') {
+    return fail('tls', `the broker's server certificate is not valid before ${peer?.valid_from ?? '?'}: this machine's clock is behind, or the certificate was issued for later`, 'check this machine\'s clock (NTP); if it is right, tell the broker operator');
+  }
+  if (UNKNOWN_ISSUER.has(err)) {
+    const root = top ? dn(top.issuer) : issuer;
+    const vendor = inspectionVendor(`${issuer} ${root}`);
+    const org = peer?.issuer?.O ? ` (organisation ${String(peer.issuer.O)})` : '';
+    if (ca && !endsInCa(chain, ca)) {
+      // a lone leaf cannot be linked to anything: a broker that omits its intermediate looks the same
+      const lone = chain.length <= 1 && !vendor ? ' (the server sent only its own certificate: a broker whose server certificate file lacks the intermediate looks the same)' : '';
+      return fail('tls', `the server certificate was issued by "${issuer}"${org}, not by the broker's CA (${err}): ${vendor ? `a TLS-inspecting middlebox (${vendor}) is in the path` : 'a TLS-inspecting middlebox (proxy, firewall) is in the path, or --ca is not this broker\'s CA'}${lone}`,
+        'ask your network team to exempt the broker\'s host from TLS inspection: client certificates cannot pass through it');
+    }
+    if (ca) {
+      return fail('tls', `the server's chain leads to the broker's CA in ${caFile} but does not verify against it (${err}): the broker sends an incomplete chain, or ${caFile} lacks a level`, 'ask the broker operator for the current ca.crt (it must hold the root)');
+    }
+    if (vendor) {
+      return fail('tls', `the server certificate was issued by "${issuer}"${org}: a TLS-inspecting middlebox (${vendor}) is in the path (${err})`, 'ask your network team to exempt the broker\'s host from TLS inspection: client certificates cannot pass through it');
+    }
+    return fail('tls', `the server certificate was issued by "${issuer}"${org}, a CA this system does not trust (${err}): the broker uses its own private CA, so the system roots cannot verify it`,
+      'run again with --ca ca.crt (the CA file the broker operator handed over); if it still fails, a TLS-inspecting middlebox is in the path');
+  }
+  return fail('tls', `the server certificate does not verify (${err}; subject ${dn(peer?.subject)}, issuer ${issuer})`, ca ? 'ask the broker operator to check the server certificate (broker doctor on the broker\'s host)' : 'run again with --ca ca.crt (the CA file the broker operator handed over)');
 }

@@ -126,3 +126,33 @@ test('tls.refusal close: a revoked certificate is cut off after the handshake wi
   assert.equal(line!.reason, 'revoked');
   assert.equal(up.seen.length, 0);
 });
+
+test('tls.refusal http: while the broker\'s own CRL has expired (it expired while running), a valid client is told "the broker\'s CRL has expired (not your fault)"', async (t) => {
+  const pki = await makePki(t);
+  const id = await pki.issue('app', ['app']);
+  const { publishCrl } = await import('../../src/pki/revoke.ts');
+  const crl = await publishCrl(pki.store, { nextUpdateMs: 3_000 });
+  const up = await startUpstream(t);
+  const b = await startBroker(t, pki, route(up.url));
+  // bounded: the CRL's nextUpdate is at most 3 s away
+  const wait = crl.nextUpdate.getTime() + 1_100 - Date.now();
+  await new Promise((r) => setTimeout(r, Math.max(0, Math.min(wait, 5_000))));
+  const res = await request(b.port, { id, ca: pki.ca, path: '/r/x' });
+  assert.equal(res.status, 495, res.text);
+  assert.equal(res.json().reason, 'the broker\'s CRL has expired (not your fault)');
+  const [line] = await refusedLines(b, 1);
+  assert.equal(line!.reason, 'CRL expired', JSON.stringify(line));
+  assert.equal((line!.certificate as Record<string, string>).serial, id.serial.toLowerCase());
+  assert.equal(up.seen.length, 0);
+});
+
+test('tls.refusal http over TLS 1.2: an expired certificate gets the 495 too', async (t) => {
+  const pki = await makePki(t);
+  const id = await pki.custom({ name: 'app', roles: ['app'], notBefore: ago(10), notAfter: ago(1) });
+  const up = await startUpstream(t);
+  const b = await startBroker(t, pki, route(up.url));
+  const res = await request(b.port, { id, ca: pki.ca, path: '/r/x', tls: { minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' } });
+  assert.equal(res.status, 495, res.text);
+  assert.equal(res.json().reason, 'certificate expired');
+  assert.equal(up.seen.length, 0);
+});

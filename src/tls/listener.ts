@@ -254,7 +254,9 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     },
     answerInHttp ? gate(handler) : handler,
   ) as TlsListener;
-  if (answerInHttp) server.on('keylog', keepUnverified);
+  // Both modes: the broker, not Node, refuses a certificate that failed verification, so its auth
+  // line can carry the certificate (Node's own destroy comes before anything can read it).
+  server.on('keylog', keepUnverified);
   server.closeConnectionsOf = (serial) => {
     const open = bySerial.get(serial);
     if (!open) return 0;

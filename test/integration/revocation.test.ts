@@ -35,9 +35,8 @@ function openWebSocket(t: TestContext, port: number, ca: string, id: Identity, p
 
 /**
  * A new connection with `id` fails, and the broker logs a refused handshake with reason "revoked".
- * Returns that auth line. A refusal by the CRL carries no serial (Node destroys a socket whose
- * chain failed verification before the broker sees its certificate); a refusal of a serial heard
- * from another replica does.
+ * Returns that auth line, which carries the presented certificate (by the CRL or by a serial heard
+ * from another replica alike). With tls.refusal http (the default) the client gets a 495 naming the reason.
  */
 async function assertRefused(b: RunningBroker, pki: TestPki, id: Identity, name: string): Promise<Record<string, unknown>> {
   const earlier = new Set(b.logs.lines);

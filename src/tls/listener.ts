@@ -110,6 +110,8 @@ export function answerRefused(socket: { writable: boolean; end(data: string): un
 /** Node destroys a server socket whose certificate failed verification unless this is off; OpenSSL's own mode (certificate_required for a missing certificate) is untouched. */
 function keepUnverified(this: unknown, _line: Buffer, socket: TLSSocket): void {
   (socket as unknown as { _rejectUnauthorized: boolean })._rejectUnauthorized = false;
+  // once per connection: the handshake's further key-log lines are not relayed to the server
+  socket.removeAllListeners('keylog');
 }
 
 const kRemoteIp = Symbol('broker.remoteIp');

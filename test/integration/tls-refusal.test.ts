@@ -157,3 +157,23 @@ test('tls.refusal http over TLS 1.2: an expired certificate gets the 495 too', a
   assert.equal(res.json().reason, 'certificate expired');
   assert.equal(up.seen.length, 0);
 });
+
+test('tls.refusal http: a WebSocket upgrade with a refused certificate gets the 495, never an upgrade, and nothing reaches the upstream', async (t) => {
+  const { default: WebSocket } = await import('ws');
+  const pki = await makePki(t);
+  const id = await pki.custom({ name: 'app', roles: ['app'], notBefore: ago(10), notAfter: ago(1) });
+  const up = await startUpstream(t);
+  const b = await startBroker(t, pki, { routes: [{ name: 'ws', path: '/ws', upstream: up.url, roles: ['app'], websocket: true }] });
+  const o: import('ws').ClientOptions & { servername: string } = { ca: pki.ca, cert: id.cert, key: id.key, servername: 'localhost', handshakeTimeout: 10_000 };
+  const ws = new WebSocket(`wss://127.0.0.1:${b.port}/ws/x`, o);
+  t.after(() => ws.terminate());
+  const status = await new Promise<number>((resolve, reject) => {
+    ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+    ws.once('open', () => reject(new Error('upgraded')));
+    ws.once('error', reject);
+  });
+  assert.equal(status, 495);
+  await refusedLines(b, 1);
+  assert.equal(up.seen.length, 0);
+  assert.equal(b.logs.of('access').length, 0, 'the upgrade never reached the pipeline');
+});

@@ -57,6 +57,7 @@ export const ERRORS = {
   BRK_ERR_HTTP_RESPONSE_WRITE_TIMEOUT: { exit: 1, status: 408, public: 'answer not read in time', hint: 'read the answer: the client did not read for timeouts.responseWrite, so the broker dropped the connection (the answer was cut; no error body is sent)' },
   BRK_ERR_HTTP_NOT_FOUND: { exit: 1, status: 404, public: 'not found', hint: 'no route matches this path; check the routes in the config' },
   BRK_ERR_ACL_DENIED: { exit: 1, status: 403, public: 'access denied', hint: 'the identity holds none of the roles this route allows for this method; see the access log for the route' },
+  BRK_ERR_TLS_CLIENT_CERT_REFUSED: { exit: 1, status: 495, public: 'client certificate refused', hint: 'the "reason" field says why (revoked, unknown CA, expired, not yet valid, wrong key usage, the broker\'s CRL expired); ask the broker operator for a valid certificate, or for a fresh CRL when the reason is the broker\'s' },
   BRK_ERR_AUTH_REVOKED: { exit: 1, status: 401, public: 'client certificate revoked', hint: 'this certificate was revoked; ask the broker operator for a new one' },
   BRK_ERR_AUTH_EXPIRED: { exit: 1, status: 401, public: 'client certificate expired', hint: 'the certificate this connection was opened with has expired; renew it (broker renew) and reconnect' },
   BRK_ERR_AUTH_NO_IDENTITY: { exit: 1, status: 403, public: 'access denied', hint: 'the client certificate does not name exactly one identity (one CN) with EKU clientAuth' },

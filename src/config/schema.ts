@@ -30,6 +30,10 @@ export const TlsSchema = Type.Object(
     sessionTickets: Type.Boolean({ default: false, description: 'TLS session tickets (resumption). Off: a revoked client can never resume' }),
     minVersion: Type.Union([Type.Literal('TLSv1.2'), Type.Literal('TLSv1.3')], { default: 'TLSv1.2' }),
     groups: Type.Array(Type.String(), { default: ['X25519MLKEM768', 'X25519', 'P-256', 'P-384'], minItems: 1, description: 'key exchange groups, most preferred first' }),
+    refusal: Type.Union([Type.Literal('http'), Type.Literal('close')], {
+      default: 'http',
+      description: 'a presented client certificate that fails verification: "http" completes the handshake and answers the first request with 495 and the reason (nothing is forwarded), then closes; "close" drops the connection after the handshake, silently',
+    }),
   },
   { ...strict, default: {} },
 );

@@ -10,7 +10,7 @@ import type { BrokerConfig } from '../config/index.ts';
 import { settingsOf } from '../config/index.ts';
 import { ERRORS, httpErrorBody, type HttpErrorCode } from '../errors.ts';
 import { RequestContext, replyError } from '../request/index.ts';
-import { createTlsServer, isAdmitted, type ListenerHooks, type TlsListener } from '../tls/listener.ts';
+import { answerRefused, createTlsServer, isAdmitted, refusalOf, type ListenerHooks, type TlsListener } from '../tls/listener.ts';
 import type { TlsMaterial } from '../tls/material.ts';
 
 export interface Listeners {
@@ -72,7 +72,12 @@ export function createListeners(c: BrokerConfig, material: TlsMaterial, authLog:
   const all = optionalServer ? [server, optionalServer] : [server];
   for (const s of all) {
     s.on('clientError', clientErrorHandler);
-    s.on('upgrade', h.upgrade);
+    // A connection refused for its certificate (tls.refusal http) is answered with the reason, never upgraded.
+    s.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const refused = refusalOf(socket);
+      if (refused !== undefined) return answerRefused(socket as Duplex & { writable: boolean }, refused);
+      h.upgrade(req, socket, head);
+    });
   }
   const applyLimits = (next: BrokerConfig) => {
     const n = settingsOf(next);

@@ -44,3 +44,18 @@ export function refusalReason(authorizationError: string | Error | undefined | n
   if (code === 'ECONNRESET' || code === 'EPIPE') return { reason: 'connection closed during handshake', detail: code };
   return { reason: 'handshake failed', detail: code || msg };
 }
+
+/** What a client whose certificate was refused is told (tls.refusal: http): the reason in words, and what to do. */
+const CLIENT_WORDS: Record<string, { reason: string; hint: string }> = {
+  revoked: { reason: 'certificate revoked', hint: 'this certificate was revoked; ask the broker operator for a new one' },
+  'unknown CA': { reason: 'unknown CA', hint: 'the certificate was not issued by a CA this broker trusts; use the certificate the broker operator issued to you (check the file and that the whole chain is sent)' },
+  expired: { reason: 'certificate expired', hint: 'the certificate is past its notAfter date; ask the broker operator for a new one' },
+  'not yet valid': { reason: 'certificate not yet valid', hint: 'the certificate\'s notBefore date is in the future; check this machine\'s and the issuer\'s clocks, or wait' },
+  'wrong key usage': { reason: 'wrong key usage', hint: 'the certificate is not a client-authentication certificate (extended key usage clientAuth); ask for a client certificate' },
+  'CRL expired': { reason: 'the broker\'s CRL has expired (not your fault)', hint: 'the broker cannot check revocations until its operator publishes a fresh CRL ("broker pki crl"); tell the broker operator' },
+  'CRL not yet valid': { reason: 'the broker\'s CRL is not yet valid (not your fault)', hint: 'the broker\'s CRL was issued with a future date (clock skew); tell the broker operator' },
+};
+
+export function clientRefusalWords(reason: string): { reason: string; hint: string } {
+  return CLIENT_WORDS[reason] ?? { reason: 'certificate verification failed', hint: 'the certificate did not verify; ask the broker operator, quoting the time of this answer' };
+}

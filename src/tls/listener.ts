@@ -13,7 +13,8 @@ import type { BrokerConfig } from '../config/index.ts';
 import { settingsOf } from '../config/index.ts';
 import type { TlsMaterial } from './material.ts';
 import { serverTlsOptions } from './options.ts';
-import { refusalReason } from './auth-reason.ts';
+import { refusalReason, clientRefusalWords } from './auth-reason.ts';
+import { ERRORS, httpErrorBody } from '../errors.ts';
 import { kRefused } from '../filter/connection-guard.ts';
 import { channels, type HandshakeEvent } from '../channels.ts';
 import { rawLine } from '../raw-line.ts';
@@ -45,12 +46,35 @@ export function isAdmitted(socket: unknown): boolean {
   return s[kPrincipal] !== undefined || s[kAnonymous] === true;
 }
 
-function peerFacts(socket: TLSSocket): { subject?: string; serial?: string } {
+/** The certificate a refused client presented, as the auth log records it: not trusted for anything. */
+interface Presented {
+  subject: string;
+  issuer: string;
+  serial: string;
+  fingerprint: string;
+  notBefore: string;
+  notAfter: string;
+}
+
+function peerFacts(socket: TLSSocket): { subject?: string; serial?: string; certificate?: Presented } {
   try {
     const cert = socket.getPeerCertificate();
     if (!cert || !cert.serialNumber) return {};
     const cn = cert.subject?.CN;
-    return { subject: Array.isArray(cn) ? cn.join('+') : cn, serial: cert.serialNumber.toLowerCase() };
+    const x = socket.getPeerX509Certificate();
+    const serial = cert.serialNumber.toLowerCase();
+    const certificate: Presented | undefined =
+      x === undefined
+        ? undefined
+        : {
+            subject: x.subject.replaceAll('\n', ', '),
+            issuer: x.issuer.replaceAll('\n', ', '),
+            serial,
+            fingerprint: x.fingerprint256.replaceAll(':', '').toLowerCase(),
+            notBefore: new Date(x.validFrom).toISOString(),
+            notAfter: new Date(x.validTo).toISOString(),
+          };
+    return { subject: Array.isArray(cn) ? cn.join('+') : cn, serial, ...(certificate ? { certificate } : {}) };
   } catch {
     return {};
   }
@@ -63,6 +87,41 @@ function presented(socket: TLSSocket): X509Certificate | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Set on a connection whose presented certificate failed verification (tls.refusal: http): its first request is answered with the reason, then it is closed. */
+const kRefusal = Symbol('broker.refusal');
+
+interface RefusalSocket {
+  [kRefusal]?: string;
+}
+
+/** The reason a refused connection is answered with (tls.refusal: http), or undefined for an admitted one. */
+export function refusalOf(socket: unknown): string | undefined {
+  return (socket as RefusalSocket | null)?.[kRefusal];
+}
+
+const STATUS_TEXT = 'SSL Certificate Error';
+
+/**
+ * Answers the one request of a connection refused for its certificate: 495 with the reason in
+ * words, `Connection: close`, and the connection closed after it. Nothing of the request is
+ * consulted or forwarded. Raw bytes on the socket, so it serves requests and upgrades alike.
+ */
+export function answerRefused(socket: { writable: boolean; end(data: string): unknown; destroySoon?(): void; destroy(): unknown }, reason: string): void {
+  if (!socket.writable) return void socket.destroy();
+  const words = clientRefusalWords(reason);
+  const body = JSON.stringify({ ...httpErrorBody('BRK_ERR_TLS_CLIENT_CERT_REFUSED', '-'), reason: words.reason, hint: words.hint });
+  const status = ERRORS.BRK_ERR_TLS_CLIENT_CERT_REFUSED.status;
+  socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  socket.destroySoon?.();
+}
+
+/** Node destroys a server socket whose certificate failed verification unless this is off; OpenSSL's own mode (certificate_required for a missing certificate) is untouched. */
+function keepUnverified(this: unknown, _line: Buffer, socket: TLSSocket): void {
+  (socket as unknown as { _rejectUnauthorized: boolean })._rejectUnauthorized = false;
+  // once per connection: the handshake's further key-log lines are not relayed to the server
+  socket.removeAllListeners('keylog');
 }
 
 const kRemoteIp = Symbol('broker.remoteIp');
@@ -163,6 +222,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     authLog.warn({ event: 'connection', outcome: 'closed', reason: 'expired', principal: name, serial, closedConnections: closed }, 'connections closed: their client certificate expired');
   };
   const n = settingsOf(c);
+  const answerInHttp = c.tls.refusal !== 'close';
   const headersTimeout = n.timeouts.headers;
   const requestTimeout = n.timeouts.request;
   // Principals by certificate fingerprint: building one from Node's full peer-certificate object
@@ -207,8 +267,11 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
       joinDuplicateHeaders: false,
       insecureHTTPParser: false,
     },
-    handler,
+    answerInHttp ? gate(handler) : handler,
   ) as TlsListener;
+  // Both modes: the broker, not Node, refuses a certificate that failed verification, so its auth
+  // line can carry the certificate (Node's own destroy comes before anything can read it).
+  server.on('keylog', keepUnverified);
   server.closeConnectionsOf = (serial) => {
     const open = bySerial.get(serial);
     if (!open) return 0;
@@ -260,7 +323,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   /** Logs, publishes and counts a refused client (OpenSSL's verdict or the broker's). */
   const report = (socket: TLSSocket, reason: string, detail: string, remoteIp: string | undefined) => {
     const facts = peerFacts(socket);
-    authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp, ...facts }, 'client refused');
+    authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp, remotePort: socket.remotePort, ...facts }, 'client refused');
     channels.handshake.publish({ outcome: 'refused', reason, remoteIp, ...(facts.serial ? { serial: facts.serial } : {}) } satisfies HandshakeEvent);
     if (remoteIp) hooks.onRefused?.(remoteIp, presented(socket));
   };
@@ -268,16 +331,27 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     report(socket, reason, detail, socket.remoteAddress);
     socket.destroy();
   };
+  /** A presented certificate failed verification: refused (logged, counted) as ever; with tls.refusal http its first request learns why. */
+  const refuseCertificate = (socket: PrincipalSocket, reason: string, detail: string) => {
+    if (!answerInHttp) return refuse(socket, reason, detail);
+    report(socket, reason, detail, socket.remoteAddress);
+    (socket as RefusalSocket)[kRefusal] = reason;
+  };
 
   server.prependListener('secureConnection', (socket: PrincipalSocket) => {
     if (socket.destroyed) return; // refused by the connection guard (a ban on this certificate)
     const remoteIp = socket.remoteAddress;
+    if (!o.certOptional && !socket.authorized) {
+      // tls.refusal http: Node left a certificate that failed verification connected (keepUnverified).
+      const { reason, detail } = refusalReason(socket.authorizationError, new Error(String(socket.authorizationError ?? 'certificate not verified')));
+      return refuseCertificate(socket, reason, detail);
+    }
     if (o.certOptional && !socket.authorized) {
       // OpenSSL let the handshake finish: either no certificate was sent (admitted, the routes'
       // credentials decide) or one failed verification (refused, with OpenSSL's reason).
       if (socket.getPeerX509Certificate() !== undefined) {
         const { reason, detail } = refusalReason(socket.authorizationError, new Error(String(socket.authorizationError ?? 'certificate not verified')));
-        return refuse(socket, reason, detail);
+        return refuseCertificate(socket, reason, detail);
       }
       socket[kAnonymous] = true;
       anonymous.add(socket);
@@ -289,7 +363,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     const id = identify(socket);
     if (!('who' in id)) return refuse(socket, id.reason, id.detail);
     const p = id.principal;
-    if (hooks.isRevoked?.(p.serial)) return refuse(socket, 'revoked', 'revoked (announced by another replica)');
+    if (hooks.isRevoked?.(p.serial)) return refuseCertificate(socket, 'revoked', 'revoked (announced by another replica)');
     socket[kPrincipal] = p;
     let open = bySerial.get(p.serial);
     if (!open) {
@@ -317,4 +391,14 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     report(socket, reason, detail, remoteIpOf(socket));
   });
   return server;
+}
+
+/** The request handler of a listener with tls.refusal http: a connection refused for its certificate gets its answer here, before anything of the pipeline. */
+function gate(handler: (req: IncomingMessage, res: ServerResponse) => void): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const refused = (req.socket as RefusalSocket)[kRefusal];
+    if (refused === undefined) return handler(req, res);
+    res.shouldKeepAlive = false;
+    answerRefused(req.socket as TLSSocket, refused);
+  };
 }

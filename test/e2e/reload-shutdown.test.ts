@@ -288,7 +288,8 @@ test('broker pki revoke makes the running broker close the identity\'s open keep
   assert.match(String(audit.trigger), /^file change: /);
   assert.equal(audit.closedConnections, 1);
 
-  await assert.rejects(request(b.port, { id: s.id('mallory'), ca: s.ca, path: '/orders/2' }), 'a new connection of mallory is refused');
+  // tls.refusal http (the default): the handshake completes and the one request is answered 495, never forwarded
+  assert.equal((await request(b.port, { id: s.id('mallory'), ca: s.ca, path: '/orders/2' })).status, 495, 'a new connection of mallory is refused');
   await b.waitFor((l) => l.event === 'handshake' && l.outcome === 'refused' && l.reason === 'revoked', 'the refused handshake');
   const again = await get(acme, b.port, '/orders/2');
   assert.equal(again.status, 200);

@@ -1,6 +1,6 @@
 /**
- * Admission: who gets through the TLS handshake. Every refused client is cut off in the handshake
- * (a TLS alert or a reset, never an HTTP answer), reaches no upstream, and leaves one auth line
+ * Admission: who gets through the TLS handshake. With tls.refusal close, every refused client is
+ * cut off in the handshake (a TLS alert or a reset, never an HTTP answer), reaches no upstream, and leaves one auth line
  * with outcome "refused" and the precise reason. A valid client gets through with a full auth line;
  * a session offered again is never resumed (tickets are off by default); a certificate revoked
  * while its connection is open is refused on its next request.
@@ -60,7 +60,8 @@ for (const c of refusals) {
       const pki = await makePki(t);
       const id = await c.make(pki, t);
       const up = await startUpstream(t);
-      const b = await startBroker(t, pki, route(up.url));
+      // tls.refusal close: the silent cut-off (the default answers in HTTP: tls-refusal.test.ts)
+      const b = await startBroker(t, pki, { ...route(up.url), tls: { server: 'localhost', refusal: 'close' } });
       await assertRefusedInHandshake(b, pki, id, version);
       const line = await refusedLine(b);
       assert.equal(line.event, 'handshake');

@@ -163,7 +163,7 @@ test('steady keep-alive load from three identities: a renewed server certificate
   // working, and a certificate from the new one is admitted once the broker reloads.
   const rotation = await rotateIntermediate(pki.store, { overlapMs: 86_400_000 });
   const fresh = await pki.issue('fresh', ['user']);
-  await assert.rejects(request(b.port, { id: fresh, ca: pki.ca, path: '/api/fresh' }), 'the new issuing CA is unknown until the reload');
+  assert.equal((await request(b.port, { id: fresh, ca: pki.ca, path: '/api/fresh' })).status, 495, 'the new issuing CA is unknown until the reload');
   const rotated = await b.broker.reload();
   assert.deepEqual(rotated.problems, []);
   assert.equal(rotated.ok, true);

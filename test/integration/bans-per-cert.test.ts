@@ -37,6 +37,9 @@ async function setup(t: TestContext) {
 async function refusedHandshake(port: number, pki: TestPki, id: Identity): Promise<void> {
   const socket = tlsConnect({ host: '127.0.0.1', servername: 'localhost', port, ca: pki.ca, cert: id.cert, key: id.key });
   socket.on('error', () => {});
+  // With tls.refusal http (the default) the broker answers the first request with the reason, then closes.
+  socket.once('secureConnect', () => socket.write('GET /api/x HTTP/1.1\r\nHost: localhost\r\n\r\n'));
+  socket.resume(); // read the answer, so that its end closes the socket
   await within(new Promise((resolve) => socket.once('close', resolve)), 5_000, 'refused connection closed');
 }
 
@@ -46,13 +49,15 @@ async function status(b: RunningBroker, port: number, pki: TestPki, id: Identity
   return (await request(port, { id, ca: pki.ca, path })).status;
 }
 
-test('20 refused handshakes of a revoked certificate at 127.0.0.1 ban that certificate there, not a valid identity from the same address', async (t) => {
+for (const listener of ['certificate-optional', 'main'] as const) {
+  test(`${listener} listener: 20 refused handshakes of a revoked certificate at 127.0.0.1 ban that certificate there, not a valid identity from the same address`, async (t) => {
   const s = await setup(t);
+  const port = listener === 'main' ? s.b.port : s.optionalPort;
   const mallory = await s.pki.issue('mallory', ['user']);
   await s.pki.revoke('mallory');
   await s.b.broker.reload();
   const fingerprint = fingerprintOf(mallory);
-  for (let i = 0; i < 20; i++) await refusedHandshake(s.optionalPort, s.pki, mallory);
+  for (let i = 0; i < 20; i++) await refusedHandshake(port, s.pki, mallory);
   const ban = await s.b.logs.waitFor((l) => l.log === 'auth' && l.event === 'ban');
   assert.equal(ban.banKey, 'cert', JSON.stringify(ban));
   assert.equal(ban.fingerprint, fingerprint);
@@ -60,7 +65,7 @@ test('20 refused handshakes of a revoked certificate at 127.0.0.1 ban that certi
   assert.equal(ban.count, 20);
   assert.equal(ban.reason, 'failed handshakes');
   // Its next handshake is refused because of the ban, right after the handshake.
-  await refusedHandshake(s.optionalPort, s.pki, mallory);
+  await refusedHandshake(port, s.pki, mallory);
   const refused = await s.b.logs.waitFor((l) => l.log === 'auth' && l.event === 'handshake' && l.reason === 'banned');
   assert.equal(refused.banKey, 'cert');
   assert.equal(refused.fingerprint, fingerprint);
@@ -71,6 +76,7 @@ test('20 refused handshakes of a revoked certificate at 127.0.0.1 ban that certi
   assert.equal(s.b.broker.guard.refused.banned, 0, 'nothing refused at accept');
   assert.deepEqual(s.up.seen.map((r) => r.url), ['/api/main', '/api/optional']);
 });
+}
 
 test('an expired certificate from our CA is banned on its own fingerprint too', async (t) => {
   const s = await setup(t);

@@ -164,13 +164,13 @@ test('doctor --client: a foreign CA presenting a certificate for the right name 
   assertProblem(bare, 'tls', /issued by "O=Zscaler Inc\., CN=Zscaler Intermediate Root CA" \(organisation Zscaler Inc\.\): a TLS-inspecting middlebox \(Zscaler\) is in the path/);
 });
 
-test('doctor --client: a revoked client certificate refused by today\'s broker after the handshake is said so, without guessing the reason', async (t) => {
+test('doctor --client: a revoked client certificate refused silently (tls.refusal: close) after the handshake is said so, without guessing the reason', async (t) => {
   // revoked before the broker starts: it loads the CRL that lists it
   const pki = await makePki(t);
   const id = await pki.issue('acme', ['partner']);
   await pki.revoke('acme');
   const upstream = await startUpstream(t);
-  const b = { pki, upstream, ...(await startBroker(t, pki, { routes: [{ name: 'orders', path: '/orders', upstream: upstream.url, roles: ['partner'] }] })) };
+  const b = { pki, upstream, ...(await startBroker(t, pki, { tls: { server: 'localhost', refusal: 'close' }, routes: [{ name: 'orders', path: '/orders', upstream: upstream.url, roles: ['partner'] }] })) };
   const dir = tempDir(t);
   const r = await doctor(['--url', b.url, ...files(dir, 'acme', id, b.pki.ca), '--path', '/orders/7'], dir);
   const f = assertProblem(r, 'certificate accepted', /^the broker refused your certificate after the handshake: it (reset|closed|ended) the connection.* without an answer, so the reason is not known on this side$/);

@@ -197,6 +197,23 @@ test('doctor --client: the broker\'s own CRL expired (HTTP 495 body) is "not you
   assert.match(f.fix ?? '', /^tell the broker operator: the operator publishes a fresh CRL/);
 });
 
+test('doctor --client: a real broker whose own CRL expired while running: "not your fault, tell the operator", never blamed on the partner\'s certificate', async (t) => {
+  const pki = await makePki(t);
+  const id = await pki.issue('acme', ['partner']);
+  const { publishCrl } = await import('../../src/pki/revoke.ts');
+  const crl = await publishCrl(pki.store, { nextUpdateMs: 3_000 });
+  const upstream = await startUpstream(t);
+  const b = await startBroker(t, pki, { routes: [{ name: 'orders', path: '/orders', upstream: upstream.url, roles: ['partner'] }] });
+  // bounded: the CRL's nextUpdate is at most 3 s away
+  const wait = crl.nextUpdate.getTime() + 1_100 - Date.now();
+  await new Promise((r) => setTimeout(r, Math.max(0, Math.min(wait, 5_000))));
+  const dir = tempDir(t);
+  const r = await doctor(['--url', b.url, ...files(dir, 'acme', id, pki.ca), '--path', '/orders/7'], dir);
+  const f = assertProblem(r, 'certificate accepted', /^the broker refused your certificate because of a problem on the broker's side: the broker's CRL has expired \(not your fault\) \(495 BRK_ERR_TLS_CLIENT_CERT_REFUSED\); this is not your fault$/);
+  assert.match(f.fix ?? '', /^tell the broker operator/);
+  assert.equal(upstream.seen.length, 0);
+});
+
 test('doctor --client: --p12 (password from BROKER_P12_PASSWORD) works like --cert/--key; a wrong password fails "certificate"', async (t) => {
   const b = await runningBroker(t);
   const dir = tempDir(t);

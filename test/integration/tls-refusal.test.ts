@@ -6,7 +6,7 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
@@ -33,6 +33,25 @@ const cases: Array<{ name: string; reason: string; words: string; make(pki: Test
   { name: 'a certificate not yet valid', reason: 'not yet valid', words: 'certificate not yet valid', make: (pki) => pki.custom({ name: 'app', roles: ['app'], notBefore: ago(-1), notAfter: ago(-10) }) },
   { name: 'a serverAuth-only certificate', reason: 'wrong key usage', words: 'wrong key usage', make: (pki) => pki.custom({ name: 'app', roles: ['app'], kind: 'server', notBefore: ago(1), notAfter: ago(-1) }) },
 ];
+
+/** openssl s_client, asynchronously (the broker runs in this process): what it printed once the broker closed. */
+function sClient(args: string[], input: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('openssl', ['s_client', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString('latin1')));
+    p.stderr.resume();
+    const timer = setTimeout(() => {
+      p.kill('SIGKILL');
+      reject(new Error(`openssl s_client: no close within 20 s; printed ${JSON.stringify(out)}`));
+    }, 20_000);
+    p.on('close', () => {
+      clearTimeout(timer);
+      resolve(out);
+    });
+    p.stdin.end(input);
+  });
+}
 
 function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -76,8 +95,13 @@ for (const c of cases) {
     assert.equal(status, '495');
     assert.equal(JSON.parse(json!).reason, c.words);
 
+    // openssl s_client: the handshake completes, the request it sends is answered 495 with the reason
+    const o = await sClient(['-connect', `127.0.0.1:${b.port}`, '-servername', 'localhost', '-cert', join(dir, 'c.pem'), '-key', join(dir, 'k.pem'), '-quiet', '-ign_eof'], 'GET /r/x HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    assert.match(o, /^HTTP\/1\.1 495 SSL Certificate Error\r$/m, o);
+    assert.ok(o.includes(`"reason":"${c.words}"`), o);
+
     // the auth log: one refusal per connection, with the presented certificate (not trusted: logged)
-    const lines = await refusedLines(b, 2);
+    const lines = await refusedLines(b, 3);
     const leaf = leafOf(id.cert);
     for (const line of lines) {
       assert.equal(line.reason, c.reason, JSON.stringify(line));

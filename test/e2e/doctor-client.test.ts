@@ -13,29 +13,17 @@ import { createServer as createTlsServer, type TlsOptions, type TLSSocket } from
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { brokerAsync, errorCode, openssl, tempDir } from '../helpers/cli.ts';
+import { errorCode, openssl, tempDir } from '../helpers/cli.ts';
 import { within } from '../helpers/within.ts';
 import { makePki, startBroker, startUpstream, type Identity, type TestPki } from '../helpers/broker.ts';
 import { issueClient } from '../../src/pki/issue.ts';
 import type { Finding } from '../../src/doctor/finding.ts';
+import { runDoctor, runningBroker, type Report } from '../helpers/doctor.ts';
 
 const DAY = 86_400_000;
 
-interface Report {
-  code: number | null;
-  ok: boolean;
-  findings: Finding[];
-  stderr: string;
-}
-
-async function doctor(args: string[], cwd: string, env: Record<string, string> = {}): Promise<Report> {
-  const r = await brokerAsync(['doctor', '--client', ...args, '--json', '--timeout', '5s'], { cwd, timeoutMs: 60_000, env: { NODE_EXTRA_CA_CERTS: undefined as unknown as string, ...env } });
-  try {
-    return { code: r.code, ...(JSON.parse(r.stdout) as { ok: boolean; findings: Finding[] }), stderr: r.stderr };
-  } catch {
-    throw new Error(`doctor printed no JSON (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
-  }
-}
+const doctor = (args: string[], cwd: string, env: Record<string, string> = {}): Promise<Report> =>
+  runDoctor(['--client', ...args, '--timeout', '5s'], cwd, { NODE_EXTRA_CA_CERTS: undefined as unknown as string, ...env });
 
 const show = (r: Report) => `exit ${r.code}\n${r.findings.map((f) => `${f.status} ${f.check}: ${f.message}${f.fix ? ` | fix: ${f.fix}` : ''}`).join('\n')}\n${r.stderr}`;
 const checks = (r: Report) => r.findings.map((f) => `${f.status} ${f.check}`);
@@ -61,12 +49,6 @@ function files(dir: string, tag: string, id: Identity, ca?: string): string[] {
   return out;
 }
 
-async function runningBroker(t: TestContext) {
-  const pki = await makePki(t);
-  const upstream = await startUpstream(t);
-  const b = await startBroker(t, pki, { routes: [{ name: 'orders', path: '/orders', upstream: upstream.url, roles: ['partner'] }] });
-  return { pki, upstream, ...b };
-}
 
 /** A plain TLS server on 127.0.0.1; `answer` (when given) is written back after the first request head. */
 async function tlsServer(t: TestContext, options: TlsOptions, answer?: string): Promise<number> {

@@ -15,30 +15,14 @@ import { connect as netConnect, createServer as createNetServer, type AddressInf
 import { createServer as createTlsServer } from 'node:tls';
 import { join } from 'node:path';
 import { NODE, brokerAsync, errorCode, tempDir } from '../helpers/cli.ts';
-import { makePki, startBroker, startUpstream, type Identity, type TestPki } from '../helpers/broker.ts';
+import { makePki, startUpstream, type Identity, type TestPki } from '../helpers/broker.ts';
 import { eventually, within } from '../helpers/within.ts';
 import type { Finding } from '../../src/doctor/finding.ts';
+import { runDoctor, runningBroker, type Report } from '../helpers/doctor.ts';
 
 const DAY = 86_400_000;
 
-interface Report {
-  code: number | null;
-  ok: boolean;
-  findings: Finding[];
-  stdout: string;
-  stderr: string;
-}
-
-async function doctor(args: string[], cwd: string): Promise<Report> {
-  const r = await brokerAsync(['doctor', ...args, '--json'], { cwd, timeoutMs: 60_000 });
-  let parsed: { ok: boolean; findings: Finding[] };
-  try {
-    parsed = JSON.parse(r.stdout) as typeof parsed;
-  } catch {
-    throw new Error(`doctor printed no JSON (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
-  }
-  return { code: r.code, ...parsed, stdout: r.stdout, stderr: r.stderr };
-}
+const doctor = (args: string[], cwd: string) => runDoctor(args, cwd);
 
 const show = (r: Report) => `exit ${r.code}\n${r.findings.map((f) => `${f.status} ${f.check}: ${f.message}`).join('\n')}\n${r.stderr}`;
 
@@ -267,13 +251,6 @@ function partner(t: TestContext): Partner {
   };
 }
 
-/** A broker with one route, /orders for role partner, in front of a real upstream. */
-async function runningBroker(t: TestContext) {
-  const pki = await makePki(t);
-  const upstream = await startUpstream(t);
-  const b = await startBroker(t, pki, { routes: [{ name: 'orders', path: '/orders', upstream: upstream.url, roles: ['partner'] }] });
-  return { pki, upstream, ...b };
-}
 
 const checks = (r: Report) => r.findings.map((f) => `${f.status} ${f.check}`);
 

@@ -40,6 +40,10 @@ export interface Settings {
   readonly authCacheTtlMs: number;
   readonly jwt: { readonly clockSkewSec: number; readonly cacheMaxAgeMs: number; readonly cooldownMs: number; readonly timeoutMs: number } | undefined;
   readonly adminUpstreamCheckMs: number;
+  /** assertion.ttl: lifetime of the identity assertions (jwt identity format). */
+  readonly assertionTtlMs: number;
+  /** tracing.otlp.timeout, when spans are exported. */
+  readonly tracingTimeoutMs: number | undefined;
   readonly alerts: { readonly dedupWindowMs: number; readonly windowMs: number; readonly expiryWarningMs: number; readonly webhookTimeoutMs: number };
 }
 
@@ -91,6 +95,8 @@ function compile(c: BrokerConfig): Settings {
         })
       : undefined,
     adminUpstreamCheckMs: parseDuration(c.admin.upstreamCheckTimeout, 'admin.upstreamCheckTimeout'),
+    assertionTtlMs: parseDuration(c.assertion.ttl, 'assertion.ttl'),
+    tracingTimeoutMs: c.tracing.otlp ? parseDuration(c.tracing.otlp.timeout, 'tracing.otlp.timeout') : undefined,
     alerts: Object.freeze({
       dedupWindowMs: parseDuration(c.alerts.dedupWindow, 'alerts.dedupWindow'),
       windowMs: parseDuration(c.alerts.window, 'alerts.window'),

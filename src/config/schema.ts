@@ -138,6 +138,9 @@ const AuthMethod = Type.Union(AUTH_METHODS.map((m) => Type.Literal(m)));
 /** The asymmetric JWS algorithms a token may use: never "none", never HS* (no HMAC/public-key confusion). */
 export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
 
+/** The forms in which a route's upstream receives the verified identity (routes[].identity). */
+export const IDENTITY_FORMATS = ['headers', 'xfcc', 'rfc9440', 'jwt'] as const;
+
 export const RouteSchema = Type.Object(
   {
     name: Name,
@@ -157,6 +160,13 @@ export const RouteSchema = Type.Object(
       description: 'credentials the route requires, every one of them: mtls (client certificate), apiKey, jwt (OAuth2/OIDC bearer token), basic. Without mtls the route is served only on listenCertOptional',
     }),
     passCredentials: Type.Boolean({ default: false, description: 'forward the Authorization / API key header the broker checked (stripped by default)' }),
+    identity: Type.Array(Type.Union(IDENTITY_FORMATS.map((f) => Type.Literal(f))), {
+      default: ['headers', 'xfcc'],
+      uniqueItems: true,
+      description: 'how the upstream learns who called: headers (x-client-name, x-client-roles, …), xfcc (x-forwarded-client-cert), rfc9440 (Client-Cert and Client-Cert-Chain, the DER the client presented), jwt (a short-lived JWT signed by the broker, bound to the certificate; see "assertion"). Inbound copies of all of them are always stripped',
+    }),
+    audience: Type.Optional(Type.String({ minLength: 1, description: 'the "aud" of the jwt identity format; default: the route\'s name' })),
+    keepServerHeader: Type.Boolean({ default: false, description: 'pass the upstream\'s Server header on to the client (dropped by default: it tells strangers what runs behind the broker)' }),
     methodOverride: Type.Boolean({
       default: false,
       description: 'forward X-HTTP-Method-Override, X-HTTP-Method and X-Method-Override (stripped by default); each named method is then judged by the route\'s methods and ACL like the request\'s own',
@@ -262,6 +272,34 @@ export const AdminSchema = Type.Object(
   { ...strict, default: {} },
 );
 
+export const AssertionSchema = Type.Object(
+  {
+    issuer: Type.String({ default: 'broker', minLength: 1, description: 'the "iss" of the identity assertions (routes whose identity includes jwt)' }),
+    header: Type.String({ default: 'x-client-jwt', pattern: '^[a-z0-9][a-z0-9-]{0,63}$', description: 'request header that carries the assertion to the upstream (inbound copies are stripped on every route)' }),
+    ttl: Duration('60s', 'assertion lifetime (exp - iat); an assertion is reused for at most half of it'),
+    jwksFile: Type.Optional(Type.String({ description: 'also write the public keys (JWKS) to this file, for upstreams that mount it; rewritten at every reload and key retirement' })),
+  },
+  { ...strict, default: {} },
+);
+
+export const TracingSchema = Type.Object(
+  {
+    otlp: Type.Optional(
+      Type.Object(
+        {
+          endpoint: Type.String({ pattern: '^https?://', description: 'OTLP/HTTP traces URL of the collector, e.g. http://127.0.0.1:4318/v1/traces' }),
+          headers: Type.Record(Type.String({ pattern: '^[A-Za-z0-9-]{1,64}$' }), Type.String(), { default: {}, description: 'extra headers for the collector (e.g. an API key)' }),
+          timeout: Duration('10s', 'export deadline per batch'),
+        },
+        { ...strict, description: 'export a span per request (server span, and a client span to the upstream) to this collector; off when absent' },
+      ),
+    ),
+    serviceName: Type.String({ default: 'broker', minLength: 1, description: 'service.name of the exported spans' }),
+    sampleRatio: Type.Number({ minimum: 0, maximum: 1, default: 1, description: 'share of traces the broker starts that are sampled; a partner\'s traceparent decides for the traces it continues' }),
+  },
+  { ...strict, default: {} },
+);
+
 export const AlertsSchema = Type.Object(
   {
     webhook: Type.Optional(Type.String({ pattern: '^https?://', description: 'URL that receives each alert as a JSON POST' })),
@@ -312,6 +350,8 @@ export const ConfigSchema = Type.Object(
     log: LogSchema,
     admin: AdminSchema,
     alerts: AlertsSchema,
+    assertion: AssertionSchema,
+    tracing: TracingSchema,
   },
   strict,
 );
@@ -324,3 +364,4 @@ export type BucketConfig = Static<typeof BucketSchema>;
 export type RoleConfig = Static<typeof RoleSchema>;
 export type AuthMethod = (typeof AUTH_METHODS)[number];
 export type JwtConfig = Static<typeof JwtSchema>;
+export type IdentityFormat = (typeof IDENTITY_FORMATS)[number];

@@ -32,6 +32,8 @@ export const ERRORS = {
   BRK_ERR_PKI_AUDIT_TAMPERED: { exit: 1, hint: 'the audit log was edited, truncated or lines were removed; compare it with your backups' },
   BRK_ERR_PKI_AUDIT_INTERRUPTED: { exit: 1, hint: 'a change was cut off by a crash or kill, nothing was tampered with; run "broker pki audit recover" (or any store-changing command) to complete it' },
   BRK_ERR_PKI_OUTPUT_EXISTS: { exit: 1, hint: 'the output files already exist; choose another --out DIR or pass --force to replace them' },
+  BRK_ERR_ASSERTION_KEY_MISSING: { exit: 2, hint: 'a route sends the jwt identity format but the store has no assertion signing key; run "broker pki rotate assertion-key" (stores made before identity assertions have none), or remove jwt from the route\'s identity' },
+  BRK_ERR_ASSERTION_KEYS_CORRUPT: { exit: 1, hint: 'assertion/keys.json or an assertion key file is unreadable; restore them from a backup, or move the assertion folder aside and run "broker pki rotate assertion-key" to start over with a new key' },
   BRK_ERR_PKI_CERT_REJECTED: { exit: 1, hint: 'this CA would refuse the certificate for the reasons given; issue or renew one with "broker pki issue/renew"' },
   BRK_ERR_PKI_SAN_INVALID: { exit: 2, hint: 'give --dns as a hostname (a leading "*." wildcard is allowed) and --ip as an IPv4 or IPv6 address' },
   BRK_ERR_PKI_CRYPTO: { exit: 1, hint: 'a cryptographic operation failed; the message has the cause' },

@@ -9,6 +9,7 @@ import { caExists, withStoreLock } from './store.ts';
 import { commitChange } from './journal.ts';
 import { DEFAULT_CRL_VALIDITY_MS, stageCrls } from './crl.ts';
 import { checkTrustDomain } from './names.ts';
+import { stageFirstAssertionKey } from './assertion.ts';
 
 const YEAR = 365 * 86_400_000;
 export const ROOT_LIFETIME_MS = 20 * YEAR;
@@ -29,6 +30,8 @@ export interface InitResult {
   root: { subject: string; serial: string; notAfter: Date; fingerprint: string };
   intermediate: { subject: string; serial: string; notAfter: Date; fingerprint: string };
   encrypted: boolean;
+  /** The first identity assertion signing key (ES256), by kid. */
+  assertionKid: string;
 }
 
 export async function initCa(o: InitOptions): Promise<InitResult> {
@@ -72,6 +75,7 @@ export async function initCa(o: InitOptions): Promise<InitResult> {
       .write(layout.caCert, rootPem, PUBLIC_MODE)
       .write(layout.chain, intPem + rootPem, PUBLIC_MODE);
     await stageCrls(inventory, { root, intermediate, previous: new Map(), previousRoots: new Map() }, layout, tx, now);
+    const assertionKid = await stageFirstAssertionKey(layout, tx, now);
     tx.write(layout.inventory, serializeInventory(inventory), PRIVATE_MODE);
     commitChange(layout, tx, {
       op: 'init',
@@ -81,6 +85,6 @@ export async function initCa(o: InitOptions): Promise<InitResult> {
       detail: `keyType=${o.keyType} trustDomain=${o.trustDomain} encrypted=${inventory.ca.encrypted}`,
     }, () => held.check());
     const summary = (c: typeof rootCert) => ({ subject: c.subject, serial: c.serialNumber.toLowerCase(), notAfter: c.notAfter, fingerprint: fingerprint(c.rawData) });
-    return { dir: o.dir, root: summary(rootCert), intermediate: summary(intCert), encrypted: inventory.ca.encrypted };
+    return { dir: o.dir, root: summary(rootCert), intermediate: summary(intCert), encrypted: inventory.ca.encrypted, assertionKid };
   });
 }

@@ -106,7 +106,7 @@ export interface Recovery {
 
 /** Store folders that hold staged files. */
 function storeFolders(l: StoreLayout): string[] {
-  return [l.dir, dirname(l.rootCert), dirname(l.rootCrl), dirname(l.serverCert('x'))];
+  return [l.dir, dirname(l.rootCert), dirname(l.rootCrl), dirname(l.serverCert('x')), l.assertionDir];
 }
 
 function removeOrphanTemps(l: StoreLayout): number {

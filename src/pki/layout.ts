@@ -34,6 +34,14 @@ export interface StoreLayout {
   crossCert: string;
   serverCert(name: string): string;
   serverKey(name: string): string;
+  /** Identity assertion (JWT) signing keys: `assertion/` (see pki/assertion.ts). */
+  assertionDir: string;
+  /** Which assertion keys exist, which is current, when the replaced ones retire. */
+  assertionKeys: string;
+  /** The published public keys (JWKS), for upstreams that read the store. */
+  assertionJwks: string;
+  /** One assertion signing key (PKCS#8 PEM, unencrypted: the serving process reads it), by kid. */
+  assertionKey(kid: string): string;
 }
 
 export function storeLayout(dir: string): StoreLayout {
@@ -63,6 +71,10 @@ export function storeLayout(dir: string): StoreLayout {
     crossCert: join(dir, 'ca', 'root-cross.crt'),
     serverCert: (name) => join(dir, 'servers', `${name}.crt`),
     serverKey: (name) => join(dir, 'servers', `${name}.key`),
+    assertionDir: join(dir, 'assertion'),
+    assertionKeys: join(dir, 'assertion', 'keys.json'),
+    assertionJwks: join(dir, 'assertion', 'jwks.json'),
+    assertionKey: (kid) => join(dir, 'assertion', `${kid}.key`),
   };
 }
 

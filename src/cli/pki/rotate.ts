@@ -6,6 +6,7 @@ interface Opts extends StoreOptions {
   ttl?: string;
   dryRun?: boolean;
   overlap?: string;
+  alg?: string;
 }
 
 /** Where a plan is printed: stdout, or stderr with --json so that stdout stays one JSON document. */
@@ -95,5 +96,32 @@ export function register(pki: Command): void {
       const r = await rotateRoot(store, { overlapMs, ...(passphrase === undefined ? {} : { passphrase }) });
       if (opts.json) return out.printJson(r);
       out.printLines(`new root serial ${r.root} with issuing CA ${r.intermediate} (cross certificate ${r.cross}); the old root ${r.previousRoot} is trusted until ${r.retireAt}`);
+    });
+
+  storeOptions(rotate.command('assertion-key'), { json: true, passphrase: false })
+    .summary('a new signing key for identity assertions (the jwt identity format), with an overlap')
+    .description('Create a new identity assertion signing key in the store (assertion/). It becomes current at once: running brokers reload it (file watching, SIGHUP or POST /reload) and sign with it. The key it replaces stays published in the JWKS (/.well-known/jwks.json on the admin listener, assertion.jwksFile) until the overlap ends, so upstreams keep verifying tokens it signed; keys past their overlap are removed at the next rotation. The overlap must exceed assertion.ttl plus how long upstreams cache the JWKS. --overlap 0 retires the replaced key at once (a compromised key): tokens it signed stop verifying as soon as upstreams refetch the JWKS. No CA passphrase is needed: no CA key is used.')
+    .option('--alg <alg>', 'ES256 | EdDSA (Ed25519)', 'ES256')
+    .option('--overlap <duration>', 'how long the replaced key stays published (0: at once)', '1h')
+    .option('--dry-run', 'print the plan and change nothing')
+    .addHelpText('after', examples('broker pki rotate assertion-key', 'broker pki rotate assertion-key --alg EdDSA --overlap 2h', 'broker pki rotate assertion-key --overlap 0   # the current key leaked'))
+    .action(async (opts: Opts) => {
+      const [{ assertAssertionAlg, readAssertionKeys, rotateAssertionKey }, { parseDuration }, out] = await Promise.all([import('../../pki/assertion.ts'), import('../../config/duration.ts'), import('../output.ts')]);
+      const store = await openStore(opts);
+      const alg = assertAssertionAlg(opts.alg ?? 'ES256');
+      const overlapMs = /^0+(ms|[smhdwy])?$/.test(opts.overlap ?? '') ? 0 : parseDuration(opts.overlap ?? '1h', '--overlap');
+      const before = readAssertionKeys(store.layout);
+      const retireAt = new Date(Date.now() + overlapMs).toISOString();
+      const say = planPrinter(opts, out.printLines);
+      say(
+        `plan: rotate the identity assertion key${before ? ` (now ${before.current})` : ' (the store has none yet: create the first)'}`,
+        `  1. a new ${alg} key becomes current; running brokers reload it and sign new assertions with it`,
+        before ? `  2. ${before.current} stays published in the JWKS until ${retireAt}${overlapMs === 0 ? ' (at once: upstreams refuse its tokens once they refetch the JWKS)' : ''}` : '  2. nothing to retire',
+        '  3. keys whose overlap has ended are removed from the store and the JWKS',
+      );
+      if (opts.dryRun) return say('dry run: nothing changed');
+      const r = await rotateAssertionKey(store, { alg, overlapMs });
+      if (opts.json) return out.printJson(r);
+      out.printLines(`new assertion key ${r.kid} (${r.alg})${r.previous ? `; ${r.previous.kid} published until ${r.previous.retireAt}` : ''}${r.removed.length ? `; removed ${r.removed.join(', ')}` : ''}`);
     });
 }

@@ -54,6 +54,7 @@ export interface PipelineDeps {
   ablations?: Ablations;
   /** WebSockets and keyed keep-alive connections, by the credentials that admitted them (long-lived). */
   live: LiveConnections;
+  assertion?: import('./proxy/assertion.ts').AssertionSigner;
 }
 
 /** One config generation's request path. */

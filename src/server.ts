@@ -28,6 +28,7 @@ import { createDrain } from './lifecycle/drain.ts';
 import { revocationFanOut } from './lifecycle/revocations.ts';
 import { LiveConnections } from './proxy/live.ts';
 import { reloader, type Current, type ReloadResult } from './lifecycle/reload.ts';
+import { assertionKeeper, type PreparedAssertions } from './lifecycle/assertion-keys.ts';
 
 export type { ReloadResult } from './lifecycle/reload.ts';
 
@@ -111,8 +112,22 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
 
   // ---- the first generation, and the listeners that hand it requests
   const live = new LiveConnections(loggers.auth, REVOKED_KEY_PREFIX);
-  const compile = (c: BrokerConfig, verifiers: Verifiers) => compilePipeline(c, { loggers, store, guard, isRevoked, verifiers, ablations, live });
+  // The identity assertion signer is per generation (a rotated store key arrives with a reload);
+  // the keys of the generation last compiled are published when it is swapped in (reloads run one at a time).
+  const assertions = assertionKeeper(loggers.error);
+  let compiledAssertions: PreparedAssertions = { keys: undefined, signer: undefined };
+  const compile = (c: BrokerConfig, verifiers: Verifiers) => {
+    const a = assertions.prepare(c);
+    compiledAssertions = a;
+    return compilePipeline(c, { loggers, store, guard, isRevoked, verifiers, ablations, live, ...(a.signer ? { assertion: a.signer } : {}) });
+  };
   const generations = new Generations(await compile(initial, current.verifiers));
+  try {
+    assertions.apply(initial, compiledAssertions, { strict: true });
+  } catch (err) {
+    await generations.current.close().catch(() => {});
+    throw err;
+  }
   const drain = createDrain();
   const listeners = createListeners(
     initial,
@@ -152,6 +167,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     },
     commit(next, generation) {
       generations.swap(generation, settingsOf(next.config).drainMs);
+      assertions.apply(next.config, compiledAssertions);
       current = next;
       rules = compileIdentityRules(next.config.identities);
       listeners.applyLimits(next.config);
@@ -171,6 +187,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
         registry: metrics.registry,
         token: initial.admin.tokenFile ? readFileSync(initial.admin.tokenFile, 'utf8').split(/\r?\n/, 1)[0] : undefined,
         allowedHosts: initial.admin.allowedHosts,
+        jwks: () => assertions.jwks(),
         readiness: readiness({
           serverNotAfter: () => current.material.server.notAfter,
           crlNextUpdate: () => current.material.crlNextUpdate,
@@ -215,6 +232,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
       closing ??= (async () => {
         guard.close();
         clearInterval(expiryTimer);
+        assertions.close();
         await drain.stop(listeners.all, graceMs);
         alerts.close();
         if (!o.metrics) metrics.close();

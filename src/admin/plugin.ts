@@ -2,7 +2,8 @@
  * The admin listener: health, readiness and metrics on its own address (127.0.0.1 by default),
  * never on the public listener. Beyond loopback it requires a bearer token (config check refuses
  * otherwise, and a token-less listener refuses connections that arrive on a non-loopback address);
- * /healthz stays open so an orchestrator can probe liveness.
+ * /healthz stays open so an orchestrator can probe liveness, and /.well-known/jwks.json so upstreams
+ * can fetch the identity assertion keys (public keys only).
  *
  * Browsers are kept out, since a page on any site can make a browser send requests to loopback:
  * - Host must be an IP address, `localhost` or a name in `admin.allowedHosts` (421 otherwise): a
@@ -30,16 +31,26 @@ export interface ReadinessCheck {
 export interface AdminDeps {
   registry: Registry;
   readiness(): Promise<ReadinessCheck[]>;
-  /** Bearer token required on every endpoint but /healthz; undefined: none (loopback only). */
+  /** Bearer token required on every endpoint but /healthz and the JWKS; undefined: none (loopback only). */
   token?: string | undefined;
   /** Host names answered besides IP addresses and localhost (admin.allowedHosts). */
   allowedHosts?: readonly string[];
+  /**
+   * The identity assertion keys published now (JWKS), served at /.well-known/jwks.json without the
+   * admin token. Read on every request: it changes on reload and when a replaced key retires.
+   */
+  jwks?(): { keys: readonly object[] };
   /** Admin actions (reload, …) are registered by their owners. */
   extend?(app: FastifyInstance): void;
 }
 
 /** The header a state-changing request carries when it comes without the bearer token. */
 export const ADMIN_HEADER = 'x-broker-admin';
+
+/** Where the identity assertion keys are published (readable without the token, like /healthz). */
+export const JWKS_PATH = '/.well-known/jwks.json';
+/** Paths answered without the bearer token: liveness, and public keys upstreams must fetch. */
+const OPEN_PATHS: ReadonlySet<string> = new Set(['/healthz', JWKS_PATH]);
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -67,7 +78,7 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     if (!adminHostAllowed(host, names)) return refuse(reply, 'BRK_ERR_ADMIN_HOST');
     // Without a token the listener is for loopback only, whatever address it was bound to.
     if (want === undefined && !isLoopbackAddress(request.socket.localAddress ?? '')) return refuse(reply, 'BRK_ERR_ADMIN_NOT_LOOPBACK');
-    if (want !== undefined && request.url !== '/healthz') {
+    if (want !== undefined && !OPEN_PATHS.has(request.url)) {
       const auth = request.headers.authorization ?? '';
       const given = auth.startsWith('Bearer ') ? digest(auth.slice(7)) : undefined;
       if (!given || !timingSafeEqual(given, want)) return refuse(reply, 'BRK_ERR_ADMIN_UNAUTHORIZED');
@@ -90,6 +101,14 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     reply.header('content-type', deps.registry.contentType);
     return deps.registry.metrics();
   });
+  if (deps.jwks) {
+    const jwks = deps.jwks;
+    app.get(JWKS_PATH, async (_request, reply) => {
+      // Upstreams cache it; a rotation's overlap (default 1h) covers this and the token lifetime.
+      reply.header('content-type', 'application/jwk-set+json').header('cache-control', 'public, max-age=300');
+      return JSON.stringify({ keys: jwks().keys });
+    });
+  }
   deps.extend?.(app);
   await app.ready();
   return app;

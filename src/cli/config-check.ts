@@ -51,6 +51,16 @@ export function register(program: Command): void {
           const lines = err.message.split('\n').map((l) => l.trim()).filter(Boolean);
           problems.push(...(lines.length > 1 ? lines.slice(1) : lines).map((l) => (l.startsWith('auth') ? l : `auth: ${l}`)));
         }
+        // Routes that send the jwt identity format need an assertion key in the store, as serve does.
+        const { loadAssertionKeys, usesAssertions } = await import('../pki/assertion.ts');
+        if (usesAssertions(candidate)) {
+          try {
+            loadAssertionKeys(candidate.pki.dir);
+          } catch (err) {
+            if (!isBrokerError(err)) throw err;
+            problems.push(`assertion: ${err.code}: ${err.message} (${err.hint})`);
+          }
+        }
       }
       if (opts.json) out.printJson({ ok: problems.length === 0, problems });
       else if (!problems.length) out.printLines(`${opts.config}: ok (${config?.routes.length ?? 0} routes)`);

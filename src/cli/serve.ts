@@ -48,10 +48,11 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
   const { watchFiles } = await import('../tls/watch.ts');
   const { materialFiles } = await import('../tls/material.ts');
   const { keysFile } = await import('../auth/index.ts');
+  const { storeLayout } = await import('../pki/layout.ts');
   const { settingsOf } = await import('../config/compile.ts');
   const { resolve } = await import('node:path');
   const watcher = config.reload.watch
-    ? watchFiles([resolve(file), ...Object.values(materialFiles(config)), keysFile(config)], settingsOf(config).reloadDebounceMs, (what) => void broker.reload(undefined, `file change: ${what}`))
+    ? watchFiles([resolve(file), ...Object.values(materialFiles(config)), keysFile(config), storeLayout(config.pki.dir).assertionKeys], settingsOf(config).reloadDebounceMs, (what) => void broker.reload(undefined, `file change: ${what}`))
     : undefined;
   const graceMs = settingsOf(config).timeouts.shutdown;
   await new Promise<void>((done) => {

@@ -22,9 +22,9 @@ import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { BrokerConfig, RouteConfig } from './config/index.ts';
 import { settingsOf } from './config/index.ts';
-import { isBrokerError, type HttpErrorCode } from './errors.ts';
-import { RequestContext, matchRoute, replyError, routeTable, type Routed } from './request/index.ts';
-import type { Caller } from './identity/index.ts';
+import { BrokerError, isBrokerError, type HttpErrorCode } from './errors.ts';
+import { RequestContext, matchRoute, replyError, routeTable, upstreamTraceparent, type RequestTracer, type Routed } from './request/index.ts';
+import type { Caller, Principal } from './identity/index.ts';
 import { checkHead, compileRoleIps, normalizePath, overrideMethods, type HeadLimits } from './filter/index.ts';
 import type { ConnectionGuard } from './filter/connection-guard.ts';
 import { compilePolicy, decide, type RoutePolicy } from './acl/index.ts';
@@ -34,7 +34,8 @@ import { anonymousChallenge, authGate, COUNTED_REFUSALS } from './auth/gate.ts';
 import { REVOKED_KEY_PREFIX, type Verifiers } from './auth/index.ts';
 import { isAdmitted, principalOf } from './tls/listener.ts';
 import type { LiveConnections } from './proxy/live.ts';
-import { upstreamHeaderList, upstreamHeaders, type ForwardInfo, type IdentityHeaders } from './proxy/headers.ts';
+import { FORMAT_HEADERS, FORMAT_XFCC, headerObject, rfc9440Values, upstreamHeaderList, type ForwardInfo, type IdentityHeaders } from './proxy/headers.ts';
+import type { AssertionSigner } from './proxy/assertion.ts';
 import { Upstream } from './proxy/upstream.ts';
 import { webSocketRelay, type WebSocketRelay } from './proxy/websocket.ts';
 import { accessLogger } from './observability/access-log.ts';
@@ -54,7 +55,8 @@ export interface PipelineDeps {
   ablations?: Ablations;
   /** WebSockets and keyed keep-alive connections, by the credentials that admitted them (long-lived). */
   live: LiveConnections;
-  assertion?: import('./proxy/assertion.ts').AssertionSigner;
+  /** Signs the identity assertions of routes whose identity includes jwt (from the store's current assertion key). */
+  assertion?: AssertionSigner | undefined;
 }
 
 /** One config generation's request path. */
@@ -81,6 +83,10 @@ interface Route extends Routed {
   readonly stripPrefix: boolean;
   /** Method-override headers travel on, and each method they name is judged by the ACL. */
   readonly methodOverride: boolean;
+  /** routes[].identity: headers and xfcc as FORMAT_* bits; rfc9440 fields; the jwt assertion's audience (undefined: none). */
+  readonly formats: number;
+  readonly rfc9440: boolean;
+  readonly audience: string | undefined;
   readonly upstream: Upstream;
 }
 
@@ -104,6 +110,29 @@ function identityOf(caller: Caller): IdentityHeaders {
     identities.set(caller, id);
   }
   return id;
+}
+
+/** RFC 9440 fields per certificate (the principal is shared by every connection with that certificate). */
+const certFieldCache = new WeakMap<Principal, readonly string[]>();
+
+/** The DER the client presented and the certificates that certify it, as the socket's peer certificate chain has them. */
+function certFields(p: Principal, socket: unknown): readonly string[] | undefined {
+  let f = certFieldCache.get(p);
+  if (f === undefined) {
+    const peer = (socket as { getPeerCertificate?(detailed: boolean): DetailedPeer }).getPeerCertificate?.(true);
+    if (peer?.raw === undefined || peer.fingerprint256?.replaceAll(':', '').toLowerCase() !== p.fingerprint) return undefined;
+    const chain: Buffer[] = [];
+    // up the verified chain; the self-signed trust anchor is left out (RFC 9440 §2.3 allows it)
+    for (let c = peer.issuerCertificate, n = 0; c !== undefined && c !== null && n < 8 && c.issuerCertificate !== c && c.fingerprint256 !== c.issuerCertificate?.fingerprint256; c = c.issuerCertificate, n++) chain.push(c.raw);
+    certFieldCache.set(p, (f = rfc9440Values(peer.raw, chain)));
+  }
+  return f;
+}
+
+interface DetailedPeer {
+  raw: Buffer;
+  fingerprint256?: string;
+  issuerCertificate?: DetailedPeer | null;
 }
 
 /** Forwarding facts per connection (and Host), so that their checked header values are reused. */
@@ -145,6 +174,12 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   /** A bearer token is honoured until exp + auth.jwt.clockSkew, as its verifier does. */
   const skewMs = (n.jwt?.clockSkewSec ?? 0) * 1000;
   const log = accessLogger({ access: off.accessLog || !loggers.access.isLevelEnabled('info') ? undefined : loggers.access });
+  const assertionHeader = c.assertion.header;
+  const signer = deps.assertion;
+  if (signer === undefined && c.routes.some((r) => r.identity.includes('jwt'))) {
+    throw new BrokerError('BRK_ERR_ASSERTION_KEY_MISSING', `route ${c.routes.find((r) => r.identity.includes('jwt'))?.name} has identity jwt, and no assertion signing key was loaded`);
+  }
+  const tracer: (RequestTracer & { close(): Promise<void> }) | undefined = c.tracing.otlp === undefined ? undefined : await (await import('./observability/tracing.ts')).otlpTracer(c);
 
   const routes: Route[] = c.routes.map((r) => {
     const upstream = new Upstream({
@@ -156,6 +191,8 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
       // 0: not counted (benchmark ablation only, BROKER_ABLATE=upstreamShare).
       share: off.upstreamShare ? 0 : Math.floor(c.limits.upstreamShare * c.limits.upstreamConnections),
       responseWriteMs: n.timeouts.responseWrite,
+      keepServerHeader: r.keepServerHeader,
+      noteAddress: log.wantsUpstreamAddress,
       onWriteTimeout: (ctx) => loggers.error.warn({ event: 'client', route: r.name, reqId: ctx.id, principal: ctx.caller?.name, code: 'BRK_ERR_HTTP_RESPONSE_WRITE_TIMEOUT', remoteIp: ctx.req.socket?.remoteAddress }, 'client stopped reading its answer: dropped, upstream exchange aborted'),
       onFailure: (ctx, err, timedOut) =>
         loggers.error.error({ event: 'upstream', route: r.name, upstream: upstream.origin, reqId: ctx.id, err: { message: err.message, code: (err as { code?: string }).code, cause: String((err as { cause?: unknown }).cause ?? '') } }, timedOut ? 'upstream timed out' : 'upstream failed'),
@@ -169,11 +206,15 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
       auth: r.auth,
       policy: compilePolicy(r),
       websocket: r.websocket,
-      // The API key header never travels on (it is the broker's secret) unless the route passes credentials.
-      strip: r.passCredentials ? undefined : new Set([c.auth.apiKeyHeader, ...credentialHeaders]),
+      // The API key header never travels on (it is the broker's secret) unless the route passes
+      // credentials; a client's copy of the assertion header never does.
+      strip: new Set(r.passCredentials ? [assertionHeader] : [c.auth.apiKeyHeader, ...credentialHeaders, assertionHeader]),
       base: upstream.basePath,
       stripPrefix: r.stripPath,
       methodOverride: r.methodOverride,
+      formats: (r.identity.includes('headers') ? FORMAT_HEADERS : 0) | (r.identity.includes('xfcc') ? FORMAT_XFCC : 0),
+      rfc9440: r.identity.includes('rfc9440'),
+      audience: r.identity.includes('jwt') ? (r.audience ?? r.name) : undefined,
       upstream,
     };
   });
@@ -182,7 +223,10 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   const relay: WebSocketRelay | undefined = wsRoutes.length
     ? await webSocketRelay(
         wsRoutes.map((r) => ({ prefix: r.prefix, rewritePrefix: r.base + (r.stripPrefix ? '' : r.prefix), origin: r.origin, tls: r.upstream.tls })),
-        (req) => headersFor((req as unknown as Record<symbol, RequestContext>)[kCtx] as RequestContext),
+        (req) => {
+          const h = ((req as unknown as Record<symbol, RequestContext>)[kCtx] as RequestContext).upstreamHeaders as string[] | Record<string, string>;
+          return Array.isArray(h) ? headerObject(h) : h;
+        },
         deps.live,
         ws,
       )
@@ -285,19 +329,27 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     return undefined;
   }
 
-  /** 7. The headers the upstream receives: the client's minus anything that could speak for the broker, plus the verified identity. */
+  /**
+   * 7. The headers the upstream receives: the client's minus anything that could speak for the
+   * broker, plus the verified identity in the route's formats, the trace context and the request id.
+   */
   function headerList(ctx: RequestContext): string[] | Record<string, string> {
     const req = ctx.req;
     if (off.identityHeaders) return req.headers as Record<string, string>;
     const r = ctx.route as Route;
-    return upstreamHeaderList(req.rawHeaders, identityOf(ctx.caller as Caller), forwardInfo(req), r.strip, r.methodOverride);
-  }
-
-  /** The same, as an object, for the WebSocket relay. */
-  function headersFor(ctx: RequestContext): Record<string, string> {
-    const req = ctx.req;
-    const r = ctx.route as Route;
-    return upstreamHeaders(req.rawHeaders, identityOf(ctx.caller as Caller), forwardInfo(req), r.strip, r.methodOverride);
+    const caller = ctx.caller as Caller;
+    const id = identityOf(caller);
+    const list = upstreamHeaderList(req.rawHeaders, id, forwardInfo(req), r.strip, r.methodOverride, r.formats);
+    if (r.rfc9440 && caller.cert !== undefined) {
+      const fields = certFields(caller.cert, req.socket);
+      if (fields === undefined) throw new BrokerError('BRK_ERR_PROXY_IDENTITY_VALUE', 'the connection\'s certificate could not be read for Client-Cert');
+      for (const x of fields) list.push(x);
+    }
+    if (r.audience !== undefined) list.push(assertionHeader, (signer as AssertionSigner).token(id, r.audience));
+    if (tracer !== undefined) tracer.upstream(ctx, performance.now());
+    list.push('traceparent', upstreamTraceparent(ctx), 'x-request-id', ctx.id);
+    if (ctx.traceState !== undefined) list.push('tracestate', ctx.traceState);
+    return list;
   }
 
   /** 8. The proxy: the canonical path under the upstream's base, the decided headers, bytes both ways. */
@@ -305,14 +357,17 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     const r = ctx.route as Route;
     let headers: string[] | Record<string, string>;
     try {
-      headers = ctx.upgrade ? headersFor(ctx) : headerList(ctx);
+      headers = headerList(ctx);
     } catch (err) {
       // An identity value that cannot travel as a header (a comma or space in a name or role from
       // a certificate or an identities rule) is a refusal of this request, not a broker failure.
       if (isBrokerError(err, 'BRK_ERR_PROXY_IDENTITY_VALUE')) return void refuse(ctx, 'BRK_ERR_PROXY_IDENTITY_VALUE', err.message);
       return internalError(ctx, err);
     }
-    if (ctx.upgrade) return relayUpgrade(ctx, r);
+    if (ctx.upgrade) {
+      ctx.upstreamHeaders = headers;
+      return relayUpgrade(ctx, r);
+    }
     const rest = r.stripPrefix ? ctx.path.slice(r.prefix.length) : ctx.path;
     const path = r.base + rest;
     const who = (ctx.caller as Caller).name;
@@ -366,7 +421,9 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
       // Refused credentials were counted as failed authentications already.
       if (!COUNTED_REFUSALS.has(ctx.denial?.code ?? '')) void guard.failure(ctx.req.socket?.remoteAddress ?? '', 'request');
     }
-    log(ctx, status, performance.now());
+    const end = performance.now();
+    if (tracer !== undefined) tracer.end(ctx, status, end);
+    log(ctx, status, end);
   }
 
   // ------------------------------------------------------------------ the refusal adapter
@@ -426,14 +483,14 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   return {
     config: c,
     handle(req, res) {
-      start(new RequestContext(req, res, performance.now()));
+      start(new RequestContext(req, res, performance.now(), tracer));
     },
     upgrade(req, socket, headBytes) {
       // Refusals are answered in HTTP on the raw socket, which is closed after the answer.
       const res = new ServerResponse(req);
       res.assignSocket(socket as never);
       res.once('finish', () => socket.destroy());
-      const ctx = new RequestContext(req, res, performance.now());
+      const ctx = new RequestContext(req, res, performance.now(), tracer);
       ctx.upgrade = true;
       ctx.upgradeHead = headBytes;
       (req as unknown as Record<symbol, RequestContext>)[kCtx] = ctx;
@@ -444,6 +501,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     },
     async close() {
       await Promise.all([...routes.map((r) => r.upstream.close().catch(() => {})), relay?.close()]);
+      await tracer?.close();
     },
   };
 }

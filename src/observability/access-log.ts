@@ -11,7 +11,7 @@
 import type { Logger } from 'pino';
 import { rawLine } from '../raw-line.ts';
 import { channels, type RejectEvent, type RequestEvent } from '../channels.ts';
-import { decisionOf, type RequestContext, type RouteNote } from '../request/index.ts';
+import { connectionId, decisionOf, type RequestContext, type RouteNote } from '../request/index.ts';
 import type { Caller, Principal } from '../identity/index.ts';
 import type { HttpErrorCode } from '../errors.ts';
 
@@ -61,7 +61,34 @@ function routeOf(r: RouteNote | undefined): { route: string; upstream: string } 
   return s;
 }
 
-const ACCESS_FIELDS = ['reqId', 'principal', 'roles', 'auth', 'keyId', 'method', 'route', 'path', 'upstream', 'status', 'bytesIn', 'bytesOut', 'durationMs', 'upstreamMs', 'decision', 'rateLimitRemaining', 'code', 'detail'];
+const ACCESS_FIELDS = [
+  'reqId', 'connId', 'clientIp', 'clientPort', 'tlsVersion', 'resumed', 'serial', 'fingerprint',
+  'principal', 'roles', 'auth', 'keyId', 'method', 'route', 'path', 'userAgent', 'upstream', 'upstreamAddr',
+  'status', 'bytesIn', 'bytesOut', 'durationMs', 'upstreamMs', 'decision', 'rateLimitRemaining', 'code', 'detail',
+];
+
+/** `"connId":…,"clientIp":…,"clientPort":…,"tlsVersion":…,"resumed":…,"serial":…,"fingerprint":…`, once per connection. */
+const kConnectionFields = Symbol('broker.accessConnection');
+
+interface ConnectionSocket {
+  [kConnectionFields]?: string;
+  remoteAddress?: string | undefined;
+  remotePort?: number | undefined;
+  getProtocol?(): string | null;
+  isSessionReused?(): boolean;
+}
+
+function connectionFields(ctx: RequestContext): string {
+  const socket = ctx.req.socket as unknown as ConnectionSocket | null;
+  if (socket === null) return '"connId":null';
+  let s = socket[kConnectionFields];
+  if (s === undefined) {
+    const p = ctx.principal;
+    s = `"connId":"${connectionId(socket)}","clientIp":${JSON.stringify(socket.remoteAddress ?? null)},"clientPort":${socket.remotePort ?? null},"tlsVersion":${JSON.stringify(socket.getProtocol?.() ?? null)},"resumed":${socket.isSessionReused?.() ?? false},"serial":${p ? `"${p.serial}"` : null},"fingerprint":${p ? `"${p.fingerprint}"` : null}`;
+    socket[kConnectionFields] = s;
+  }
+  return s;
+}
 
 /** Methods Node's parser accepts are tokens: only these need no escaping (anything else is escaped). */
 const TOKEN = /^[A-Z]{1,16}$/;
@@ -71,11 +98,17 @@ export interface AccessLogOptions {
   access: Logger | undefined;
 }
 
-export function accessLogger(o: AccessLogOptions): (ctx: RequestContext, status: number, end: number) => void {
+export interface AccessLog {
+  (ctx: RequestContext, status: number, end: number): void;
+  /** Whether lines are written, and so the upstream address of each exchange is worth noting. */
+  readonly wantsUpstreamAddress: boolean;
+}
+
+export function accessLogger(o: AccessLogOptions): AccessLog {
   const access = o.access;
   // pino formats the line only for a logger set up in a way the raw line does not reproduce
   const raw = access === undefined ? undefined : rawLine(access, ACCESS_FIELDS);
-  return (ctx, status, end) => {
+  const log = (ctx: RequestContext, status: number, end: number): void => {
     const caller = ctx.caller;
     const p = caller ?? ctx.principal;
     const route = ctx.route;
@@ -86,7 +119,8 @@ export function accessLogger(o: AccessLogOptions): (ctx: RequestContext, status:
     if (access !== undefined) {
       const r = routeOf(route);
       const method = ctx.req.method ?? '';
-      let line = `"reqId":"${ctx.id}",${whoOf(caller, ctx.principal)},"method":${TOKEN.test(method) ? `"${method}"` : JSON.stringify(method)},"route":${r.route},"path":${JSON.stringify(ctx.path)},"upstream":${decision === 'deny' ? 'null' : r.upstream},"status":${status},"bytesIn":${ctx.bytesIn},"bytesOut":${ctx.bytesOut || null},"durationMs":${durationMs}`;
+      const ua = ctx.req.headers['user-agent'];
+      let line = `"reqId":"${ctx.id}",${connectionFields(ctx)},${whoOf(caller, ctx.principal)},"method":${TOKEN.test(method) ? `"${method}"` : JSON.stringify(method)},"route":${r.route},"path":${JSON.stringify(ctx.path)},"userAgent":${ua === undefined ? null : JSON.stringify(ua)},"upstream":${decision === 'deny' ? 'null' : r.upstream},"upstreamAddr":${ctx.upstreamAddr === undefined ? null : `"${ctx.upstreamAddr}"`},"status":${status},"bytesIn":${ctx.bytesIn},"bytesOut":${ctx.bytesOut || null},"durationMs":${durationMs}`;
       if (upstreamMs !== undefined) line += `,"upstreamMs":${upstreamMs}`;
       line += `,"decision":"${decision}","rateLimitRemaining":${ctx.limit?.remaining ?? null}`;
       if (denial) line += `,"code":"${denial.code}"${denial.detail !== undefined ? `,"detail":${JSON.stringify(denial.detail)}` : ''}`;
@@ -108,4 +142,5 @@ export function accessLogger(o: AccessLogOptions): (ctx: RequestContext, status:
     const kind = denial ? REJECT_KIND[denial.code] : undefined;
     if (kind && channels.reject.hasSubscribers) channels.reject.publish({ kind, remoteIp: ctx.req.socket?.remoteAddress, ...(p ? { principal: p.name } : {}) } satisfies RejectEvent);
   };
+  return Object.assign(log, { wantsUpstreamAddress: access !== undefined });
 }

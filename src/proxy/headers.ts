@@ -43,8 +43,11 @@ export interface IdentityHeaders {
   /** Subject DN as an ASCII string (RFC 4514, non-ASCII escaped). */
   subject?: string;
   uri?: string;
-  certDer?: never;
 }
+
+/** routes[].identity as bits, for the formats this module writes (rfc9440 and jwt are appended by the pipeline). */
+export const FORMAT_HEADERS = 1;
+export const FORMAT_XFCC = 2;
 
 /** `host` is the Host the client sent, already validated by the caller. */
 export interface ForwardInfo {
@@ -60,6 +63,8 @@ const DROP = new Set([
   'proxy-authorization', 'proxy-connection', 'proxy-authenticate',
   'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings',
   'host',
+  // the request's trace context and id: the broker's own values replace the client's
+  'traceparent', 'tracestate', 'x-request-id',
   // Node's server already answered `100 Continue`; the upstream client (undici) refuses the header.
   'expect',
 ]);
@@ -172,31 +177,50 @@ function rolesValue(roles: readonly string[]): string {
 
 const IP = /^[0-9A-Za-z:.%_-]+$/;
 
-/** The broker's identity headers for one identity, as a flat [name, value…] list. */
-interface IdentityValues { list: readonly string[] }
-
 /**
- * Checked identity values, cached per identity object: the caller builds one frozen identity per
- * TLS connection, so keep-alive requests reuse them. An identity must not be mutated once used.
+ * Checked identity values as flat [name, value…] lists, one per combination of formats, cached per
+ * identity object: the caller builds one frozen identity per TLS connection (or credential), so
+ * keep-alive requests reuse them. An identity must not be mutated once used.
  */
-const identityCache = new WeakMap<IdentityHeaders, IdentityValues>();
+const identityCache = new WeakMap<IdentityHeaders, Array<readonly string[] | undefined>>();
 
-function identityValues(id: IdentityHeaders): IdentityValues {
-  let v = identityCache.get(id);
-  if (v === undefined) {
+function identityValues(id: IdentityHeaders, formats: number): readonly string[] {
+  let byFormats = identityCache.get(id);
+  if (byFormats === undefined) identityCache.set(id, (byFormats = []));
+  let list = byFormats[formats];
+  if (list === undefined) {
     const hasCert = id.serial !== undefined || id.fingerprint !== undefined;
-    const list = [
+    // checked whatever the formats: a value unsafe to send refuses the request on every route alike
+    const values = [
       'x-client-name', element('name', id.name),
       'x-client-roles', rolesValue(id.roles),
       'x-client-auth', (id.methods ?? ['mtls']).map((m) => element('auth method', m)).join(','),
     ];
-    if (id.keyId !== undefined) list.push('x-client-key-id', element('key id', id.keyId));
+    if (id.keyId !== undefined) values.push('x-client-key-id', element('key id', id.keyId));
     // xfccValue also validates fingerprint, subject and uri
-    if (hasCert) list.push('x-client-serial', element('serial', id.serial ?? ''), 'x-client-fingerprint', id.fingerprint ?? '', 'x-forwarded-client-cert', xfccValue(id));
-    v = { list: Object.freeze(list) };
-    identityCache.set(id, v);
+    const xfcc = hasCert ? xfccValue(id) : undefined;
+    if (hasCert) values.push('x-client-serial', element('serial', id.serial ?? ''), 'x-client-fingerprint', id.fingerprint ?? '');
+    const out = (formats & FORMAT_HEADERS) !== 0 ? values : [];
+    if ((formats & FORMAT_XFCC) !== 0 && xfcc !== undefined) out.push('x-forwarded-client-cert', xfcc);
+    byFormats[formats] = list = Object.freeze(out);
   }
-  return v;
+  return list;
+}
+
+/** RFC 8941 byte sequence: `:base64:`. */
+function sfBinary(der: Uint8Array): string {
+  return `:${Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('base64')}:`;
+}
+
+/**
+ * RFC 9440's fields for a client certificate: `Client-Cert` (the DER the client presented) and,
+ * when there are intermediates, `Client-Cert-Chain` (the certificates that certify it, each a byte
+ * sequence, the trust anchor left out as §2.3 allows).
+ */
+export function rfc9440Values(leaf: Uint8Array, chain: readonly Uint8Array[]): readonly string[] {
+  const out = ['client-cert', sfBinary(leaf)];
+  if (chain.length > 0) out.push('client-cert-chain', chain.map(sfBinary).join(', '));
+  return Object.freeze(out);
 }
 
 /** Build the header object to send upstream from the inbound raw headers (Node's req.rawHeaders: flat [name, value, name, value…]). */
@@ -204,8 +228,13 @@ function identityValues(id: IdentityHeaders): IdentityValues {
  * `strip`: further names (lower case, "-" form) to drop, e.g. the credentials the broker checked
  * for this route; matched like the built-in rules, so `X_Api_Key` goes with `x-api-key`.
  */
-export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeaders, fwd: ForwardInfo, strip?: ReadonlySet<string>, passOverride = false): Record<string, string> {
-  const list = upstreamHeaderList(rawHeaders, id, fwd, strip, passOverride);
+export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeaders, fwd: ForwardInfo, strip?: ReadonlySet<string>, passOverride = false, formats = FORMAT_HEADERS | FORMAT_XFCC): Record<string, string> {
+  const list = upstreamHeaderList(rawHeaders, id, fwd, strip, passOverride, formats);
+  return headerObject(list);
+}
+
+/** A flat [name, value…] list of unique names as an object (what the WebSocket relay wants). */
+export function headerObject(list: readonly string[]): Record<string, string> {
   const out: Record<string, string> = Object.create(null);
   for (let i = 0; i < list.length; i += 2) out[list[i] as string] = list[i + 1] as string;
   return out;
@@ -216,7 +245,7 @@ export function upstreamHeaders(rawHeaders: readonly string[], id: IdentityHeade
  * what the proxy hands undici: no dictionary object per request, and the broker's own part is
  * appended from lists built once per identity and per connection.
  */
-export function upstreamHeaderList(rawHeaders: readonly string[], id: IdentityHeaders, fwd: ForwardInfo, strip?: ReadonlySet<string>, passOverride = false): string[] {
+export function upstreamHeaderList(rawHeaders: readonly string[], id: IdentityHeaders, fwd: ForwardInfo, strip?: ReadonlySet<string>, passOverride = false, formats = FORMAT_HEADERS | FORMAT_XFCC): string[] {
   // Header names listed in Connection are hop-by-hop (RFC 9110 §7.6.1).
   let named: Set<string> | undefined;
   for (let i = 0; i < rawHeaders.length; i += 2) {
@@ -246,7 +275,7 @@ export function upstreamHeaderList(rawHeaders: readonly string[], id: IdentityHe
     if (at === -1) out.push(key, value);
     else if (!FIRST_WINS.has(key)) out[at + 1] += (key === 'cookie' ? '; ' : ', ') + value;
   }
-  for (const x of identityValues(id).list) out.push(x);
+  for (const x of identityValues(id, formats)) out.push(x);
   for (const x of forwardValues(fwd).list) out.push(x);
   return out;
 }
@@ -279,9 +308,10 @@ const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'te'
  * The upstream's response headers minus the hop-by-hop ones and every header its `Connection`
  * names. Passed on, the upstream's `Connection: keep-alive` overrode a client's `Connection: close`
  * (Node keeps a header the handler set), and its `Keep-Alive` advertised the upstream's timeout.
- * Node frames the client's response itself.
+ * Node frames the client's response itself. `dropServer`: the upstream's Server header goes too
+ * (it tells strangers what runs behind the broker; routes[].keepServerHeader keeps it).
  */
-export function downstreamHeaders<T>(headers: Record<string, T>): Record<string, T> {
+export function downstreamHeaders<T>(headers: Record<string, T>, dropServer = false): Record<string, T> {
   const conn = headers.connection as unknown;
   // Most answers name nothing in Connection: no set to build then (this runs on every response).
   let named: Set<string> | undefined;
@@ -295,7 +325,7 @@ export function downstreamHeaders<T>(headers: Record<string, T>): Record<string,
   for (const name in headers) {
     if (!Object.hasOwn(headers, name)) continue;
     const key = name.toLowerCase();
-    if (!HOP_BY_HOP.has(key) && (named === undefined || !named.has(key))) out[name] = headers[name] as T;
+    if (!HOP_BY_HOP.has(key) && (named === undefined || !named.has(key)) && !(dropServer && key === 'server')) out[name] = headers[name] as T;
   }
   return out;
 }

@@ -8,6 +8,7 @@
  * benchmark (README, "Benchmark") shows the stock Fastify proxy alone above the 16 KiB and
  * keep-alive targets; @fastify/http-proxy still relays WebSockets (websocket.ts).
  */
+import { subscribe } from 'node:diagnostics_channel';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { pipeline } from 'node:stream';
@@ -35,6 +36,10 @@ export interface UpstreamOptions {
   share: number;
   /** How long writing the answer to the client may stay blocked before the client is dropped. */
   responseWriteMs: number;
+  /** Pass the upstream's Server header on (dropped otherwise). */
+  keepServerHeader?: boolean;
+  /** Note on each request the address:port of the pool connection it went over (for the access log). */
+  noteAddress?: boolean;
   /** Called for a failure of the upstream (not of the client), before the 502/504 goes out. */
   onFailure(ctx: RequestContext, err: Error, timedOut: boolean): void;
   /** Called when a client that stopped reading its answer is dropped. */
@@ -63,6 +68,34 @@ function isTimeout(err: unknown): boolean {
 function hasBody(req: IncomingMessage): boolean {
   const cl = req.headers['content-length'];
   return (cl !== undefined && cl !== '0') || req.headers['transfer-encoding'] !== undefined;
+}
+
+/**
+ * The upstream address of each exchange, for the access log. undici tells no handler which pool
+ * connection carries its request; its `undici:client:sendHeaders` channel tells the head and the
+ * socket, and the head carries the request id the pipeline added. Requests wait here (by id) from
+ * dispatch until their head is sent or they end.
+ */
+const awaitingAddress = new Map<string, RequestContext>();
+const addresses = new WeakMap<object, string>();
+const REQUEST_ID = '\r\nx-request-id: ';
+let listening = false;
+
+function noteAddress(message: unknown): void {
+  if (awaitingAddress.size === 0) return;
+  const { headers, socket } = message as { headers: string; socket: { remoteAddress?: string; remotePort?: number } };
+  const at = headers.indexOf(REQUEST_ID);
+  if (at === -1) return;
+  const from = at + REQUEST_ID.length;
+  const ctx = awaitingAddress.get(headers.slice(from, headers.indexOf('\r', from)));
+  if (ctx === undefined) return;
+  awaitingAddress.delete(ctx.id);
+  let a = addresses.get(socket);
+  if (a === undefined) {
+    const ip = socket.remoteAddress ?? '';
+    addresses.set(socket, (a = `${ip.includes(':') ? `[${ip}]` : ip}:${socket.remotePort ?? ''}`));
+  }
+  ctx.upstreamAddr = a;
 }
 
 /** The reason given to undici when the broker stops an exchange (one object: nothing is allocated to stop one). */
@@ -110,6 +143,7 @@ class Relay implements Dispatcher.DispatchHandler {
     if (who === undefined) return;
     this.holder = undefined;
     this.up.release(who);
+    if (this.up.noteAddress && this.ctx.upstreamAddr === undefined) awaitingAddress.delete(this.ctx.id);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -124,10 +158,11 @@ class Relay implements Dispatcher.DispatchHandler {
     const ctx = this.ctx;
     if (this.stopped) return; // stopped by a deadline: whatever was answered stands
     ctx.upstreamAt = performance.now();
-    const out = downstreamHeaders(headers) as Record<string, string | string[] | number>;
+    const out = downstreamHeaders(headers, !this.up.keepServerHeader) as Record<string, string | string[] | number>;
     const length = headers['content-length'];
     if (typeof length === 'string') ctx.bytesOut = Number(length) || null;
     if (ctx.headers !== undefined) Object.assign(out, ctx.headers);
+    out['x-request-id'] = ctx.id;
     ctx.res.writeHead(statusCode, out as Record<string, string | string[]>);
   }
 
@@ -208,6 +243,8 @@ export class Upstream {
   readonly connections: number;
   readonly share: number;
   readonly responseWriteMs: number;
+  readonly keepServerHeader: boolean;
+  readonly noteAddress: boolean;
   readonly onFailure: UpstreamOptions['onFailure'];
   readonly onWriteTimeout: UpstreamOptions['onWriteTimeout'];
   /** The TLS options for an https upstream, read once (the WebSocket relay uses them too). */
@@ -226,6 +263,12 @@ export class Upstream {
     this.connections = o.connections;
     this.share = o.share === 0 ? 0 : Math.max(1, Math.min(o.share, o.connections));
     this.responseWriteMs = o.responseWriteMs;
+    this.keepServerHeader = o.keepServerHeader === true;
+    this.noteAddress = o.noteAddress === true;
+    if (this.noteAddress && !listening) {
+      listening = true;
+      subscribe('undici:client:sendHeaders', noteAddress);
+    }
     this.onFailure = o.onFailure;
     this.onWriteTimeout = o.onWriteTimeout;
     this.tls = tlsOptions(o.tls);
@@ -261,6 +304,7 @@ export class Upstream {
     }
     const relay = new Relay(ctx, this, limiter, who);
     ctx.exchange = relay;
+    if (this.noteAddress) awaitingAddress.set(ctx.id, ctx);
     ctx.proxyStart = performance.now();
     this.#pool.dispatch({ origin: this.origin, path, method: req.method as Dispatcher.HttpMethod, headers, body: limiter ?? null }, relay);
     return true;

@@ -3,10 +3,10 @@
  * decided, and the timings the access log reports. One object of a fixed shape per request (the
  * stages pass it along instead of allocating closures), created by src/pipeline.ts.
  */
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Caller, Principal } from '../identity/index.ts';
 import type { Refusal } from './refusal.ts';
+import { beginTrace, newSpanId, type RequestTracer, type TraceNote } from './trace.ts';
 
 /** What the limits stage reports on the answer (RateLimit-* headers, access log). */
 export interface LimitNote {
@@ -23,10 +23,20 @@ export interface RouteNote {
 
 const kContext = Symbol('broker.request');
 
-export class RequestContext {
+export class RequestContext implements TraceNote {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
+  /** The request id: `<trace-id>-<span-id>` of the broker's span (src/request/trace.ts). */
   readonly id: string;
+  traceId = '';
+  spanId = '';
+  parentId = '';
+  sampled = false;
+  traceState: string | undefined = undefined;
+  upstreamSpanId = '';
+  span: unknown = undefined;
+  /** Where the upstream exchange went (`address:port` of the pool connection), when the access log asks. */
+  upstreamAddr: string | undefined = undefined;
   /** performance.now() when the request head arrived. */
   readonly start: number;
   /** The canonical path the ACL judged and the upstream receives (query kept apart). */
@@ -59,14 +69,21 @@ export class RequestContext {
   upstreamAt = 0;
   /** An upgrade (WebSocket) request: answered on the raw socket, logged when it closes. */
   upgrade = false;
+  /** An upgrade's headers for the upstream, decided before the WebSocket relay asks for them. */
+  upstreamHeaders: string[] | Record<string, string> | undefined = undefined;
   /** The bytes that came after an upgrade request's head. */
   upgradeHead: Buffer | undefined = undefined;
 
-  constructor(req: IncomingMessage, res: ServerResponse, start: number) {
+  constructor(req: IncomingMessage, res: ServerResponse, start: number, tracer?: RequestTracer) {
     this.req = req;
     this.res = res;
     this.start = start;
-    this.id = randomUUID();
+    const h = req.headers;
+    beginTrace(this, h.traceparent as string | undefined, h.tracestate as string | undefined);
+    if (tracer === undefined) this.spanId = newSpanId();
+    else tracer.start(this, start);
+    this.upstreamSpanId = this.spanId;
+    this.id = `${this.traceId}-${this.spanId}`;
   }
 
   /** The request a response belongs to (set when the pipeline starts it), for handlers that get only the socket. */

@@ -20,6 +20,7 @@ export function replyError(ctx: RequestContext, code: HttpErrorCode, detail?: st
   const body = JSON.stringify(httpErrorBody(code, ctx.id));
   const headers: Record<string, string | number> = ctx.headers ?? {};
   headers['content-type'] = JSON_TYPE;
+  headers['x-request-id'] = ctx.id;
   headers['content-length'] = ctx.bytesOut = Buffer.byteLength(body);
   res.writeHead(ERRORS[code].status, headers);
   res.end(body);

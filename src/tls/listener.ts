@@ -9,6 +9,7 @@ import type { TLSSocket } from 'node:tls';
 import type { X509Certificate } from 'node:crypto';
 import type { Logger } from 'pino';
 import { principalFromPeer, compileIdentityRules, type IdentityResult, type Principal } from '../identity/index.ts';
+import { connectionId } from '../request/index.ts';
 import type { BrokerConfig } from '../config/index.ts';
 import { settingsOf } from '../config/index.ts';
 import type { TlsMaterial } from './material.ts';
@@ -133,19 +134,19 @@ interface Known {
   who: string;
 }
 
-const OK_FIELDS = ['event', 'outcome', 'principal', 'roles', 'serial', 'fingerprint', 'remoteIp', 'tlsVersion', 'cipher', 'resumed'];
+const OK_FIELDS = ['event', 'outcome', 'principal', 'roles', 'serial', 'fingerprint', 'remoteIp', 'remotePort', 'connId', 'tlsVersion', 'cipher', 'resumed'];
 
 /** The principal's part of the "client authenticated" line: `,"event":"handshake","outcome":"ok","principal":…,"roles":…,"serial":…,"fingerprint":…`. */
 export function okFieldsOf(p: Principal): string {
   return `,"event":"handshake","outcome":"ok","principal":${JSON.stringify(p.name)},"roles":${JSON.stringify(p.roles)},"serial":${JSON.stringify(p.serial)},"fingerprint":${JSON.stringify(p.fingerprint)}`;
 }
 
-type OkLine = (who: string, remoteIp: string | undefined, tlsVersion: string | null, cipher: string | undefined, resumed: boolean) => void;
+type OkLine = (who: string, remoteIp: string | undefined, remotePort: number | undefined, connId: string, tlsVersion: string | null, cipher: string | undefined, resumed: boolean) => void;
 
 /**
  * The auth log's "client authenticated" line, formatted straight into the string pino writes for
- * `log.info({ event, outcome, principal, roles, serial, fingerprint, remoteIp, tlsVersion, cipher,
- * resumed }, 'client authenticated')`: its level, time and bindings come from the logger itself,
+ * `log.info({ event, outcome, principal, roles, serial, fingerprint, remoteIp, remotePort, connId,
+ * tlsVersion, cipher, resumed }, 'client authenticated')`: its level, time and bindings come from the logger itself,
  * the principal's fields are serialised once per certificate, and the line goes to the logger's
  * destination, as the access log does (src/observability/access-log.ts). Building an object per
  * handshake for pino to serialise was the largest part of the listener's own work per handshake.
@@ -157,11 +158,12 @@ export function okLineFor(log: Logger): OkLine | undefined {
   const raw = rawLine(log, OK_FIELDS);
   if (raw === undefined) return undefined;
   const tail = raw.end('client authenticated');
-  return (who, remoteIp, tlsVersion, cipher, resumed) => {
+  return (who, remoteIp, remotePort, connId, tlsVersion, cipher, resumed) => {
     if (!log.isLevelEnabled('info')) return;
     let line = `${raw.head()}${who}`;
     if (remoteIp !== undefined) line += `,"remoteIp":${JSON.stringify(remoteIp)}`;
-    line += `,"tlsVersion":${JSON.stringify(tlsVersion)}`;
+    if (remotePort !== undefined) line += `,"remotePort":${remotePort}`;
+    line += `,"connId":"${connId}","tlsVersion":${JSON.stringify(tlsVersion)}`;
     if (cipher !== undefined) line += `,"cipher":${JSON.stringify(cipher)}`;
     raw.write(`${line},"resumed":${resumed}${tail}`);
   };
@@ -323,7 +325,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   /** Logs, publishes and counts a refused client (OpenSSL's verdict or the broker's). */
   const report = (socket: TLSSocket, reason: string, detail: string, remoteIp: string | undefined) => {
     const facts = peerFacts(socket);
-    authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp, remotePort: socket.remotePort, ...facts }, 'client refused');
+    authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp, remotePort: socket.remotePort, connId: connectionId(socket), ...facts }, 'client refused');
     channels.handshake.publish({ outcome: 'refused', reason, remoteIp, ...(facts.serial ? { serial: facts.serial } : {}) } satisfies HandshakeEvent);
     if (remoteIp) hooks.onRefused?.(remoteIp, presented(socket));
   };
@@ -357,7 +359,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
       anonymous.add(socket);
       socket.on('close', forget);
       channels.handshake.publish({ outcome: 'ok', remoteIp } satisfies HandshakeEvent);
-      authLog.info({ event: 'handshake', outcome: 'ok', principal: null, certificate: false, remoteIp, tlsVersion: socket.getProtocol(), cipher: socket.getCipher()?.name }, 'client connected without a certificate');
+      authLog.info({ event: 'handshake', outcome: 'ok', principal: null, certificate: false, remoteIp, remotePort: socket.remotePort, connId: connectionId(socket), tlsVersion: socket.getProtocol(), cipher: socket.getCipher()?.name }, 'client connected without a certificate');
       return;
     }
     const id = identify(socket);
@@ -375,10 +377,10 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
     open.add(socket);
     socket.on('close', forget);
     channels.handshake.publish({ outcome: 'ok', remoteIp, principal: p.name, serial: p.serial } satisfies HandshakeEvent);
-    if (okLine) okLine(id.who, remoteIp, socket.getProtocol(), socket.getCipher()?.name, socket.isSessionReused());
+    if (okLine) okLine(id.who, remoteIp, socket.remotePort, connectionId(socket), socket.getProtocol(), socket.getCipher()?.name, socket.isSessionReused());
     else {
       authLog.info(
-        { event: 'handshake', outcome: 'ok', principal: p.name, roles: p.roles, serial: p.serial, fingerprint: p.fingerprint, remoteIp, tlsVersion: socket.getProtocol(), cipher: socket.getCipher()?.name, resumed: socket.isSessionReused() },
+        { event: 'handshake', outcome: 'ok', principal: p.name, roles: p.roles, serial: p.serial, fingerprint: p.fingerprint, remoteIp, remotePort: socket.remotePort, connId: connectionId(socket), tlsVersion: socket.getProtocol(), cipher: socket.getCipher()?.name, resumed: socket.isSessionReused() },
         'client authenticated',
       );
     }

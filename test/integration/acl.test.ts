@@ -12,7 +12,8 @@ import { connect as tlsConnect } from 'node:tls';
 import { makePki, request, startBroker, startUpstream, type Response } from '../helpers/broker.ts';
 import { validateConfig } from '../../src/config/index.ts';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** A request id: the trace id and the broker span id of its traceparent. */
+const REQ_ID = /^[0-9a-f]{32}-[0-9a-f]{16}$/;
 
 /** The one error shape: exactly these four keys, the generic message, a request id. */
 function assertErrorBody(res: Response, status: number, code: string): Record<string, unknown> {
@@ -22,7 +23,7 @@ function assertErrorBody(res: Response, status: number, code: string): Record<st
   assert.deepEqual(Object.keys(body).sort(), ['code', 'message', 'reqId', 'statusCode']);
   assert.equal(body.statusCode, status);
   assert.equal(body.code, code);
-  assert.match(String(body.reqId), UUID);
+  assert.match(String(body.reqId), REQ_ID);
   return body;
 }
 

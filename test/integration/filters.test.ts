@@ -12,7 +12,8 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { setTimeout as delay } from 'node:timers/promises';
 import { LENIENT, makePki, rawExchange, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** A request id: the trace id and the broker span id of its traceparent. */
+const REQ_ID = /^[0-9a-f]{32}-[0-9a-f]{16}$/;
 
 async function setup(t: TestContext, raw: Record<string, unknown>) {
   const pki = await makePki(t);
@@ -162,7 +163,7 @@ test('roles.*.allowIps / denyIps: 403 BRK_ERR_FILTER_IP_DENIED for an identity h
     const body = res.json();
     assert.deepEqual(body.code, 'BRK_ERR_FILTER_IP_DENIED');
     assert.equal(body.message, 'access denied');
-    assert.match(String(body.reqId), UUID);
+    assert.match(String(body.reqId), REQ_ID);
     assert.ok(!res.text.includes('127.0.0.1') && !res.text.includes('partner'), res.text);
   }
   assert.deepEqual(s.up.seen.map((r) => r.headers['x-client-name']), ['alice']);

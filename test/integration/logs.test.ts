@@ -12,7 +12,8 @@ import type { ConnectionOptions } from 'node:tls';
 import { makePki, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
 
 const STREAMS = new Set(['auth', 'access', 'error', 'audit']);
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** A request id: the trace id and the broker span id of its traceparent. */
+const REQ_ID = /^[0-9a-f]{32}-[0-9a-f]{16}$/;
 const DAY = 86_400_000;
 const ago = (days: number) => new Date(Date.now() - days * DAY);
 const serialOf = (id: Identity) => id.serial.toLowerCase().replace(/^(00)+/, '');
@@ -64,7 +65,7 @@ test('a success: the auth line says who (principal, roles, serial, fingerprint, 
   assert.match(String(auth.cipher), /^TLS_[A-Z0-9_]+$/);
 
   const allow = await accessLine(b, { path: '/api/items' });
-  assert.match(String(allow.reqId), UUID);
+  assert.match(String(allow.reqId), REQ_ID);
   assert.deepEqual(
     { principal: allow.principal, roles: allow.roles, method: allow.method, route: allow.route, path: allow.path, upstream: allow.upstream, status: allow.status, bytesIn: allow.bytesIn, bytesOut: allow.bytesOut, decision: allow.decision },
     { principal: 'alice', roles: ['user', 'ops'], method: 'POST', route: 'api', path: '/api/items', upstream: up.url, status: 200, bytesIn: 5, bytesOut: Buffer.byteLength(ok.text), decision: 'allow' },

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
 import { makePki, request, startBroker, startUpstream, type Identity, type Response, type RunningBroker, type TestPki } from '../helpers/broker.ts';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** A request id: the trace id and the broker span id of its traceparent. */
+const REQ_ID = /^[0-9a-f]{32}-[0-9a-f]{16}$/;
 const FIVE_PER_MINUTE = { rate: 5, per: '1m', burst: 5 };
 
 function get(b: RunningBroker, pki: TestPki, id: Identity, path: string): Promise<Response> {
@@ -28,7 +29,7 @@ function assertRefused(res: Response, code: string): Record<string, unknown> {
   assert.equal(body.statusCode, 429);
   assert.equal(body.code, code);
   assert.equal(typeof body.message, 'string');
-  assert.match(String(body.reqId), UUID);
+  assert.match(String(body.reqId), REQ_ID);
   const retryAfter = String(res.headers['retry-after']);
   assert.match(retryAfter, /^\d+$/, 'Retry-After is whole seconds');
   assert.ok(Number(retryAfter) >= 1, `Retry-After ${retryAfter}`);

@@ -14,14 +14,15 @@ import { join } from 'node:path';
 import { request as httpsRequest } from 'node:https';
 import { makePki, request, startBroker, startUpstream, type Identity, type Response, type TestPki } from '../helpers/broker.ts';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** A request id: the trace id and the broker span id of its traceparent. */
+const REQ_ID = /^[0-9a-f]{32}-[0-9a-f]{16}$/;
 
 function assertErrorBody(res: Response, status: number, code: string): void {
   assert.equal(res.status, status, res.text);
   const body = res.json();
   assert.deepEqual(Object.keys(body).sort(), ['code', 'message', 'reqId', 'statusCode']);
   assert.equal(body.code, code);
-  assert.match(String(body.reqId), UUID);
+  assert.match(String(body.reqId), REQ_ID);
 }
 
 /** A port that was just free: bound, noted, released. */

@@ -22,10 +22,10 @@ test('the "client authenticated" line is byte for byte the line pino writes', ()
     ['with base fields and no time', { level: 'info', timestamp: false }],
   ];
   const people = [principal('alice', ['orders:read', 'admin']), principal('Ünïcödé "quoted" \\ back\tslash', []), principal('x'.repeat(150), ['r'])];
-  const facts: Array<[string | undefined, string | null, string | undefined, boolean]> = [
-    ['127.0.0.1', 'TLSv1.3', 'TLS_AES_256_GCM_SHA384', false],
-    ['::1', 'TLSv1.2', 'ECDHE-ECDSA-AES128-GCM-SHA256', true],
-    [undefined, null, undefined, false],
+  const facts: Array<[string | undefined, number | undefined, string, string | null, string | undefined, boolean]> = [
+    ['127.0.0.1', 50123, '0a1b2c3d-0', 'TLSv1.3', 'TLS_AES_256_GCM_SHA384', false],
+    ['::1', 443, '0a1b2c3d-1z', 'TLSv1.2', 'ECDHE-ECDSA-AES128-GCM-SHA256', true],
+    [undefined, undefined, 'ffffffff-zz', null, undefined, false],
   ];
   for (const [label, opts] of setups) {
     const lines: string[] = [];
@@ -33,9 +33,9 @@ test('the "client authenticated" line is byte for byte the line pino writes', ()
     const write = okLineFor(log);
     assert.ok(write, `${label}: the fast line is used`);
     for (const p of people) {
-      for (const [remoteIp, tlsVersion, cipher, resumed] of facts) {
-        log.info({ event: 'handshake', outcome: 'ok', principal: p.name, roles: p.roles, serial: p.serial, fingerprint: p.fingerprint, remoteIp, tlsVersion, cipher, resumed }, 'client authenticated');
-        write(okFieldsOf(p), remoteIp, tlsVersion, cipher, resumed);
+      for (const [remoteIp, remotePort, connId, tlsVersion, cipher, resumed] of facts) {
+        log.info({ event: 'handshake', outcome: 'ok', principal: p.name, roles: p.roles, serial: p.serial, fingerprint: p.fingerprint, remoteIp, remotePort, connId, tlsVersion, cipher, resumed }, 'client authenticated');
+        write(okFieldsOf(p), remoteIp, remotePort, connId, tlsVersion, cipher, resumed);
         const [byPino, ours] = lines.splice(0);
         assert.equal(ours, byPino, label);
         JSON.parse(ours as string);
@@ -46,8 +46,8 @@ test('the "client authenticated" line is byte for byte the line pino writes', ()
 
 test('a logger below info gets no line; one set up differently is left to pino', () => {
   const lines: string[] = [];
-  okLineFor(logger({ level: 'warn', timestamp: FIXED }, lines))?.(okFieldsOf(principal('a', [])), '127.0.0.1', 'TLSv1.3', 'X', false);
-  okLineFor(logger({ level: 'silent', timestamp: FIXED }, lines))?.(okFieldsOf(principal('a', [])), '127.0.0.1', 'TLSv1.3', 'X', false);
+  okLineFor(logger({ level: 'warn', timestamp: FIXED }, lines))?.(okFieldsOf(principal('a', [])), '127.0.0.1', 1, 'c-0', 'TLSv1.3', 'X', false);
+  okLineFor(logger({ level: 'silent', timestamp: FIXED }, lines))?.(okFieldsOf(principal('a', [])), '127.0.0.1', 1, 'c-0', 'TLSv1.3', 'X', false);
   assert.deepEqual(lines, []);
   assert.equal(okLineFor(logger({ level: 'info', mixin: () => ({ extra: 1 }) }, lines)), undefined);
   assert.equal(okLineFor(logger({ level: 'info', redact: ['remoteIp'] }, lines)), undefined);

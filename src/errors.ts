@@ -85,7 +85,6 @@ export const ERRORS = {
   BRK_ERR_CONNECT_LISTEN_REMOTE: { exit: 2, hint: 'listen on a loopback address (127.0.0.1, ::1, localhost): anyone who reaches a network listener uses your certificate; --allow-remote only behind your own access control' },
   BRK_ERR_CONNECT_CERT: { exit: 1, hint: 'check that --cert, --key and --ca are readable PEM files and that the key belongs to the certificate (broker pki inspect FILE)' },
   BRK_ERR_CONNECT_UPSTREAM: { exit: 1, status: 502, public: 'the broker could not be reached', hint: 'the broker or the --via proxy refused or dropped the connection (the message says which); check --url, --via and its credentials, and the certificate (broker pki inspect)' },
-  BRK_ERR_ASSERTION_KEY_MISSING: { exit: 2, hint: 'a route sends identity as a jwt but the store has no assertion signing key; run "broker pki rotate assertion-key" (stores made before assertions existed have none)' },
   BRK_ERR_PROXY_IDENTITY_VALUE: { exit: 1, status: 400, public: 'identity cannot be forwarded', hint: 'an identity value (name, role, key id, certificate subject or URI) has a comma, space, control or non-ASCII character and is not safe to send as a header; the operator fixes the certificate or the identities rules' },
   BRK_ERR_DOCTOR_PROBLEMS: { exit: 3, hint: 'each FAIL line above says what to do' },
   BRK_ERR_NODE_VERSION: { exit: 1, hint: 'run through npm (npx broker, npm run ...) so the project\'s Node 24 is used, or install Node 24' },

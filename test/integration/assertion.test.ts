@@ -145,3 +145,25 @@ test('a store without an assertion key: a jwt route refuses to start (BRK_ERR_AS
   assert.equal(res.status, 200);
   assert.equal(up.seen[0]?.headers['x-client-jwt'], undefined);
 });
+
+test('a replaced key leaves the JWKS (endpoint and jwksFile) by itself when its overlap ends, without a reload', async (t) => {
+  const pki = await makePki(t);
+  const up = await startUpstream(t);
+  const jwksFile = join(tempDir(t), 'jwks.json');
+  const b = await startBroker(t, pki, {
+    assertion: { jwksFile },
+    routes: [{ name: 'orders', path: '/orders', upstream: up.url, roles: ['partner'], identity: ['jwt'] }],
+  });
+  const { rotateAssertionKey } = await import('../../src/pki/assertion.ts');
+  const r = await rotateAssertionKey(pki.store, { overlapMs: 1_500 });
+  const reloaded = await b.broker.reload(undefined, 'test');
+  assert.equal(reloaded.ok, true, reloaded.problems.join('\n'));
+  const kids = async () => ((await httpGet(adminPort(b), '/.well-known/jwks.json')).json().keys as Array<{ kid: string }>).map((k) => k.kid);
+  assert.deepEqual(await kids(), [r.kid, r.previous?.kid]);
+  await eventually(async () => (await kids()).length === 1, 'the replaced key retired from the JWKS', 15_000, 100);
+  assert.deepEqual(await kids(), [r.kid]);
+  assert.deepEqual(JSON.parse(readFileSync(jwksFile, 'utf8')).keys.map((k: { kid: string }) => k.kid), [r.kid]);
+  const alice = await pki.issue('alice', ['partner']);
+  assert.equal((await request(b.port, { id: alice, ca: pki.ca, path: '/orders' })).status, 200);
+  assert.equal(decodeProtectedHeader(String(up.seen[0]?.headers['x-client-jwt'])).kid, r.kid);
+});

@@ -178,6 +178,7 @@ function resolvePaths(c: BrokerConfig, base: string): void {
     if (jwt.jwksCa) jwt.jwksCa = abs(jwt.jwksCa);
   }
   if (c.admin && typeof c.admin === 'object' && c.admin.tokenFile) c.admin.tokenFile = abs(c.admin.tokenFile);
+  if (c.assertion && typeof c.assertion === 'object' && c.assertion.jwksFile) c.assertion.jwksFile = abs(c.assertion.jwksFile);
   if (c.log && typeof c.log === 'object') {
     for (const k of ['auth', 'access', 'error', 'audit'] as const) {
       const v = c.log[k];

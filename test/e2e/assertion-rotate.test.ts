@@ -10,6 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { tmpdir } from 'node:os';
 import { decodeProtectedHeader } from 'jose';
 import { BIN, NODE, brokerAsync, tempDir } from '../helpers/cli.ts';
 import { request } from '../helpers/broker.ts';
@@ -28,7 +29,8 @@ async function upstream(t: TestContext): Promise<number> {
 
 /** `broker serve`; resolves with its ports once it logs the listening line. Killed after the test. */
 async function serve(t: TestContext, dir: string): Promise<{ port: number; adminPort: number; output: () => string }> {
-  const child = spawn(NODE, [BIN, 'serve', '--config', 'broker.yaml'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  // run from another folder: relative paths in the config (pki.dir, assertion.jwksFile) are the config's
+  const child = spawn(NODE, [BIN, 'serve', '--config', join(dir, 'broker.yaml')], { cwd: tmpdir(), stdio: ['ignore', 'pipe', 'pipe'] });
   t.after(() => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')));
   let out = '';
   const listening = new Promise<Record<string, unknown>>((resolve, reject) => {
@@ -61,7 +63,7 @@ test('serve reloads the assertion key after "pki rotate assertion-key" (file wat
     'pki: { dir: ./pki }',
     'tls: { server: edge }',
     'reload: { watch: true, debounce: 100ms }',
-    'assertion: { jwksFile: ./jwks.json }',
+    'assertion: { jwksFile: jwks.json }',
     `routes:`,
     `  - { name: orders, path: /orders, upstream: "http://127.0.0.1:${up}", roles: [partner], identity: [headers, jwt] }`,
   ].join('\n'));

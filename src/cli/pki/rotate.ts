@@ -116,7 +116,7 @@ export function register(pki: Command): void {
       say(
         `plan: rotate the identity assertion key${before ? ` (now ${before.current})` : ' (the store has none yet: create the first)'}`,
         `  1. a new ${alg} key becomes current; running brokers reload it and sign new assertions with it`,
-        before ? `  2. ${before.current} stays published in the JWKS until ${retireAt}${overlapMs === 0 ? ' (at once: upstreams refuse its tokens once they refetch the JWKS)' : ''}` : '  2. nothing to retire',
+        !before ? '  2. nothing to retire' : overlapMs === 0 ? `  2. ${before.current} is retired at once: out of the JWKS and the store; upstreams refuse its tokens once they refetch the JWKS` : `  2. ${before.current} stays published in the JWKS until ${retireAt}, so tokens it signed keep verifying`,
         '  3. keys whose overlap has ended are removed from the store and the JWKS',
       );
       if (opts.dryRun) return say('dry run: nothing changed');

@@ -24,19 +24,40 @@ export function watchFiles(paths: readonly string[], debounceMs: number, onChang
     timer = setTimeout(() => onChange(last), debounceMs);
     timer.unref();
   };
-  for (const dir of dirs) {
+  let closed = false;
+  const watchDir = (dir: string): boolean => {
     try {
       const w = watch(dir, { persistent: false }, (_event, file) => {
         if (file === null || names.has(String(file))) fire(`${dir}/${file ?? ''}`);
       });
       w.on('error', () => {});
       watchers.push(w);
+      return true;
     } catch {
-      // a folder that does not exist cannot change; the config check reports missing files
+      return false;
+    }
+  };
+  for (const dir of dirs) {
+    if (watchDir(dir)) continue;
+    // A folder that does not exist yet (the store's assertion/ before the first
+    // `pki rotate assertion-key`): watch its parent until it appears, then the folder itself.
+    const parent = dirname(dir);
+    const name = basename(dir);
+    try {
+      const pw = watch(parent, { persistent: false }, (_event, file) => {
+        if (closed || (file !== null && String(file) !== name) || !watchDir(dir)) return;
+        pw.close();
+        fire(`${dir}/`);
+      });
+      pw.on('error', () => {});
+      watchers.push(pw);
+    } catch {
+      // neither exists: nothing that can change; the config check reports missing files
     }
   }
   return {
     close() {
+      closed = true;
       clearTimeout(timer);
       for (const w of watchers) w.close();
     },

@@ -180,6 +180,8 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     throw new BrokerError('BRK_ERR_ASSERTION_KEY_MISSING', `route ${c.routes.find((r) => r.identity.includes('jwt'))?.name} has identity jwt, and no assertion signing key was loaded`);
   }
   const tracer: (RequestTracer & { close(): Promise<void> }) | undefined = c.tracing.otlp === undefined ? undefined : await (await import('./observability/tracing.ts')).otlpTracer(c);
+  /** What each request's context traces with: null, no trace context at all (benchmark ablation only). */
+  const traceWith = off.traceContext ? null : tracer;
 
   const routes: Route[] = c.routes.map((r) => {
     const upstream = new Upstream({
@@ -192,6 +194,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
       share: off.upstreamShare ? 0 : Math.floor(c.limits.upstreamShare * c.limits.upstreamConnections),
       responseWriteMs: n.timeouts.responseWrite,
       keepServerHeader: r.keepServerHeader,
+      requestIdHeader: !off.traceContext,
       noteAddress: log.wantsUpstreamAddress,
       onWriteTimeout: (ctx) => loggers.error.warn({ event: 'client', route: r.name, reqId: ctx.id, principal: ctx.caller?.name, code: 'BRK_ERR_HTTP_RESPONSE_WRITE_TIMEOUT', remoteIp: ctx.req.socket?.remoteAddress }, 'client stopped reading its answer: dropped, upstream exchange aborted'),
       onFailure: (ctx, err, timedOut) =>
@@ -346,6 +349,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
       for (const x of fields) list.push(x);
     }
     if (r.audience !== undefined) list.push(assertionHeader, (signer as AssertionSigner).token(id, r.audience));
+    if (off.traceContext) return list;
     if (tracer !== undefined) tracer.upstream(ctx, performance.now());
     list.push('traceparent', upstreamTraceparent(ctx), 'x-request-id', ctx.id);
     if (ctx.traceState !== undefined) list.push('tracestate', ctx.traceState);
@@ -483,14 +487,14 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   return {
     config: c,
     handle(req, res) {
-      start(new RequestContext(req, res, performance.now(), tracer));
+      start(new RequestContext(req, res, performance.now(), traceWith));
     },
     upgrade(req, socket, headBytes) {
       // Refusals are answered in HTTP on the raw socket, which is closed after the answer.
       const res = new ServerResponse(req);
       res.assignSocket(socket as never);
       res.once('finish', () => socket.destroy());
-      const ctx = new RequestContext(req, res, performance.now(), tracer);
+      const ctx = new RequestContext(req, res, performance.now(), traceWith);
       ctx.upgrade = true;
       ctx.upgradeHead = headBytes;
       (req as unknown as Record<symbol, RequestContext>)[kCtx] = ctx;

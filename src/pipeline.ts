@@ -23,7 +23,7 @@ import type { Duplex } from 'node:stream';
 import type { BrokerConfig, RouteConfig } from './config/index.ts';
 import { settingsOf } from './config/index.ts';
 import { BrokerError, isBrokerError, type HttpErrorCode } from './errors.ts';
-import { RequestContext, matchRoute, replyError, routeTable, upstreamTraceparent, type RequestTracer, type Routed } from './request/index.ts';
+import { RequestContext, connectionId, matchRoute, replyError, routeTable, upstreamTraceparent, type RequestTracer, type Routed } from './request/index.ts';
 import type { Caller, Principal } from './identity/index.ts';
 import { checkHead, compileRoleIps, normalizePath, overrideMethods, type HeadLimits } from './filter/index.ts';
 import type { ConnectionGuard } from './filter/connection-guard.ts';
@@ -266,12 +266,12 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     const ipRefusal = roleIps(p.roles, socket.remoteAddress ?? '');
     if (ipRefusal) return refuse(ctx, 'BRK_ERR_FILTER_IP_DENIED', ipRefusal);
     if (deps.isRevoked(p.serial)) {
-      loggers.auth.warn({ event: 'request', outcome: 'refused', reason: 'revoked', principal: p.name, serial: p.serial, remoteIp: socket.remoteAddress }, 'revoked certificate on an open connection');
+      loggers.auth.warn({ event: 'request', outcome: 'refused', reason: 'revoked', principal: p.name, serial: p.serial, remoteIp: socket.remoteAddress, reqId: ctx.id, connId: connectionId(socket) }, 'revoked certificate on an open connection');
       return refuse(ctx, 'BRK_ERR_AUTH_REVOKED', `serial ${p.serial} is revoked`, true);
     }
     // The connection outlived its certificate (the listener closes it at notAfter; this covers the gap).
     if (p.notAfter.getTime() <= Date.now()) {
-      loggers.auth.warn({ event: 'request', outcome: 'refused', reason: 'expired', principal: p.name, serial: p.serial, remoteIp: socket.remoteAddress }, 'expired certificate on an open connection');
+      loggers.auth.warn({ event: 'request', outcome: 'refused', reason: 'expired', principal: p.name, serial: p.serial, remoteIp: socket.remoteAddress, reqId: ctx.id, connId: connectionId(socket) }, 'expired certificate on an open connection');
       return refuse(ctx, 'BRK_ERR_AUTH_EXPIRED', `serial ${p.serial} expired at ${p.notAfter.toISOString()}`, true);
     }
     return true;

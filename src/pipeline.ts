@@ -7,16 +7,18 @@
  * run the per-connection stages: the connection guard at accept, the TLS handshake against the
  * CA chain and CRLs, and the identity of the certificate, once per connection.
  *
- * Per request:
+ * Per request (its context, made first, continues the partner's traceparent or starts a trace,
+ * and takes its request id from it: src/request/trace.ts):
  *   1. head       request target length, one canonical path, header count, Host, framing
  *   2. identity   the connection's identity, its roles' address lists, revocation
  *   3. route      the longest route prefix of the canonical path
  *   4. credentials API key / bearer token / Basic where the route asks → one Caller
  *   5. access     roles' address lists (non-certificate callers), ACL (role × method), upgrades
  *   6. limits     rate buckets and the in-flight slot
- *   7. headers    inbound identity headers stripped, the broker's added
+ *   7. headers    inbound identity and trace headers stripped; the identity in the route's formats
+ *                 (headers, XFCC, RFC 9440, signed JWT), traceparent and x-request-id added
  *   8. proxy      bytes to the upstream and back (WebSockets through the relay)
- *   9. log        access line, request event (metrics, alerts), bans count refusals
+ *   9. log        access line, request event (metrics, alerts), span (tracing on), bans count refusals
  */
 import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';

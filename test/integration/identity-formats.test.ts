@@ -127,6 +127,17 @@ test('rfc9440: Client-Cert is the exact DER the client presented, Client-Cert-Ch
   for (const h of ['x-client-name', 'x-forwarded-client-cert', 'client-cert', 'client-cert-chain']) assert.equal(none.headers[h], undefined, `identity [] sends no ${h}`);
 });
 
+test('rfc9440: a client that sends its certificate alone still gets the intermediate in Client-Cert-Chain (the verified chain, not the sent one)', async (t) => {
+  const s = await setup(t);
+  const [leaf, intermediate] = ders(s.alice.cert);
+  const leafOnly = s.alice.cert.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/)![0] + '\n';
+  const res = await request(s.b.port, { id: { ...s.alice, cert: leafOnly }, ca: s.pki.ca, path: '/rfc/leaf-only' });
+  assert.equal(res.status, 200, res.text);
+  const seen = s.up.seen.at(-1)!;
+  assert.deepEqual(sfBinary(String(seen.headers['client-cert'])), leaf);
+  assert.deepEqual(String(seen.headers['client-cert-chain']).split(', ').map(sfBinary), [intermediate]);
+});
+
 test('spoofed Client-Cert, Client-Cert-Chain, client_cert, X-Forwarded-Client-Cert and x-client-jwt are stripped on every route', async (t) => {
   const s = await setup(t);
   const [leaf] = ders(s.alice.cert);

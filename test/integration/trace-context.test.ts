@@ -185,7 +185,14 @@ test('the same request id is on the access line, the error line of an upstream f
   assert.match(String(refusedId), REQ_ID);
   const authLine = await s.b.logs.waitFor((l) => l.log === 'auth' && l.event === 'credential' && l.outcome === 'refused');
   assert.equal(authLine.reqId, refusedId);
-  assert.equal((await s.b.logs.waitFor((l) => l.log === 'access' && l.path === '/k/x')).reqId, refusedId);
+  const refusedAccess = await s.b.logs.waitFor((l) => l.log === 'access' && l.path === '/k/x');
+  assert.equal(refusedAccess.reqId, refusedId);
+  // the one connection without a certificate: its handshake line and its request's access line share the connection id
+  const anonymous = s.b.logs.of('auth').filter((l) => l.event === 'handshake' && l.certificate === false);
+  assert.equal(anonymous.length, 1);
+  assert.match(String(anonymous[0]!.connId), /^[0-9a-f]{8}-[0-9a-z]+$/);
+  assert.equal(refusedAccess.connId, anonymous[0]!.connId);
+  assert.deepEqual({ serial: refusedAccess.serial, fingerprint: refusedAccess.fingerprint, clientPort: refusedAccess.clientPort }, { serial: null, fingerprint: null, clientPort: anonymous[0]!.remotePort });
   // and the three ids are three
   assert.equal(new Set([okId, failedId, refusedId]).size, 3);
 });

@@ -7,23 +7,25 @@
  * run the per-connection stages: the connection guard at accept, the TLS handshake against the
  * CA chain and CRLs, and the identity of the certificate, once per connection.
  *
- * Per request:
+ * Per request (its context, made first, continues the partner's traceparent or starts a trace,
+ * and takes its request id from it: src/request/trace.ts):
  *   1. head       request target length, one canonical path, header count, Host, framing
  *   2. identity   the connection's identity, its roles' address lists, revocation
  *   3. route      the longest route prefix of the canonical path
  *   4. credentials API key / bearer token / Basic where the route asks → one Caller
  *   5. access     roles' address lists (non-certificate callers), ACL (role × method), upgrades
  *   6. limits     rate buckets and the in-flight slot
- *   7. headers    inbound identity headers stripped, the broker's added
+ *   7. headers    inbound identity and trace headers stripped; the identity in the route's formats
+ *                 (headers, XFCC, RFC 9440, signed JWT), traceparent and x-request-id added
  *   8. proxy      bytes to the upstream and back (WebSockets through the relay)
- *   9. log        access line, request event (metrics, alerts), bans count refusals
+ *   9. log        access line, request event (metrics, alerts), span (tracing on), bans count refusals
  */
 import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { BrokerConfig, RouteConfig } from './config/index.ts';
 import { settingsOf } from './config/index.ts';
 import { BrokerError, isBrokerError, type HttpErrorCode } from './errors.ts';
-import { RequestContext, matchRoute, replyError, routeTable, upstreamTraceparent, type RequestTracer, type Routed } from './request/index.ts';
+import { RequestContext, connectionId, matchRoute, replyError, routeTable, upstreamTraceparent, type RequestTracer, type Routed } from './request/index.ts';
 import type { Caller, Principal } from './identity/index.ts';
 import { checkHead, compileRoleIps, normalizePath, overrideMethods, type HeadLimits } from './filter/index.ts';
 import type { ConnectionGuard } from './filter/connection-guard.ts';
@@ -180,6 +182,8 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     throw new BrokerError('BRK_ERR_ASSERTION_KEY_MISSING', `route ${c.routes.find((r) => r.identity.includes('jwt'))?.name} has identity jwt, and no assertion signing key was loaded`);
   }
   const tracer: (RequestTracer & { close(): Promise<void> }) | undefined = c.tracing.otlp === undefined ? undefined : await (await import('./observability/tracing.ts')).otlpTracer(c);
+  /** What each request's context traces with: null, no trace context at all (benchmark ablation only). */
+  const traceWith = off.traceContext ? null : tracer;
 
   const routes: Route[] = c.routes.map((r) => {
     const upstream = new Upstream({
@@ -192,6 +196,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
       share: off.upstreamShare ? 0 : Math.floor(c.limits.upstreamShare * c.limits.upstreamConnections),
       responseWriteMs: n.timeouts.responseWrite,
       keepServerHeader: r.keepServerHeader,
+      requestIdHeader: !off.traceContext,
       noteAddress: log.wantsUpstreamAddress,
       onWriteTimeout: (ctx) => loggers.error.warn({ event: 'client', route: r.name, reqId: ctx.id, principal: ctx.caller?.name, code: 'BRK_ERR_HTTP_RESPONSE_WRITE_TIMEOUT', remoteIp: ctx.req.socket?.remoteAddress }, 'client stopped reading its answer: dropped, upstream exchange aborted'),
       onFailure: (ctx, err, timedOut) =>
@@ -263,12 +268,12 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
     const ipRefusal = roleIps(p.roles, socket.remoteAddress ?? '');
     if (ipRefusal) return refuse(ctx, 'BRK_ERR_FILTER_IP_DENIED', ipRefusal);
     if (deps.isRevoked(p.serial)) {
-      loggers.auth.warn({ event: 'request', outcome: 'refused', reason: 'revoked', principal: p.name, serial: p.serial, remoteIp: socket.remoteAddress }, 'revoked certificate on an open connection');
+      loggers.auth.warn({ event: 'request', outcome: 'refused', reason: 'revoked', principal: p.name, serial: p.serial, remoteIp: socket.remoteAddress, reqId: ctx.id, connId: connectionId(socket) }, 'revoked certificate on an open connection');
       return refuse(ctx, 'BRK_ERR_AUTH_REVOKED', `serial ${p.serial} is revoked`, true);
     }
     // The connection outlived its certificate (the listener closes it at notAfter; this covers the gap).
     if (p.notAfter.getTime() <= Date.now()) {
-      loggers.auth.warn({ event: 'request', outcome: 'refused', reason: 'expired', principal: p.name, serial: p.serial, remoteIp: socket.remoteAddress }, 'expired certificate on an open connection');
+      loggers.auth.warn({ event: 'request', outcome: 'refused', reason: 'expired', principal: p.name, serial: p.serial, remoteIp: socket.remoteAddress, reqId: ctx.id, connId: connectionId(socket) }, 'expired certificate on an open connection');
       return refuse(ctx, 'BRK_ERR_AUTH_EXPIRED', `serial ${p.serial} expired at ${p.notAfter.toISOString()}`, true);
     }
     return true;
@@ -346,6 +351,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
       for (const x of fields) list.push(x);
     }
     if (r.audience !== undefined) list.push(assertionHeader, (signer as AssertionSigner).token(id, r.audience));
+    if (off.traceContext) return list;
     if (tracer !== undefined) tracer.upstream(ctx, performance.now());
     list.push('traceparent', upstreamTraceparent(ctx), 'x-request-id', ctx.id);
     if (ctx.traceState !== undefined) list.push('tracestate', ctx.traceState);
@@ -483,14 +489,14 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   return {
     config: c,
     handle(req, res) {
-      start(new RequestContext(req, res, performance.now(), tracer));
+      start(new RequestContext(req, res, performance.now(), traceWith));
     },
     upgrade(req, socket, headBytes) {
       // Refusals are answered in HTTP on the raw socket, which is closed after the answer.
       const res = new ServerResponse(req);
       res.assignSocket(socket as never);
       res.once('finish', () => socket.destroy());
-      const ctx = new RequestContext(req, res, performance.now(), tracer);
+      const ctx = new RequestContext(req, res, performance.now(), traceWith);
       ctx.upgrade = true;
       ctx.upgradeHead = headBytes;
       (req as unknown as Record<symbol, RequestContext>)[kCtx] = ctx;

@@ -255,10 +255,12 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
     const rows = labels.map((label) => {
       const sc: FeatureCost['scenarios'] = {};
       for (const s of scenarios) {
-        const on = byLabel(s, s, 'broker');
-        const off = byLabel(s, s, label);
+        // "broker +NAME": a feature that is off by default, switched on: its cost is that broker − the broker
+        const plus = label.startsWith('broker +');
+        const on = byLabel(s, s, plus ? label : 'broker');
+        const off = byLabel(s, s, plus ? 'broker' : label);
         const withoutUs = med(off, cpuOfRound);
-        const costUs = (allOn[s] as number) - withoutUs;
+        const costUs = med(on, cpuOfRound) - withoutUs;
         const perRound = on.map((x) => {
           const y = off.find((z) => z.round === x.round);
           return y ? x.proxyCpuUsPerReq - y.proxyCpuUsPerReq : NaN;
@@ -266,7 +268,7 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
         sc[s] = { withoutUs, costUs, share: costUs / (allOn[s] as number), perRound };
       }
       const check = checks.find((c) => c.label === label);
-      return { feature: label === ctx.controlLabel ? 'none (control: a second broker, every feature on)' : label === ctx.baselineLabel ? 'this change (the broker before it: --baseline)' : label.replace(/^broker -/, ''), label, scenarios: sc, ...(check ? { check } : {}) };
+      return { feature: label === ctx.controlLabel ? 'none (control: a second broker, every feature on)' : label === ctx.baselineLabel ? 'this change (the broker before it: --baseline)' : label.startsWith('broker +') ? `${label.slice(8)} (off by default: switched on)` : label.replace(/^broker -/, ''), label, scenarios: sc, ...(check ? { check } : {}) };
     });
     return { scenarios, rows, allOn };
   }
@@ -279,7 +281,7 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
     const main = checks.find((c) => c.label === 'broker');
     const out: string[] = [''];
     out.push(
-      `**What each feature costs**: the broker with every feature on − the broker with that one feature off (env BROKER_ABLATE), CPU µs per request or handshake, median over rounds and round by round (the same rounds); a negative cost is noise${rows.some((r) => r.label === ctx.controlLabel) ? ', and so is anything the size of the control row\'s (a second broker with every feature on)' : ''}. "check": what the ablated broker said at start about BROKER_ABLATE (error log) and what it wrote to the log files it would stop writing.`,
+      `**What each feature costs**: the broker with every feature on − the broker with that one feature off (env BROKER_ABLATE), and for a feature that is off by default ("switched on") the broker with it on − the broker, CPU µs per request or handshake, median over rounds and round by round (the same rounds); a negative cost is noise${rows.some((r) => r.label === ctx.controlLabel) ? ', and so is anything the size of the control row\'s (a second broker with every feature on)' : ''}. "check": what the ablated broker said at start about BROKER_ABLATE (error log) and what it wrote to the log files it would stop writing.`,
     );
     out.push('');
     out.push(`| feature off | ${scenarios.map((s) => `${s}: without it, µs/${per(s)} | ${s}: cost, µs/${per(s)} (share) | ${s}: cost per round`).join(' | ')} | check |`);
@@ -288,6 +290,7 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
       if (!c) return '–';
       if (c.label === ctx.controlLabel) return 'BROKER_ABLATE unset: any "cost" here is noise';
       if (c.label === ctx.baselineLabel) return 'the build before the change, every feature on';
+      if (c.label.startsWith('broker +')) return 'config variant (route identity formats, or tracing.otlp to a sink in the benchmark process)';
       const off = c.off;
       const said = !c.notice ? '**not announced at start** (BROKER_ABLATE ignored?)' : off ? (off.join(',') === feature ? `announced: ${off.join(', ')} off` : `**announced: ${off.join(', ')} off**`) : 'announced at start';
       if (feature === 'accessLog') return `${said}; access.log ${bytes(c.accessLogBytes)} (all on: ${bytes(main?.accessLogBytes ?? NaN)})`;

@@ -72,7 +72,8 @@ import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { request as httpRequest } from 'node:http';
+import { createServer as createHttpServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Histogram, type HistogramJson } from './hist.ts';
 import { cpuOf, machineCpuSeconds, tree, treeCpuSeconds, treeRssBytes } from './proc.ts';
 import { ensureNginx, nginxVersion, writeNginxConfig } from './nginx.ts';
@@ -96,7 +97,13 @@ const brokerMain = (): string => (a.broker === 'src' ? join(ROOT, 'src', 'main.t
 const NODE = process.execPath;
 const ALL = ['ka64', 'ka16k', 'handshake', 'alloc', 'identities', 'crl', 'idle', 'syscalls', 'profile'] as const;
 /** The features the broker can switch off one at a time (env BROKER_ABLATE, comma-separated). */
-const FEATURES = ['accessLog', 'authLog', 'metrics', 'limits', 'identityHeaders', 'guard', 'hostCheck', 'upstreamShare'] as const;
+const FEATURES = ['accessLog', 'authLog', 'metrics', 'limits', 'identityHeaders', 'guard', 'hostCheck', 'upstreamShare', 'traceContext'] as const;
+/**
+ * Features that are off by default, each measured as one more broker with it switched on (row
+ * "broker +NAME", cost = that broker − the broker): the route's identity also as RFC 9440 fields,
+ * also as a signed JWT assertion, and spans exported over OTLP/HTTP (to a sink in this process).
+ */
+const PLUS = ['rfc9440', 'jwt', 'tracing'] as const;
 /** The ladder's reference rows besides nginx and the broker. */
 const LADDER_EXTRAS = ['node-bare', 'fastify-stock'] as const;
 type Scenario = (typeof ALL)[number];
@@ -117,6 +124,7 @@ const { values: a } = parseArgs({
     ladder: { type: 'string', default: LADDER_EXTRAS.join(',') },
     ablations: { type: 'string', default: 'all' },
     'ablation-scenarios': { type: 'string', default: 'ka64,handshake' },
+    plus: { type: 'string', default: 'all' },
     control: { type: 'boolean', default: true },
     'alloc-seconds': { type: 'string' },
     'ladder-warmup': { type: 'string' },
@@ -152,6 +160,8 @@ const CONTROL = a.control === true && ABLATIONS.length > 0;
 const CONTROL_LABEL = 'broker (control)';
 /** --baseline PATH: the main.js of the build before a change, run beside this one in the ablation scenarios' rounds. */
 const BASELINE_LABEL = 'broker (before)';
+const PLUS_ROWS = a.plus === 'none' ? [] : a.plus === 'all' ? [...PLUS] : csv(a.plus as string);
+for (const f of PLUS_ROWS) if (!(PLUS as readonly string[]).includes(f)) throw new Error(`--plus: all, none or some of ${PLUS.join(', ')}, not ${f}`);
 for (const f of ABLATIONS) if (!(FEATURES as readonly string[]).includes(f)) throw new Error(`--ablations: all, none or some of ${FEATURES.join(', ')}, not ${f}`);
 for (const s of ABLATION_SCENARIOS) if (!['ka64', 'ka16k', 'handshake'].includes(s)) throw new Error(`--ablation-scenarios: ka64, ka16k or handshake, not ${s}`);
 const SECONDS = Number(a.seconds ?? (QUICK ? 2 : 5));
@@ -337,15 +347,19 @@ async function startUpstream(): Promise<Env['upstream']> {
   return { pid: child.pid as number, port, child };
 }
 
-async function startBroker(env: Env, label: string, o: { crlFile: string; nodeArgs?: string[]; ablate?: string; control?: boolean; captureStdout?: boolean; main?: string }): Promise<Target> {
+async function startBroker(env: Env, label: string, o: { crlFile: string; nodeArgs?: string[]; ablate?: string; plus?: string; control?: boolean; captureStdout?: boolean; main?: string }): Promise<Target> {
   const main = o.main ?? brokerMain();
   const dir = join(env.work, label.replace(/[^\w.-]+/g, '_'));
   mkdirSync(dir, { recursive: true });
+  const route: Record<string, unknown> = { name: 'bench', path: '/', upstream: `http://127.0.0.1:${env.upstream.port}`, roles: [ROLE] };
+  if (o.plus === 'rfc9440') route.identity = ['headers', 'xfcc', 'rfc9440'];
+  if (o.plus === 'jwt') route.identity = ['headers', 'xfcc', 'jwt'];
   const config = {
     listen: { host: '127.0.0.1', port: 0 },
     pki: { dir: env.pki.dir },
     tls: { server: 'localhost', crl: o.crlFile },
-    routes: [{ name: 'bench', path: '/', upstream: `http://127.0.0.1:${env.upstream.port}`, roles: [ROLE] }],
+    routes: [route],
+    ...(o.plus === 'tracing' ? { tracing: { otlp: { endpoint: `http://127.0.0.1:${(await spanSink()).port}/v1/traces` } } } : {}),
     // every feature on, with limits far above what the benchmark sends (it comes from one address)
     rateLimit: { rate: 1_000_000, per: '1s', burst: 1_000_000 },
     maxConcurrent: 100_000,
@@ -378,7 +392,7 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
     throw new Error(`${e.message}; see ${join(dir, 'error.log')}`);
   });
   return {
-    kind: o.ablate || o.control ? 'broker-ablated' : 'broker',
+    kind: o.ablate || o.plus || o.control ? 'broker-ablated' : 'broker',
     label,
     pid: child.pid as number,
     port: ready.port,
@@ -390,6 +404,23 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
     ...(stdout ? { stdout } : {}),
     stop: () => stopChild(child, 10_000),
   };
+}
+
+/**
+ * The OTLP/HTTP collector of the "broker +tracing" row: takes every export and answers 200 with an
+ * empty partial-success body, in this process (so its CPU is not counted as the broker's).
+ */
+let sink: Promise<{ port: number }> | undefined;
+function spanSink(): Promise<{ port: number }> {
+  sink ??= new Promise((resolveSink) => {
+    const server = createHttpServer((req, res) => {
+      req.resume();
+      req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+    });
+    server.listen(0, '127.0.0.1', () => resolveSink({ port: (server.address() as AddressInfo).port }));
+    server.unref();
+  });
+  return sink;
 }
 
 async function startNginx(env: Env, label: string, crlFile: string, maxConnections: number): Promise<Target> {
@@ -1332,6 +1363,7 @@ async function main(): Promise<void> {
           if (LADDER.includes('fastify-stock')) extras.push(await startFastify(env, 'fastify-stock', pki.emptyCrl));
           if (ladderScenarios.some((s) => ABLATION_SCENARIOS.includes(s))) {
             for (const f of ABLATIONS) ablated.push(await startBroker(env, `broker -${f}`, { crlFile: pki.emptyCrl, ablate: f }));
+            for (const f of PLUS_ROWS) ablated.push(await startBroker(env, `broker +${f}`, { crlFile: pki.emptyCrl, plus: f }));
             if (CONTROL) ablated.push(await startBroker(env, CONTROL_LABEL, { crlFile: pki.emptyCrl, control: true }));
             if (a.baseline) ablated.push(await startBroker(env, BASELINE_LABEL, { crlFile: pki.emptyCrl, control: true, main: resolve(a.baseline as string) }));
           }

@@ -6,6 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { RequestContext } from '../request/index.ts';
+import { connectionId } from '../request/index.ts';
 import type { HttpErrorCode } from '../errors.ts';
 import type { AuthMethod } from '../config/index.ts';
 import { certCaller, type Caller, type Principal } from '../identity/index.ts';
@@ -77,7 +78,7 @@ export function authGate(d: AuthGateDeps): AuthGate {
     const ip = ctx.req.socket.remoteAddress ?? '';
     const fail = (r: AuthRefusal) => {
       d.authLog.warn(
-        { event: 'credential', outcome: 'refused', method: r.method, reason: r.reason, detail: r.detail, route: route.name, remoteIp: ip, reqId: ctx.id, ...(r.name !== undefined ? { principal: r.name } : {}), ...(r.keyId !== undefined ? { keyId: r.keyId } : {}), ...(cert ? { serial: cert.serial } : {}) },
+        { event: 'credential', outcome: 'refused', method: r.method, reason: r.reason, detail: r.detail, route: route.name, remoteIp: ip, reqId: ctx.id, connId: connectionId(ctx.req.socket), ...(r.name !== undefined ? { principal: r.name } : {}), ...(r.keyId !== undefined ? { keyId: r.keyId } : {}), ...(cert ? { serial: cert.serial } : {}) },
         'credential refused',
       );
       channels.credential.publish({ method: r.method, outcome: 'refused', reason: r.reason, remoteIp: ip, ...(r.name !== undefined ? { principal: r.name } : {}) } satisfies CredentialEvent);
@@ -105,7 +106,7 @@ export function authGate(d: AuthGateDeps): AuthGate {
         next(ctx, caller);
       },
       (err: unknown) => {
-        d.authLog.error({ event: 'credential', outcome: 'error', route: route.name, remoteIp: ip, reqId: ctx.id, err: { message: (err as Error).message } }, 'credential check failed');
+        d.authLog.error({ event: 'credential', outcome: 'error', route: route.name, remoteIp: ip, reqId: ctx.id, connId: connectionId(ctx.req.socket), err: { message: (err as Error).message } }, 'credential check failed');
         refuse(ctx, 'BRK_ERR_HTTP_INTERNAL', `credential check failed: ${(err as Error).message}`);
       },
     );

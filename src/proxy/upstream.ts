@@ -38,6 +38,8 @@ export interface UpstreamOptions {
   responseWriteMs: number;
   /** Pass the upstream's Server header on (dropped otherwise). */
   keepServerHeader?: boolean;
+  /** Tell the client its request id in x-request-id (off only for the benchmark's traceContext ablation). */
+  requestIdHeader?: boolean;
   /** Note on each request the address:port of the pool connection it went over (for the access log). */
   noteAddress?: boolean;
   /** Called for a failure of the upstream (not of the client), before the 502/504 goes out. */
@@ -162,7 +164,7 @@ class Relay implements Dispatcher.DispatchHandler {
     const length = headers['content-length'];
     if (typeof length === 'string') ctx.bytesOut = Number(length) || null;
     if (ctx.headers !== undefined) Object.assign(out, ctx.headers);
-    out['x-request-id'] = ctx.id;
+    if (this.up.requestIdHeader) out['x-request-id'] = ctx.id;
     ctx.res.writeHead(statusCode, out as Record<string, string | string[]>);
   }
 
@@ -244,6 +246,7 @@ export class Upstream {
   readonly share: number;
   readonly responseWriteMs: number;
   readonly keepServerHeader: boolean;
+  readonly requestIdHeader: boolean;
   readonly noteAddress: boolean;
   readonly onFailure: UpstreamOptions['onFailure'];
   readonly onWriteTimeout: UpstreamOptions['onWriteTimeout'];
@@ -264,6 +267,7 @@ export class Upstream {
     this.share = o.share === 0 ? 0 : Math.max(1, Math.min(o.share, o.connections));
     this.responseWriteMs = o.responseWriteMs;
     this.keepServerHeader = o.keepServerHeader === true;
+    this.requestIdHeader = o.requestIdHeader !== false;
     this.noteAddress = o.noteAddress === true;
     if (this.noteAddress && !listening) {
       listening = true;

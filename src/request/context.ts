@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Caller, Principal } from '../identity/index.ts';
 import type { Refusal } from './refusal.ts';
-import { beginTrace, newSpanId, type RequestTracer, type TraceNote } from './trace.ts';
+import { beginTrace, newSpanId, newTraceId, type RequestTracer, type TraceNote } from './trace.ts';
 
 /** What the limits stage reports on the answer (RateLimit-* headers, access log). */
 export interface LimitNote {
@@ -74,10 +74,15 @@ export class RequestContext implements TraceNote {
   /** The bytes that came after an upgrade request's head. */
   upgradeHead: Buffer | undefined = undefined;
 
-  constructor(req: IncomingMessage, res: ServerResponse, start: number, tracer?: RequestTracer) {
+  /** `tracer` null: no trace context at all (benchmark ablation traceContext): the id is a random 32-hex. */
+  constructor(req: IncomingMessage, res: ServerResponse, start: number, tracer?: RequestTracer | null) {
     this.req = req;
     this.res = res;
     this.start = start;
+    if (tracer === null) {
+      this.id = newTraceId();
+      return;
+    }
     const h = req.headers;
     beginTrace(this, h.traceparent as string | undefined, h.tracestate as string | undefined);
     if (tracer === undefined) this.spanId = newSpanId();

@@ -84,7 +84,7 @@ export function assertionKeeper(log: Logger): AssertionKeeper {
         if (isBrokerError(err, 'BRK_ERR_ASSERTION_KEY_MISSING')) throw new BrokerError('BRK_ERR_ASSERTION_KEY_MISSING', `route${routes.length === 1 ? '' : 's'} ${routes.join(', ')} send the jwt identity format, but ${err.message}`);
         throw err;
       }
-      const signer = needed ? assertionSigner(keys.current, { issuer: c.assertion.issuer, ttlMs: settingsOf(c).assertionTtlMs }) : undefined;
+      const signer = needed ? assertionSigner(keys.current, { issuer: c.assertion.issuer, ttlMs: settingsOf(c).assertionTtlMs }, keys.next) : undefined;
       return { keys, signer };
     },
     apply(c, p, o = {}) {

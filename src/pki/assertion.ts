@@ -25,20 +25,28 @@ import { recordFailure, withStoreLock } from './store.ts';
 export const ASSERTION_KEYS_FORMAT = 'broker-assertion-keys/1';
 export const ASSERTION_ALGS = ['ES256', 'EdDSA'] as const;
 export type AssertionAlg = (typeof ASSERTION_ALGS)[number];
-/** How long a replaced key stays published by default (`--overlap`). */
+/** How long a replaced key stays published by default (`--overlap`), counted from the new key's activation. */
 export const DEFAULT_ASSERTION_OVERLAP_MS = 3_600_000;
+/**
+ * How long a new key is published before anything is signed with it by default (`--publish-ahead`):
+ * longer than the JWKS endpoint's max-age (300 s) and jose's refetch cooldown (30 s), so an upstream
+ * that caches the JWKS has the new key before it sees a token signed with it.
+ */
+export const DEFAULT_ASSERTION_AHEAD_MS = 600_000;
 
 export interface AssertionKeyRecord {
   kid: string;
   alg: AssertionAlg;
   createdAt: string;
-  /** Set when the key was replaced: it stays published (never used to sign) until then. */
+  /** Set when the key was created ahead of use: published from createdAt, signs from activateAt. */
+  activateAt?: string;
+  /** Set when the key was replaced: it stays published (never used to sign once its successor is active) until then. */
   retireAt?: string;
 }
 
 export interface AssertionKeysFile {
   format: typeof ASSERTION_KEYS_FORMAT;
-  /** The kid new assertions are signed with. */
+  /** The newest key: new assertions are signed with it from its activateAt (at once without one). */
   current: string;
   keys: AssertionKeyRecord[];
 }
@@ -47,7 +55,10 @@ export interface AssertionKeysFile {
 export type PublishedJwk = JWK & { kid: string; alg: AssertionAlg; use: 'sig' };
 
 export interface AssertionKeys {
+  /** The key assertions are signed with now. */
   current: { kid: string; alg: AssertionAlg; key: KeyObject };
+  /** A key published ahead of use: it takes over from `current` at activateAt (ms since the epoch). */
+  next?: { kid: string; alg: AssertionAlg; key: KeyObject; activateAt: number };
   /** The keys published now: the current one and every replaced one not yet past retireAt. */
   jwks: { keys: PublishedJwk[] };
   /** The earliest retireAt still ahead (ms since the epoch): the published set changes then. */
@@ -97,7 +108,7 @@ export function readAssertionKeys(l: StoreLayout): AssertionKeysFile | undefined
   }
   if (f?.format !== ASSERTION_KEYS_FORMAT || !Array.isArray(f.keys)) throw corrupt(l.assertionKeys, `not a ${ASSERTION_KEYS_FORMAT} file`);
   for (const k of f.keys) {
-    if (!KID_RE.test(String(k?.kid)) || !(ASSERTION_ALGS as readonly string[]).includes(k.alg) || Number.isNaN(Date.parse(k.createdAt)) || (k.retireAt !== undefined && Number.isNaN(Date.parse(k.retireAt)))) {
+    if (!KID_RE.test(String(k?.kid)) || !(ASSERTION_ALGS as readonly string[]).includes(k.alg) || Number.isNaN(Date.parse(k.createdAt)) || (k.retireAt !== undefined && Number.isNaN(Date.parse(k.retireAt))) || (k.activateAt !== undefined && Number.isNaN(Date.parse(k.activateAt)))) {
       throw corrupt(l.assertionKeys, `bad key entry ${JSON.stringify(k)}`);
     }
   }
@@ -134,13 +145,21 @@ export function loadAssertionKeys(storeDir: string, now = Date.now()): Assertion
   const key = loadKey(l, cur);
   const keys: PublishedJwk[] = [publicJwk(key, cur.kid, cur.alg)];
   let nextRetireAt: number | undefined;
+  // Until the newest key's activateAt, the key it replaced (the newest of the others still published) signs.
+  let signing: { kid: string; alg: AssertionAlg; key: KeyObject; createdAt: number } | undefined;
   for (const r of f.keys) {
     if (r === cur || !published(r, now)) continue;
-    keys.push(publicJwk(loadKey(l, r), r.kid, r.alg));
+    const k = loadKey(l, r);
+    keys.push(publicJwk(k, r.kid, r.alg));
     const at = Date.parse(r.retireAt as string);
     if (nextRetireAt === undefined || at < nextRetireAt) nextRetireAt = at;
+    const created = Date.parse(r.createdAt);
+    if (signing === undefined || created > signing.createdAt) signing = { kid: r.kid, alg: r.alg, key: k, createdAt: created };
   }
-  return { current: { kid: cur.kid, alg: cur.alg, key }, jwks: { keys }, ...(nextRetireAt === undefined ? {} : { nextRetireAt }) };
+  const activateAt = cur.activateAt === undefined ? undefined : Date.parse(cur.activateAt);
+  const jwks = { jwks: { keys }, ...(nextRetireAt === undefined ? {} : { nextRetireAt }) };
+  if (activateAt === undefined || activateAt <= now || signing === undefined) return { current: { kid: cur.kid, alg: cur.alg, key }, ...jwks };
+  return { current: { kid: signing.kid, alg: signing.alg, key: signing.key }, next: { kid: cur.kid, alg: cur.alg, key, activateAt }, ...jwks };
 }
 
 /** The JWKS document of a set of published keys (what jwks.json and the admin endpoint hold). */
@@ -161,6 +180,8 @@ export async function stageFirstAssertionKey(l: StoreLayout, tx: WriteTransactio
 export interface AssertionRotation {
   kid: string;
   alg: AssertionAlg;
+  /** When the new key starts signing (now, without --publish-ahead or on a store that had no key). */
+  activateAt: string;
   /** The key it replaced, published until retireAt (absent on a store that had none). */
   previous?: { kid: string; retireAt: string };
   /** Keys dropped from the store by this rotation (their retireAt had passed). */
@@ -170,15 +191,19 @@ export interface AssertionRotation {
 }
 
 /**
- * `broker pki rotate assertion-key`: a new key becomes current; the one it replaces stays published
- * until now + overlapMs (0: retired at once); keys already past their retireAt are dropped, their
- * files too. Works on a store made before assertion keys existed (it creates the first one).
+ * `broker pki rotate assertion-key`: a new key is published at once and signs from now + aheadMs
+ * (default 0 here; the command's default is DEFAULT_ASSERTION_AHEAD_MS); the one it replaces keeps
+ * signing until then and stays published until activation + overlapMs (0: retired at activation);
+ * keys already past their retireAt are dropped, their files too. Works on a store made before
+ * assertion keys existed (it creates the first one, active at once).
  */
-export async function rotateAssertionKey(store: StoreLayout | { readonly layout: StoreLayout }, o: { alg?: AssertionAlg; overlapMs?: number; now?: number } = {}): Promise<AssertionRotation> {
+export async function rotateAssertionKey(store: StoreLayout | { readonly layout: StoreLayout }, o: { alg?: AssertionAlg; overlapMs?: number; aheadMs?: number; now?: number } = {}): Promise<AssertionRotation> {
   const l = 'layout' in store ? store.layout : store;
   const alg = o.alg ?? 'ES256';
   const overlapMs = o.overlapMs ?? DEFAULT_ASSERTION_OVERLAP_MS;
+  const aheadMs = o.aheadMs ?? 0;
   if (!Number.isFinite(overlapMs) || overlapMs < 0) throw new BrokerError('BRK_ERR_USAGE', '--overlap must be 0 or more');
+  if (!Number.isFinite(aheadMs) || aheadMs < 0) throw new BrokerError('BRK_ERR_USAGE', '--publish-ahead must be 0 or more');
   const op = 'rotate-assertion-key';
   let fields: Omit<AuditFields, 'op' | 'outcome'> = {};
   return withStoreLock(
@@ -191,25 +216,27 @@ export async function rotateAssertionKey(store: StoreLayout | { readonly layout:
         const k = await newAssertionKey(alg);
         const records: AssertionKeyRecord[] = [];
         let previous: AssertionRotation['previous'];
+        // nothing to sign with meanwhile on a store without a key: the first one is active at once
+        const activateMs = before === undefined ? nowMs : nowMs + aheadMs;
         for (const r of before?.keys ?? []) {
           if (r.kid === before?.current) {
-            previous = { kid: r.kid, retireAt: new Date(nowMs + overlapMs).toISOString() };
+            previous = { kid: r.kid, retireAt: new Date(activateMs + overlapMs).toISOString() };
             records.push({ ...r, retireAt: previous.retireAt });
           } else records.push(r);
         }
         const kept = records.filter((r) => published(r, nowMs));
         const removed = records.filter((r) => !published(r, nowMs)).map((r) => r.kid);
-        kept.unshift({ kid: k.kid, alg, createdAt: now.toISOString() });
+        kept.unshift({ kid: k.kid, alg, createdAt: now.toISOString(), ...(activateMs > nowMs ? { activateAt: new Date(activateMs).toISOString() } : {}) });
         const jwks = [publicJwk(k.privateKey, k.kid, alg), ...kept.slice(1).map((r) => publicJwk(loadKey(l, r), r.kid, r.alg))];
         const file: AssertionKeysFile = { format: ASSERTION_KEYS_FORMAT, current: k.kid, keys: kept };
         const tx = new Tx()
           .write(l.assertionKey(k.kid), k.pem, PRIVATE_MODE)
           .write(l.assertionKeys, `${JSON.stringify(file, null, 2)}\n`, PRIVATE_MODE)
           .write(l.assertionJwks, jwksText({ keys: jwks }), PUBLIC_MODE);
-        fields = { detail: `kid=${k.kid} alg=${alg}${previous ? ` previous=${previous.kid} retireAt=${previous.retireAt}` : ''}${removed.length ? ` removed=${removed.join(',')}` : ''}` };
+        fields = { detail: `kid=${k.kid} alg=${alg}${activateMs > nowMs ? ` activateAt=${new Date(activateMs).toISOString()}` : ''}${previous ? ` previous=${previous.kid} retireAt=${previous.retireAt}` : ''}${removed.length ? ` removed=${removed.join(',')}` : ''}` };
         commitChange(l, tx, { op, outcome: 'ok', ...fields }, () => held.check());
         removeUnlistedKeys(l, new Set(kept.map((r) => r.kid)));
-        return { kid: k.kid, alg, ...(previous ? { previous } : {}), removed, published: jwks.map((j) => j.kid) };
+        return { kid: k.kid, alg, activateAt: new Date(activateMs).toISOString(), ...(previous ? { previous } : {}), removed, published: jwks.map((j) => j.kid) };
       } catch (err) {
         if (!isBrokerError(err, 'BRK_ERR_PKI_LOCK_LOST')) recordFailure(l, op, fields, err, held);
         throw err;

@@ -39,11 +39,26 @@ const HEX64 = /^[0-9a-f]{64}$/;
 
 const b64url = (s: string) => Buffer.from(s).toString('base64url');
 
-export function assertionSigner(k: AssertionKey, o: { issuer: string; ttlMs: number }): AssertionSigner {
+interface Signing {
+  readonly kid: string;
+  readonly header: string;
+  readonly digest: 'sha256' | null;
+  readonly options: { key: KeyObject; dsaEncoding: 'ieee-p1363' };
+}
+
+function signing(k: AssertionKey): Signing {
+  return { kid: k.kid, header: b64url(JSON.stringify({ alg: k.alg, kid: k.kid, typ: 'JWT' })), digest: k.alg === 'ES256' ? 'sha256' : null, options: { key: k.key, dsaEncoding: 'ieee-p1363' } };
+}
+
+/**
+ * `next`: a key published ahead of use (pki rotate assertion-key --publish-ahead): tokens signed
+ * from its activateAt on use it (the cached ones signed before stay valid: the old key is still published).
+ */
+export function assertionSigner(k: AssertionKey, o: { issuer: string; ttlMs: number }, next?: AssertionKey & { activateAt: number }): AssertionSigner {
   if (!(o.ttlMs >= 1000)) throw new RangeError('assertion ttl must be at least 1s');
-  const header = b64url(JSON.stringify({ alg: k.alg, kid: k.kid, typ: 'JWT' }));
-  const digest = k.alg === 'ES256' ? 'sha256' : null;
-  const options = { key: k.key, dsaEncoding: 'ieee-p1363' as const };
+  let active = signing(k);
+  const upcoming = next === undefined ? undefined : signing(next);
+  const activateAt = next?.activateAt ?? Infinity;
   const ttlS = Math.ceil(o.ttlMs / 1000);
   const halfMs = (ttlS * 1000) / 2;
   const cache = new WeakMap<IdentityHeaders, PerIdentity>();
@@ -60,13 +75,18 @@ export function assertionSigner(k: AssertionKey, o: { issuer: string; ttlMs: num
       roles: [...id.roles],
     };
     if (id.fingerprint !== undefined && HEX64.test(id.fingerprint)) claims.cnf = { 'x5t#S256': Buffer.from(id.fingerprint, 'hex').toString('base64url') };
-    const input = `${header}.${b64url(JSON.stringify(claims))}`;
-    const sig = sign(digest, Buffer.from(input), options).toString('base64url');
-    return { token: `${input}.${sig}`, renewAt: iat * 1000 + halfMs };
+    if (nowMs >= activateAt && upcoming !== undefined) active = upcoming;
+    const input = `${active.header}.${b64url(JSON.stringify(claims))}`;
+    const sig = sign(active.digest, Buffer.from(input), active.options).toString('base64url');
+    // a token signed before the next key's activation is renewed then, so that tokens switch keys together
+    const renewAt = iat * 1000 + halfMs;
+    return { token: `${input}.${sig}`, renewAt: nowMs < activateAt ? Math.min(renewAt, activateAt) : renewAt };
   };
 
   return {
-    kid: k.kid,
+    get kid() {
+      return Date.now() >= activateAt && upcoming !== undefined ? upcoming.kid : active.kid;
+    },
     token(id, audience) {
       const now = Date.now();
       const entry = cache.get(id);

@@ -79,7 +79,7 @@ test('serve reloads the assertion key after "pki rotate assertion-key" (file wat
   assert.equal(first, JSON.parse(read('pki/assertion/keys.json')).current);
   assert.deepEqual(JSON.parse(read('jwks.json')).keys.map((k: { kid: string }) => k.kid), [first]);
 
-  const rot = JSON.parse((await run('pki', 'rotate', 'assertion-key', '--json')).stdout) as { kid: string };
+  const rot = JSON.parse((await run('pki', 'rotate', 'assertion-key', '--publish-ahead', '0', '--json')).stdout) as { kid: string };
   await eventually(async () => (await kidNow()) === rot.kid, `tokens signed with the new key ${rot.kid}; output:\n${b.output().slice(-2000)}`, 20_000, 100);
   const jwks = (await httpGet(b.adminPort, '/.well-known/jwks.json')).json().keys as Array<{ kid: string }>;
   assert.deepEqual(jwks.map((k) => k.kid), [rot.kid, first]);

@@ -109,11 +109,16 @@ test('an upstream verifies the jwt assertion against the JWKS, bound to the pres
   // 5. rotate with the built CLI on the running broker's store; the store watcher (as serve runs it) reloads
   const watcher = watchFiles([storeLayout(pki.dir).assertionKeys], 100, (what) => void b.broker.reload(undefined, `file change: ${what}`));
   t.after(() => watcher.close());
-  const rot = await brokerAsync(['pki', 'rotate', 'assertion-key', '--dir', pki.dir, '--alg', 'EdDSA', '--overlap', '1h', '--json']);
+  // published ahead of use: the JWKS lists the new key while tokens are still signed with the old one
+  const rot = await brokerAsync(['pki', 'rotate', 'assertion-key', '--dir', pki.dir, '--alg', 'EdDSA', '--overlap', '1h', '--publish-ahead', '4s', '--json']);
   assert.equal(rot.code, 0, rot.stderr);
-  const rotated = JSON.parse(rot.stdout) as { kid: string; alg: string; previous: { kid: string } };
+  const rotated = JSON.parse(rot.stdout) as { kid: string; alg: string; activateAt: string; previous: { kid: string; retireAt: string } };
   assert.equal(rotated.previous.kid, firstKid);
   assert.notEqual(rotated.kid, firstKid);
+  assert.equal(Date.parse(rotated.previous.retireAt) - Date.parse(rotated.activateAt), 3_600_000, 'the overlap counts from activation');
+  await eventually(async () => ((await httpGet(port, '/.well-known/jwks.json')).json().keys as Array<{ kid: string }>).some((k) => k.kid === rotated.kid), 'the new key published ahead', 10_000, 50);
+  const early = await call(alice);
+  if (Date.now() < Date.parse(rotated.activateAt) - 500) assert.equal(early.kid, firstKid, 'before activation the old key still signs');
   let after: Awaited<ReturnType<typeof call>> | undefined;
   await eventually(async () => (after = await call(alice)).kid === rotated.kid, 'a token signed with the new key', 20_000, 100);
   assert.equal(after?.ok, true, after?.error);

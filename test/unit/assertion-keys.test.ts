@@ -120,3 +120,28 @@ test('a damaged keys.json is BRK_ERR_ASSERTION_KEYS_CORRUPT, and rotation refuse
   assert.equal(last.outcome, 'error');
   assert.equal(last.code, 'BRK_ERR_ASSERTION_KEYS_CORRUPT');
 });
+
+test('--publish-ahead: the new key is published at once and signs from activateAt; the old one signs until then and retires overlap after it', async (t) => {
+  const { dir, l, init } = await store(t);
+  const t0 = Date.now();
+  const r = await rotateAssertionKey(l, { overlapMs: 60_000, aheadMs: 600_000, now: t0 });
+  assert.equal(r.activateAt, new Date(t0 + 600_000).toISOString());
+  assert.equal(r.previous?.retireAt, new Date(t0 + 660_000).toISOString());
+  assert.deepEqual(r.published, [r.kid, init.assertionKid]);
+  assert.equal(readAssertionKeys(l)?.keys[0]?.activateAt, r.activateAt);
+  const before = loadAssertionKeys(dir, t0 + 1000);
+  assert.equal(before.current.kid, init.assertionKid, 'before activation the old key signs');
+  assert.equal(before.next?.kid, r.kid);
+  assert.equal(before.next?.activateAt, t0 + 600_000);
+  assert.deepEqual(before.jwks.keys.map((k) => k.kid), [r.kid, init.assertionKid], 'both published');
+  const after = loadAssertionKeys(dir, t0 + 600_001);
+  assert.equal(after.current.kid, r.kid);
+  assert.equal(after.next, undefined);
+  assert.deepEqual(loadAssertionKeys(dir, t0 + 660_001).jwks.keys.map((k) => k.kid), [r.kid]);
+  // a store without a key has nothing to sign with meanwhile: its first key is active at once
+  const fresh = await store(t);
+  rmSync(fresh.l.assertionDir, { recursive: true });
+  const first = await rotateAssertionKey(fresh.l, { aheadMs: 600_000, now: t0 });
+  assert.equal(first.activateAt, new Date(t0).toISOString());
+  assert.equal(loadAssertionKeys(fresh.dir, t0 + 1).current.kid, first.kid);
+});

@@ -74,3 +74,22 @@ test('a token is reused per identity and audience until half its lifetime is gon
   assert.equal(p2.iat - p1.iat, 30);
   assert.notEqual(p2.jti, p1.jti);
 });
+
+test('a key published ahead: tokens before its activateAt use the current key, and are renewed with the next one at activation', async (t) => {
+  const cur = keyFor('ES256');
+  const nxt = { ...keyFor('EdDSA'), kid: 'kid-next' };
+  let now = Date.parse('2026-01-01T00:00:00.000Z');
+  t.mock.method(Date, 'now', () => now);
+  const signer = assertionSigner(cur, { issuer: 'broker', ttlMs: 60_000 }, { ...nxt, activateAt: now + 10_000 });
+  const alice: IdentityHeaders = { name: 'alice', roles: ['r'], fingerprint };
+  const early = signer.token(alice, 'a');
+  assert.equal(decodeProtectedHeader(early).kid, cur.kid);
+  assert.equal(signer.kid, cur.kid);
+  now += 9_999;
+  assert.equal(signer.token(alice, 'a'), early, 'reused before activation');
+  now += 1;
+  const late = signer.token(alice, 'a');
+  assert.equal(decodeProtectedHeader(late).kid, 'kid-next', 'renewed at activation, not half a lifetime later');
+  assert.equal(signer.kid, 'kid-next');
+  await jwtVerify(late, nxt.pub, { currentDate: new Date(now) });
+});

@@ -6,6 +6,7 @@ interface Opts extends StoreOptions {
   ttl?: string;
   dryRun?: boolean;
   overlap?: string;
+  publishAhead?: string;
   alg?: string;
 }
 
@@ -100,28 +101,33 @@ export function register(pki: Command): void {
 
   storeOptions(rotate.command('assertion-key'), { json: true, passphrase: false })
     .summary('a new signing key for identity assertions (the jwt identity format), with an overlap')
-    .description('Create a new identity assertion signing key in the store (assertion/). It becomes current at once: running brokers reload it (file watching, SIGHUP or POST /reload) and sign with it. The key it replaces stays published in the JWKS (/.well-known/jwks.json on the admin listener, assertion.jwksFile) until the overlap ends, so upstreams keep verifying tokens it signed; keys past their overlap are removed at the next rotation. The overlap must exceed assertion.ttl plus how long upstreams cache the JWKS. --overlap 0 retires the replaced key at once (a compromised key): tokens it signed stop verifying as soon as upstreams refetch the JWKS. No CA passphrase is needed: no CA key is used.')
+    .description('Create a new identity assertion signing key in the store (assertion/). It is published at once (running brokers reload it: file watching, SIGHUP or POST /reload) and signs from --publish-ahead later (10m by default: longer than the JWKS endpoint\'s max-age of 300 s, so upstreams that cache the JWKS know the key before they see a token signed with it); the key it replaces signs until then. The replaced key stays published in the JWKS (/.well-known/jwks.json on the admin listener, assertion.jwksFile) until the overlap after activation ends, so upstreams keep verifying tokens it signed; keys past their overlap are removed at the next rotation. The overlap must exceed assertion.ttl plus how long upstreams cache the JWKS. --overlap 0 (a compromised key) also makes the new key sign at once unless --publish-ahead is given, and retires the replaced key at once: tokens it signed stop verifying as soon as upstreams refetch the JWKS. No CA passphrase is needed: no CA key is used.')
     .option('--alg <alg>', 'ES256 | EdDSA (Ed25519)', 'ES256')
-    .option('--overlap <duration>', 'how long the replaced key stays published (0: at once)', '1h')
+    .option('--overlap <duration>', 'how long the replaced key stays published after the new one starts signing (0: retired at once)', '1h')
+    .option('--publish-ahead <duration>', 'how long the new key is published before it signs (default 10m; 0 with --overlap 0)')
     .option('--dry-run', 'print the plan and change nothing')
-    .addHelpText('after', examples('broker pki rotate assertion-key', 'broker pki rotate assertion-key --alg EdDSA --overlap 2h', 'broker pki rotate assertion-key --overlap 0   # the current key leaked'))
+    .addHelpText('after', examples('broker pki rotate assertion-key', 'broker pki rotate assertion-key --alg EdDSA --overlap 2h', 'broker pki rotate assertion-key --overlap 0   # the current key leaked: the new one signs at once', 'broker pki rotate assertion-key --publish-ahead 0   # sign with the new key at once (upstreams refetch on an unknown kid)'))
     .action(async (opts: Opts) => {
-      const [{ assertAssertionAlg, readAssertionKeys, rotateAssertionKey }, { parseDuration }, out] = await Promise.all([import('../../pki/assertion.ts'), import('../../config/duration.ts'), import('../output.ts')]);
+      const [{ assertAssertionAlg, readAssertionKeys, rotateAssertionKey, DEFAULT_ASSERTION_AHEAD_MS }, { parseDuration }, out] = await Promise.all([import('../../pki/assertion.ts'), import('../../config/duration.ts'), import('../output.ts')]);
       const store = await openStore(opts);
       const alg = assertAssertionAlg(opts.alg ?? 'ES256');
-      const overlapMs = /^0+(ms|[smhdwy])?$/.test(opts.overlap ?? '') ? 0 : parseDuration(opts.overlap ?? '1h', '--overlap');
+      const zero = (v: string | undefined) => /^0+(ms|[smhdwy])?$/.test(v ?? '');
+      const overlapMs = zero(opts.overlap) ? 0 : parseDuration(opts.overlap ?? '1h', '--overlap');
+      const ahead = opts.publishAhead;
       const before = readAssertionKeys(store.layout);
-      const retireAt = new Date(Date.now() + overlapMs).toISOString();
+      const aheadMs = before === undefined ? 0 : ahead !== undefined ? (zero(ahead) ? 0 : parseDuration(ahead, '--publish-ahead')) : overlapMs === 0 ? 0 : DEFAULT_ASSERTION_AHEAD_MS;
+      const activateAt = new Date(Date.now() + aheadMs).toISOString();
+      const retireAt = new Date(Date.now() + aheadMs + overlapMs).toISOString();
       const say = planPrinter(opts, out.printLines);
       say(
         `plan: rotate the identity assertion key${before ? ` (now ${before.current})` : ' (the store has none yet: create the first)'}`,
-        `  1. a new ${alg} key becomes current; running brokers reload it and sign new assertions with it`,
-        !before ? '  2. nothing to retire' : overlapMs === 0 ? `  2. ${before.current} is retired at once: out of the JWKS and the store; upstreams refuse its tokens once they refetch the JWKS` : `  2. ${before.current} stays published in the JWKS until ${retireAt}, so tokens it signed keep verifying`,
+        aheadMs === 0 ? `  1. a new ${alg} key becomes current; running brokers reload it and sign new assertions with it` : `  1. a new ${alg} key is published now and signs from ${activateAt}; ${before?.current} signs until then`,
+        !before ? '  2. nothing to retire' : overlapMs === 0 ? `  2. ${before.current} is retired ${aheadMs === 0 ? 'at once' : `at ${activateAt}`}: out of the JWKS and the store; upstreams refuse its tokens once they refetch the JWKS` : `  2. ${before.current} stays published in the JWKS until ${retireAt}, so tokens it signed keep verifying`,
         '  3. keys whose overlap has ended are removed from the store and the JWKS',
       );
       if (opts.dryRun) return say('dry run: nothing changed');
-      const r = await rotateAssertionKey(store, { alg, overlapMs });
+      const r = await rotateAssertionKey(store, { alg, overlapMs, aheadMs });
       if (opts.json) return out.printJson(r);
-      out.printLines(`new assertion key ${r.kid} (${r.alg})${r.previous ? `; ${r.previous.kid} published until ${r.previous.retireAt}` : ''}${r.removed.length ? `; removed ${r.removed.join(', ')}` : ''}`);
+      out.printLines(`new assertion key ${r.kid} (${r.alg}), signing from ${r.activateAt}${r.previous ? `; ${r.previous.kid} published until ${r.previous.retireAt}` : ''}${r.removed.length ? `; removed ${r.removed.join(', ')}` : ''}`);
     });
 }

@@ -35,6 +35,14 @@ export const MAX_QUEUE = 2048;
 const BATCH = 512;
 /** A failed export is reported at most this often. */
 const REPORT_EVERY_MS = 60_000;
+/**
+ * performance.now() values (the `at` of start/upstream/end) as epoch milliseconds. One offset for
+ * every span, so that a client span sits exactly within its server span (the SDK's own conversion
+ * of a performance timestamp re-reads Date.now() per span, whose millisecond steps would not).
+ * It follows the monotonic clock from process start: an NTP step of the wall clock since then
+ * shifts span times by as much (durations stay exact).
+ */
+const ORIGIN = performance.timeOrigin;
 /** The OTLP ExportResultCode for success (@opentelemetry/core's ExportResultCode.SUCCESS). */
 const EXPORT_SUCCESS = 0;
 
@@ -169,7 +177,7 @@ export async function otlpTracer(c: BrokerConfig, o: OtlpTracerOptions = {}): Pr
       let parent = ROOT_CONTEXT;
       if (t.parentId === '') ids.next = t.traceId;
       else parent = trace.setSpanContext(ROOT_CONTEXT, { traceId: t.traceId, spanId: t.parentId, traceFlags: TraceFlags.SAMPLED, isRemote: true });
-      const span = tracer.startSpan(req.method ?? 'HTTP', { kind: SpanKind.SERVER, startTime: at }, parent);
+      const span = tracer.startSpan(req.method ?? 'HTTP', { kind: SpanKind.SERVER, startTime: ORIGIN + at }, parent);
       ids.next = '';
       const sc = span.spanContext();
       t.spanId = sc.spanId;
@@ -182,7 +190,7 @@ export async function otlpTracer(c: BrokerConfig, o: OtlpTracerOptions = {}): Pr
       // Unsampled: the upstream's traceparent names the server span (upstreamSpanId as it is).
       if (s === undefined || s.client !== undefined) return;
       const req = (t as RequestContext).req;
-      const client = tracer.startSpan(req.method ?? 'HTTP', { kind: SpanKind.CLIENT, startTime: at }, trace.setSpan(ROOT_CONTEXT, s.server));
+      const client = tracer.startSpan(req.method ?? 'HTTP', { kind: SpanKind.CLIENT, startTime: ORIGIN + at }, trace.setSpan(ROOT_CONTEXT, s.server));
       s.client = client;
       t.upstreamSpanId = client.spanContext().spanId;
     },
@@ -233,23 +241,30 @@ export async function otlpTracer(c: BrokerConfig, o: OtlpTracerOptions = {}): Pr
         client.setAttribute('server.address', peer.address);
         client.setAttribute('server.port', peer.port);
         client.setAttribute('url.full', upstreamUrl(r, ctx));
-        if (ctx.upstreamAddr !== undefined) client.setAttribute('network.peer.address', ctx.upstreamAddr);
+        const addr = ctx.upstreamAddr;
+        if (addr !== undefined) {
+          // `address:port` of the pool connection ([v6]:port for IPv6)
+          const colon = addr.lastIndexOf(':');
+          client.setAttribute('network.peer.address', addr.charCodeAt(0) === 0x5b ? addr.slice(1, colon - 1) : addr.slice(0, colon));
+          client.setAttribute('network.peer.port', Number(addr.slice(colon + 1)));
+        }
         if (ctx.upstreamAt !== 0) client.setAttribute('http.response.status_code', status);
         if (decision === 'error') {
           client.setAttribute('error.type', (denial as { code: string }).code);
           client.setStatus({ code: SpanStatusCode.ERROR, message: (denial as { code: string }).code });
         } else if (ctx.upstreamAt !== 0 && status >= 400) client.setStatus({ code: SpanStatusCode.ERROR });
-        client.end(at);
-      } else if (client !== undefined) client.end(at);
-      server.end(at);
+        client.end(ORIGIN + at);
+      } else if (client !== undefined) client.end(ORIGIN + at);
+      server.end(ORIGIN + at);
     },
 
     flush() {
-      return provider.forceFlush();
+      return provider.forceFlush().catch(() => {});
     },
 
     close() {
-      return provider.shutdown();
+      // A batch the collector refused was reported (and is dropped): retiring the generation goes on.
+      return provider.shutdown().catch(() => {});
     },
   };
 }

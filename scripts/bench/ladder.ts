@@ -59,6 +59,8 @@ export interface BrokerCheck {
   notice?: string;
   /** The features it said it switched off (its start warning: {"event":"ablation","off":[…]}). */
   off?: string[];
+  /** The feature off by default that this broker runs with ("broker +NAME"); `notice` then says what it did. */
+  added?: string;
 }
 
 export interface AllocRow extends WindowAllocation {
@@ -254,19 +256,29 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
     for (const s of scenarios) allOn[s] = med(byLabel(s, s, 'broker'), cpuOfRound);
     const rows = labels.map((label) => {
       const sc: FeatureCost['scenarios'] = {};
+      // "broker +NAME": a feature off by default, switched on; its cost is it − the broker
+      const sign = label.startsWith('broker +') ? -1 : 1;
       for (const s of scenarios) {
         const on = byLabel(s, s, 'broker');
         const off = byLabel(s, s, label);
         const withoutUs = med(off, cpuOfRound);
-        const costUs = (allOn[s] as number) - withoutUs;
+        const costUs = sign * ((allOn[s] as number) - withoutUs);
         const perRound = on.map((x) => {
           const y = off.find((z) => z.round === x.round);
-          return y ? x.proxyCpuUsPerReq - y.proxyCpuUsPerReq : NaN;
+          return y ? sign * (x.proxyCpuUsPerReq - y.proxyCpuUsPerReq) : NaN;
         });
         sc[s] = { withoutUs, costUs, share: costUs / (allOn[s] as number), perRound };
       }
       const check = checks.find((c) => c.label === label);
-      return { feature: label === ctx.controlLabel ? 'none (control: a second broker, every feature on)' : label === ctx.baselineLabel ? 'this change (the broker before it: --baseline)' : label.replace(/^broker -/, ''), label, scenarios: sc, ...(check ? { check } : {}) };
+      const feature =
+        label === ctx.controlLabel
+          ? 'none (control: a second broker, every feature on)'
+          : label === ctx.baselineLabel
+            ? 'this change (the broker before it: --baseline)'
+            : label === 'broker +tracing'
+              ? '+ tracing (OTLP export on, sampled): off by default, this row is the broker with it **on**'
+              : label.replace(/^broker [-+]/, '');
+      return { feature, label, scenarios: sc, ...(check ? { check } : {}) };
     });
     return { scenarios, rows, allOn };
   }
@@ -279,7 +291,7 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
     const main = checks.find((c) => c.label === 'broker');
     const out: string[] = [''];
     out.push(
-      `**What each feature costs**: the broker with every feature on − the broker with that one feature off (env BROKER_ABLATE), CPU µs per request or handshake, median over rounds and round by round (the same rounds); a negative cost is noise${rows.some((r) => r.label === ctx.controlLabel) ? ', and so is anything the size of the control row\'s (a second broker with every feature on)' : ''}. "check": what the ablated broker said at start about BROKER_ABLATE (error log) and what it wrote to the log files it would stop writing.`,
+      `**What each feature costs**: the broker with every feature on − the broker with that one feature off (env BROKER_ABLATE), CPU µs per request or handshake, median over rounds and round by round (the same rounds); rows marked + are features off by default, measured the other way (the broker with it on − the broker; the "without it" column then holds the broker with it); a negative cost is noise${rows.some((r) => r.label === ctx.controlLabel) ? ', and so is anything the size of the control row\'s (a second broker with every feature on)' : ''}. "check": what the ablated broker said at start about BROKER_ABLATE (error log) and what it wrote to the log files it would stop writing.`,
     );
     out.push('');
     out.push(`| feature off | ${scenarios.map((s) => `${s}: without it, µs/${per(s)} | ${s}: cost, µs/${per(s)} (share) | ${s}: cost per round`).join(' | ')} | check |`);
@@ -288,6 +300,7 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
       if (!c) return '–';
       if (c.label === ctx.controlLabel) return 'BROKER_ABLATE unset: any "cost" here is noise';
       if (c.label === ctx.baselineLabel) return 'the build before the change, every feature on';
+      if (c.added !== undefined) return c.notice ?? '–';
       const off = c.off;
       const said = !c.notice ? '**not announced at start** (BROKER_ABLATE ignored?)' : off ? (off.join(',') === feature ? `announced: ${off.join(', ')} off` : `**announced: ${off.join(', ')} off**`) : 'announced at start';
       if (feature === 'accessLog') return `${said}; access.log ${bytes(c.accessLogBytes)} (all on: ${bytes(main?.accessLogBytes ?? NaN)})`;
@@ -302,7 +315,7 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
       out.push(`| ${r.feature} | ${cells.join(' | ')} | ${check(r.check, r.feature)} |`);
     }
     out.push(`| *every feature on* | ${scenarios.map((s) => `${fmt(allOn[s] as number)} | | `).join(' | ')} | |`);
-    out.push(`| *sum of the feature costs above* | ${scenarios.map((s) => ` | ${fmt(rows.filter((r) => r.label !== ctx.controlLabel && r.label !== ctx.baselineLabel).reduce((t, r) => t + (r.scenarios[s]?.costUs ?? 0), 0))} | `).join(' | ')} | |`);
+    out.push(`| *sum of the feature costs above* | ${scenarios.map((s) => ` | ${fmt(rows.filter((r) => r.label !== ctx.controlLabel && r.label !== ctx.baselineLabel && !r.label.startsWith('broker +')).reduce((t, r) => t + (r.scenarios[s]?.costUs ?? 0), 0))} | `).join(' | ')} | |`);
     if (results.some((r) => r.target === 'fastify-stock')) {
       out.push(
         `| *broker − fastify-stock* | ${scenarios

@@ -25,6 +25,10 @@
  *   per feature, measured in the --ablation-scenarios (ka64 and handshake by default); and with
  *   them "broker (control)", a second broker with every feature on: its "cost" is the noise floor
  *   of the feature costs (--no-control leaves it out).
+ * - "broker +NAME": the same broker with one feature that is off by default switched on (names from
+ *   --added: tracing, the OTLP span export of every request to a sink in this process that
+ *   answers 200 and counts what it got), measured beside the ablation rows; its cost is it − the
+ *   broker.
  * Rounds go round the targets in turn: A B C … A B C … Each round reports requests (or
  * handshakes, or MB) per second, p50/p99 latency, the target process tree's CPU time per request
  * (utime+stime from /proc) and the load generator's own CPU. Writes bench-results/bench-STAMP.{json,md}
@@ -72,7 +76,7 @@ import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { request as httpRequest } from 'node:http';
+import { createServer as createHttpServer, request as httpRequest } from 'node:http';
 import { Histogram, type HistogramJson } from './hist.ts';
 import { cpuOf, machineCpuSeconds, tree, treeCpuSeconds, treeRssBytes } from './proc.ts';
 import { ensureNginx, nginxVersion, writeNginxConfig } from './nginx.ts';
@@ -97,6 +101,8 @@ const NODE = process.execPath;
 const ALL = ['ka64', 'ka16k', 'handshake', 'alloc', 'identities', 'crl', 'idle', 'syscalls', 'profile'] as const;
 /** The features the broker can switch off one at a time (env BROKER_ABLATE, comma-separated). */
 const FEATURES = ['accessLog', 'authLog', 'metrics', 'limits', 'identityHeaders', 'guard', 'hostCheck', 'upstreamShare'] as const;
+/** The features that are off by default and the bench switches on, one broker each ("broker +NAME"). */
+const ADDABLE = ['tracing'] as const;
 /** The ladder's reference rows besides nginx and the broker. */
 const LADDER_EXTRAS = ['node-bare', 'fastify-stock'] as const;
 type Scenario = (typeof ALL)[number];
@@ -116,6 +122,7 @@ const { values: a } = parseArgs({
     'fixed-rate': { type: 'string', default: 'auto' },
     ladder: { type: 'string', default: LADDER_EXTRAS.join(',') },
     ablations: { type: 'string', default: 'all' },
+    added: { type: 'string', default: 'all' },
     'ablation-scenarios': { type: 'string', default: 'ka64,handshake' },
     control: { type: 'boolean', default: true },
     'alloc-seconds': { type: 'string' },
@@ -147,6 +154,9 @@ const LADDER = a.ladder === 'none' ? [] : csv(a.ladder as string);
 for (const l of LADDER) if (!(LADDER_EXTRAS as readonly string[]).includes(l)) throw new Error(`--ladder: ${LADDER_EXTRAS.join(', ')} or none, not ${l}`);
 const ABLATIONS = a.ablations === 'none' ? [] : a.ablations === 'all' ? [...FEATURES] : csv(a.ablations as string);
 const ABLATION_SCENARIOS = csv(a['ablation-scenarios'] as string);
+/** --added: the features off by default measured switched on (tracing: the OTLP export, every request sampled). */
+const ADDED = a.added === 'none' ? [] : a.added === 'all' ? [...ADDABLE] : csv(a.added as string);
+for (const f of ADDED) if (!(ADDABLE as readonly string[]).includes(f)) throw new Error(`--added: all, none or some of ${ADDABLE.join(', ')}, not ${f}`);
 /** With the ablation rows, one more broker with every feature on, whose "cost" is the noise floor of the feature costs (--no-control: without). */
 const CONTROL = a.control === true && ABLATIONS.length > 0;
 const CONTROL_LABEL = 'broker (control)';
@@ -289,6 +299,23 @@ async function waitForPort(port: number, ms: number): Promise<void> {
 
 // ---------------------------------------------------------------- the targets
 
+/** What the OTLP sink ("broker +tracing"'s collector) received. */
+const otlpSink = { requests: 0, bytes: 0, close: () => Promise.resolve() };
+
+/** A collector stand-in: answers 200 to every POST /v1/traces and counts requests and bytes, no parsing. */
+async function startOtlpSink(): Promise<string> {
+  const server = createHttpServer((req, res) => {
+    req.on('data', (c: Buffer) => (otlpSink.bytes += c.length));
+    req.on('end', () => {
+      otlpSink.requests++;
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  otlpSink.close = () => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r())));
+  return `http://127.0.0.1:${(server.address() as { port: number }).port}/v1/traces`;
+}
+
 interface Target {
   kind: TargetKind;
   label: string;
@@ -298,6 +325,8 @@ interface Target {
   child: ChildProcess;
   /** The feature switched off (broker-ablated). */
   ablate?: string;
+  /** The feature off by default switched on (broker-ablated, "broker +NAME"). */
+  added?: string;
   /** The broker's own folder (config, logs). */
   dir?: string;
   /** Wall clock (epoch ms) when the process was started: about when its V8 isolate's clock starts. */
@@ -337,7 +366,7 @@ async function startUpstream(): Promise<Env['upstream']> {
   return { pid: child.pid as number, port, child };
 }
 
-async function startBroker(env: Env, label: string, o: { crlFile: string; nodeArgs?: string[]; ablate?: string; control?: boolean; captureStdout?: boolean; main?: string }): Promise<Target> {
+async function startBroker(env: Env, label: string, o: { crlFile: string; nodeArgs?: string[]; ablate?: string; control?: boolean; captureStdout?: boolean; main?: string; otlp?: string }): Promise<Target> {
   const main = o.main ?? brokerMain();
   const dir = join(env.work, label.replace(/[^\w.-]+/g, '_'));
   mkdirSync(dir, { recursive: true });
@@ -360,6 +389,8 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
     admin: { host: '127.0.0.1', port: 0 },
     // reloads are triggered (and timed) through POST /reload, not by the file watcher
     reload: { watch: false },
+    // "broker +tracing": a span per request (server + client), every one sampled, exported to the bench's sink
+    ...(o.otlp !== undefined ? { tracing: { otlp: { endpoint: o.otlp }, sampleRatio: 1 } } : {}),
   };
   const file = join(dir, 'broker.json');
   writeFileSync(file, JSON.stringify(config, null, 2));
@@ -378,13 +409,14 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
     throw new Error(`${e.message}; see ${join(dir, 'error.log')}`);
   });
   return {
-    kind: o.ablate || o.control ? 'broker-ablated' : 'broker',
+    kind: o.ablate || o.control || o.otlp !== undefined ? 'broker-ablated' : 'broker',
     label,
     pid: child.pid as number,
     port: ready.port,
     adminPort: ready.adminPort,
     child,
     ...(o.ablate ? { ablate: o.ablate } : {}),
+    ...(o.otlp !== undefined ? { added: 'tracing' } : {}),
     dir,
     startedAt,
     ...(stdout ? { stdout } : {}),
@@ -957,7 +989,18 @@ function brokerCheck(t: Target): BrokerCheck {
   } catch {
     /* no log, or not JSON */
   }
-  return { label: t.label, ...(t.ablate ? { ablate: t.ablate } : {}), accessLogBytes: size('access.log'), authLogBytes: size('auth.log'), ...(line ? { notice: line.slice(0, 300) } : {}), ...(off ? { off } : {}) };
+  if (t.added === 'tracing') {
+    // the exporter's work is the cost measured: the sink says it was done (a failing export would be cheaper)
+    const errors = (() => {
+      try {
+        return readFileSync(join(t.dir as string, 'error.log'), 'utf8').split('\n').filter((l) => /"level":(50|60)/.test(l)).length;
+      } catch {
+        return 0;
+      }
+    })();
+    line = `OTLP sink received ${otlpSink.requests} exports (${(otlpSink.bytes / 1e6).toFixed(1)} MB)${errors ? `; ${errors} error lines` : ''}`;
+  }
+  return { label: t.label, ...(t.ablate ? { ablate: t.ablate } : {}), ...(t.added ? { added: t.added } : {}), accessLogBytes: size('access.log'), authLogBytes: size('auth.log'), ...(line ? { notice: line.slice(0, 300) } : {}), ...(off ? { off } : {}) };
 }
 
 /**
@@ -1334,6 +1377,10 @@ async function main(): Promise<void> {
             for (const f of ABLATIONS) ablated.push(await startBroker(env, `broker -${f}`, { crlFile: pki.emptyCrl, ablate: f }));
             if (CONTROL) ablated.push(await startBroker(env, CONTROL_LABEL, { crlFile: pki.emptyCrl, control: true }));
             if (a.baseline) ablated.push(await startBroker(env, BASELINE_LABEL, { crlFile: pki.emptyCrl, control: true, main: resolve(a.baseline as string) }));
+            if (ADDED.includes('tracing')) {
+              if (knowsKey(brokerMain(), 'otlp')) ablated.push(await startBroker(env, 'broker +tracing', { crlFile: pki.emptyCrl, otlp: await startOtlpSink() }));
+              else log('broker +tracing: this build has no tracing.otlp; left out');
+            }
           }
           log(`ladder: ${[nginx, ...extras, broker].map((t) => t.label).join(', ')}${ablated.length ? `; in ${ABLATION_SCENARIOS.filter((s) => (ladderScenarios as string[]).includes(s)).join(', ')} also ${ablated.map((t) => t.label).join(', ')}` : ''}`);
         }
@@ -1399,6 +1446,7 @@ async function main(): Promise<void> {
       await broker?.stop();
       await nginx?.stop();
       if (broker) extra.brokerChecks = [broker, ...ablated].map(brokerCheck);
+      await otlpSink.close();
     }
     if (SCENARIOS.includes('alloc')) {
       log(`scenario alloc: bytes allocated on the V8 heap per request under keep-alive 64 B (--trace-gc-nvp, ${ALLOC_SECONDS} s)`);

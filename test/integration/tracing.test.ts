@@ -6,13 +6,19 @@
  * how many bytes. A refusal exports a server span with its code and no client span; a partner's
  * unsampled trace exports nothing and stays unsampled upstream; sampleRatio decides for the traces
  * the broker starts. Spans are flushed when the broker closes (the generation's tracer shuts down).
+ * A collector that is down or refuses costs spans, never requests, and is reported at most once a
+ * minute to whoever asked (otlpTracer's onExportError).
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { makePki, request, startBroker, startUpstream, type Upstream } from '../helpers/broker.ts';
+import { tempDir } from '../helpers/cli.ts';
 import { eventually } from '../helpers/within.ts';
+import { validateConfig } from '../../src/config/index.ts';
+import { newTraceId } from '../../src/request/index.ts';
+import { otlpTracer } from '../../src/observability/tracing.ts';
 
 interface OtlpSpan {
   traceId: string;
@@ -259,4 +265,41 @@ test('a collector that is down: requests are answered as usual, the spans are dr
   await b.broker.close();
   const errors = b.logs.of('error').filter((l) => l.event !== 'alert'); // the test server certificate's expiry alert
   assert.equal(errors.length, 0, JSON.stringify(errors));
+});
+
+test('otlpTracer: a collector that refuses exports is reported to onExportError at most once a minute, with the spans dropped', async (t) => {
+  let posts = 0;
+  const collector = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      posts++;
+      res.writeHead(400, { 'content-type': 'application/json' }).end('{"message":"no"}'); // not retryable: dropped at once
+    });
+  });
+  await new Promise<void>((resolve) => collector.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => collector.close(() => resolve())));
+  const { config, problems } = validateConfig({ tls: { server: 'localhost' }, tracing: { otlp: { endpoint: `http://127.0.0.1:${(collector.address() as AddressInfo).port}/v1/traces`, timeout: '2s' } } }, tempDir(t));
+  assert.ok(config, problems.join('\n'));
+  const reports: Array<{ err: Error; dropped: number }> = [];
+  const tracer = await otlpTracer(config, { onExportError: (err, dropped) => reports.push({ err, dropped }) });
+  t.after(() => tracer.close());
+  /** A request as the tracer sees it: started, sent upstream, answered. */
+  const one = async () => {
+    const note = { traceId: newTraceId(), spanId: '', parentId: '', sampled: false, traceState: undefined, upstreamSpanId: '', span: undefined, id: '', req: { method: 'GET', headers: {}, socket: {} }, path: '/x', query: '', bytesIn: 0, bytesOut: null, upstreamAt: 0 };
+    const at = performance.now();
+    tracer.start(note, at);
+    assert.equal(note.sampled, true);
+    note.upstreamSpanId = note.spanId;
+    tracer.upstream(note, at);
+    assert.notEqual(note.upstreamSpanId, note.spanId, 'a client span for the upstream');
+    tracer.end(note, 200, performance.now());
+    await tracer.flush();
+  };
+  await one();
+  assert.equal(posts, 1);
+  assert.equal(reports.length, 1);
+  assert.equal(reports[0]?.dropped, 2);
+  await one();
+  assert.equal(posts, 2);
+  assert.equal(reports.length, 1, 'the second failure within the minute is not reported again');
 });

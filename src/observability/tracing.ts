@@ -234,7 +234,9 @@ export async function otlpTracer(c: BrokerConfig, o: OtlpTracerOptions = {}): Pr
       if (status >= 500) server.setStatus({ code: SpanStatusCode.ERROR, message: denial?.code });
       if (r !== undefined && decision !== 'deny') server.setAttribute('broker.upstream', r.origin);
 
-      const client = s.client;
+      // A client span whose exchange never happened (refused after the upstream's headers were
+      // built: the identity's share of the upstream pool) is never ended, so never exported.
+      const client = decision === 'deny' ? undefined : s.client;
       if (client !== undefined && r !== undefined) {
         const peer = peerOf(r.origin);
         client.setAttribute('http.request.method', method);

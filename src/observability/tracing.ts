@@ -27,6 +27,7 @@ import { BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler, Trace
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { settingsOf, type BrokerConfig } from '../config/index.ts';
+import { BrokerError } from '../errors.ts';
 import { decisionOf, newSpanId, newTraceId, type RequestContext, type RequestTracer, type RouteNote, type TraceNote } from '../request/index.ts';
 
 /** Spans waiting for export; past this they are dropped (the SDK's default). */
@@ -134,10 +135,16 @@ class ReportingExporter implements SpanExporter {
 
 export async function otlpTracer(c: BrokerConfig, o: OtlpTracerOptions = {}): Promise<OtlpTracer> {
   const otlp = c.tracing.otlp;
-  if (otlp === undefined) throw new Error('otlpTracer: tracing.otlp is not configured');
+  if (otlp === undefined) throw new BrokerError('BRK_ERR_CONFIG_INVALID', 'tracing.otlp: no collector endpoint to export spans to');
   const timeoutMs = settingsOf(c).tracingTimeoutMs;
   const ids = new RequestIds();
-  const exporter = new ReportingExporter(new OTLPTraceExporter({ url: otlp.endpoint, headers: { ...otlp.headers }, timeoutMillis: timeoutMs }), o.onExportError);
+  let otlpExporter: OTLPTraceExporter;
+  try {
+    otlpExporter = new OTLPTraceExporter({ url: otlp.endpoint, headers: { ...otlp.headers }, timeoutMillis: timeoutMs });
+  } catch (err) {
+    throw new BrokerError('BRK_ERR_CONFIG_INVALID', `tracing.otlp.endpoint: not a usable URL (${otlp.endpoint})`, { cause: err });
+  }
+  const exporter = new ReportingExporter(otlpExporter, o.onExportError);
   const provider = new TracerProvider({
     resource: resourceFromAttributes({ 'service.name': c.tracing.serviceName }),
     sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(c.tracing.sampleRatio) }),

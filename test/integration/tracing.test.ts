@@ -303,3 +303,9 @@ test('otlpTracer: a collector that refuses exports is reported to onExportError 
   assert.equal(posts, 2);
   assert.equal(reports.length, 1, 'the second failure within the minute is not reported again');
 });
+
+test('otlpTracer: an endpoint the exporter cannot parse is a config error (BRK_ERR_CONFIG_INVALID), not a crash at the first span', async (t) => {
+  const { config, problems } = validateConfig({ tls: { server: 'localhost' }, tracing: { otlp: { endpoint: 'http://exa mple/v1/traces' } } }, tempDir(t));
+  assert.ok(config, problems.join('\n'));
+  await assert.rejects(otlpTracer(config), { code: 'BRK_ERR_CONFIG_INVALID' });
+});

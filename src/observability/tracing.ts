@@ -22,7 +22,7 @@
  * exported in the background, and a failed export is dropped (reported to `onExportError`, at most
  * once a minute, when the caller gives one).
  */
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, trace, type Span } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, createTraceState, trace, type Span } from '@opentelemetry/api';
 import { BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler, TracerProvider, type IdGenerator, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
@@ -183,7 +183,10 @@ export async function otlpTracer(c: BrokerConfig, o: OtlpTracerOptions = {}): Pr
       const req = (t as RequestContext).req;
       let parent = ROOT_CONTEXT;
       if (t.parentId === '') ids.next = t.traceId;
-      else parent = trace.setSpanContext(ROOT_CONTEXT, { traceId: t.traceId, spanId: t.parentId, traceFlags: TraceFlags.SAMPLED, isRemote: true });
+      else {
+        const traceState = t.traceState === undefined ? undefined : createTraceState(t.traceState);
+        parent = trace.setSpanContext(ROOT_CONTEXT, { traceId: t.traceId, spanId: t.parentId, traceFlags: TraceFlags.SAMPLED, isRemote: true, traceState });
+      }
       const span = tracer.startSpan(req.method ?? 'HTTP', { kind: SpanKind.SERVER, startTime: ORIGIN + at }, parent);
       ids.next = '';
       const sc = span.spanContext();

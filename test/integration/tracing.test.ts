@@ -110,7 +110,7 @@ test('spans at the collector: server span continues the partner, client span nam
   const alice = await pki.issue('alice', ['user', 'ops']);
 
   // (a) continued: the partner's trace, its span as the parent
-  const a = await request(b.port, { id: alice, ca: pki.ca, method: 'POST', path: '/api/items?q=1', body: 'hello', headers: { traceparent: `00-${T}-${P}-01` } });
+  const a = await request(b.port, { id: alice, ca: pki.ca, method: 'POST', path: '/api/items?q=1', body: 'hello', headers: { traceparent: `00-${T}-${P}-01`, tracestate: 'vendor=abc,other=1' } });
   assert.equal(a.status, 200, a.text);
   // (b) started: no traceparent
   const root = await request(b.port, { id: alice, ca: pki.ca, path: '/api/fresh' });
@@ -144,6 +144,7 @@ test('spans at the collector: server span continues the partner, client span nam
     assert.ok(server, 'the server span the request id names');
     assert.equal(server.traceId, T);
     assert.equal(server.parentSpanId, P);
+    assert.equal((server as unknown as { traceState?: string }).traceState, 'vendor=abc,other=1', 'the partner\'s tracestate on the span it continues');
     assert.equal(server.kind, SERVER);
     assert.equal(server.name, 'POST api');
     const client = rx.spans.find((s) => s.parentSpanId === serverId);

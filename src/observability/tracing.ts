@@ -4,7 +4,8 @@
  * sent in batches over OTLP/HTTP (JSON) to the configured collector with the official SDK.
  *
  * Loaded only when tracing.otlp is configured (src/pipeline.ts imports this module dynamically):
- * with tracing off, neither this file nor any @opentelemetry package is loaded.
+ * with tracing off, neither this file nor the OpenTelemetry SDK or exporter is loaded (only the
+ * no-op @opentelemetry/api, which prom-client requires for its exemplars; test/e2e/tracing-lazy).
  *
  * Ids: the broker's trace context (src/request/trace.ts) stays the source of truth. The SDK takes
  * the trace id from the parent span context when there is one (a partner's traceparent); for a
@@ -16,7 +17,8 @@
  * Sampling: ParentBased(root: TraceIdRatioBased(tracing.sampleRatio)): a partner's sampled flag
  * decides for the traces it continues; the broker's ratio for the traces it starts. The decision
  * is written back to the request (`sampled`), so the upstream's traceparent flags match it. An
- * unsampled request costs no span object, no attribute and no export.
+ * unsampled request records nothing, sets no attribute and exports nothing (a partner's unsampled
+ * trace does not even reach the SDK; a root the ratio leaves out costs the sampler's decision).
  *
  * Never in the request's way: spans are queued (at most MAX_QUEUE; past that they are dropped),
  * exported in the background, and a failed export is dropped (reported to `onExportError`, at most

@@ -59,6 +59,8 @@ export interface BrokerCheck {
   notice?: string;
   /** The features it said it switched off (its start warning: {"event":"ablation","off":[…]}). */
   off?: string[];
+  /** The feature off by default that this broker runs with ("broker +NAME"); `notice` then says what it did. */
+  added?: string;
 }
 
 export interface AllocRow extends WindowAllocation {
@@ -290,7 +292,7 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
       if (!c) return '–';
       if (c.label === ctx.controlLabel) return 'BROKER_ABLATE unset: any "cost" here is noise';
       if (c.label === ctx.baselineLabel) return 'the build before the change, every feature on';
-      if (c.label.startsWith('broker +')) return 'config variant (route identity formats, or tracing.otlp to a sink in the benchmark process)';
+      if (c.added !== undefined) return c.notice ?? 'config variant: the route\'s identity formats';
       const off = c.off;
       const said = !c.notice ? '**not announced at start** (BROKER_ABLATE ignored?)' : off ? (off.join(',') === feature ? `announced: ${off.join(', ')} off` : `**announced: ${off.join(', ')} off**`) : 'announced at start';
       if (feature === 'accessLog') return `${said}; access.log ${bytes(c.accessLogBytes)} (all on: ${bytes(main?.accessLogBytes ?? NaN)})`;
@@ -305,7 +307,7 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
       out.push(`| ${r.feature} | ${cells.join(' | ')} | ${check(r.check, r.feature)} |`);
     }
     out.push(`| *every feature on* | ${scenarios.map((s) => `${fmt(allOn[s] as number)} | | `).join(' | ')} | |`);
-    out.push(`| *sum of the feature costs above* | ${scenarios.map((s) => ` | ${fmt(rows.filter((r) => r.label !== ctx.controlLabel && r.label !== ctx.baselineLabel).reduce((t, r) => t + (r.scenarios[s]?.costUs ?? 0), 0))} | `).join(' | ')} | |`);
+    out.push(`| *sum of the feature costs above* | ${scenarios.map((s) => ` | ${fmt(rows.filter((r) => r.label !== ctx.controlLabel && r.label !== ctx.baselineLabel && !r.label.startsWith('broker +')).reduce((t, r) => t + (r.scenarios[s]?.costUs ?? 0), 0))} | `).join(' | ')} | |`);
     if (results.some((r) => r.target === 'fastify-stock')) {
       out.push(
         `| *broker − fastify-stock* | ${scenarios

@@ -25,6 +25,10 @@
  *   per feature, measured in the --ablation-scenarios (ka64 and handshake by default); and with
  *   them "broker (control)", a second broker with every feature on: its "cost" is the noise floor
  *   of the feature costs (--no-control leaves it out).
+ * - "broker +NAME": the same broker with one feature that is off by default switched on (names from
+ *   --plus: rfc9440 and jwt, the route's identity also as RFC 9440 fields or a signed JWT; tracing,
+ *   the OTLP span export of every request to a sink in this process that answers 200 and counts
+ *   what it got), measured beside the ablation rows; its cost is it − the broker.
  * Rounds go round the targets in turn: A B C … A B C … Each round reports requests (or
  * handshakes, or MB) per second, p50/p99 latency, the target process tree's CPU time per request
  * (utime+stime from /proc) and the load generator's own CPU. Writes bench-results/bench-STAMP.{json,md}
@@ -73,7 +77,6 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { createServer as createHttpServer, request as httpRequest } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Histogram, type HistogramJson } from './hist.ts';
 import { cpuOf, machineCpuSeconds, tree, treeCpuSeconds, treeRssBytes } from './proc.ts';
 import { ensureNginx, nginxVersion, writeNginxConfig } from './nginx.ts';
@@ -299,6 +302,26 @@ async function waitForPort(port: number, ms: number): Promise<void> {
 
 // ---------------------------------------------------------------- the targets
 
+/** What the OTLP sink ("broker +tracing"'s collector) received. */
+const otlpSink = { requests: 0, bytes: 0, close: () => Promise.resolve() };
+
+/** The sink's URL, once started (one sink for the run). */
+let sinkUrl: Promise<string> | undefined;
+
+/** A collector stand-in: answers 200 to every POST /v1/traces and counts requests and bytes, no parsing. */
+async function startOtlpSink(): Promise<string> {
+  const server = createHttpServer((req, res) => {
+    req.on('data', (c: Buffer) => (otlpSink.bytes += c.length));
+    req.on('end', () => {
+      otlpSink.requests++;
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  otlpSink.close = () => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r())));
+  return `http://127.0.0.1:${(server.address() as { port: number }).port}/v1/traces`;
+}
+
 interface Target {
   kind: TargetKind;
   label: string;
@@ -308,6 +331,8 @@ interface Target {
   child: ChildProcess;
   /** The feature switched off (broker-ablated). */
   ablate?: string;
+  /** The feature off by default switched on (broker-ablated, "broker +NAME"). */
+  added?: string;
   /** The broker's own folder (config, logs). */
   dir?: string;
   /** Wall clock (epoch ms) when the process was started: about when its V8 isolate's clock starts. */
@@ -359,7 +384,7 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
     pki: { dir: env.pki.dir },
     tls: { server: 'localhost', crl: o.crlFile },
     routes: [route],
-    ...(o.plus === 'tracing' ? { tracing: { otlp: { endpoint: `http://127.0.0.1:${(await spanSink()).port}/v1/traces` } } } : {}),
+    ...(o.plus === 'tracing' ? { tracing: { otlp: { endpoint: await (sinkUrl ??= startOtlpSink()) }, sampleRatio: 1 } } : {}),
     // every feature on, with limits far above what the benchmark sends (it comes from one address)
     rateLimit: { rate: 1_000_000, per: '1s', burst: 1_000_000 },
     maxConcurrent: 100_000,
@@ -374,6 +399,7 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
     admin: { host: '127.0.0.1', port: 0 },
     // reloads are triggered (and timed) through POST /reload, not by the file watcher
     reload: { watch: false },
+    // "broker +tracing": a span per request (server + client), every one sampled, exported to the bench's sink
   };
   const file = join(dir, 'broker.json');
   writeFileSync(file, JSON.stringify(config, null, 2));
@@ -399,28 +425,12 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
     adminPort: ready.adminPort,
     child,
     ...(o.ablate ? { ablate: o.ablate } : {}),
+    ...(o.plus ? { added: o.plus } : {}),
     dir,
     startedAt,
     ...(stdout ? { stdout } : {}),
     stop: () => stopChild(child, 10_000),
   };
-}
-
-/**
- * The OTLP/HTTP collector of the "broker +tracing" row: takes every export and answers 200 with an
- * empty partial-success body, in this process (so its CPU is not counted as the broker's).
- */
-let sink: Promise<{ port: number }> | undefined;
-function spanSink(): Promise<{ port: number }> {
-  sink ??= new Promise((resolveSink) => {
-    const server = createHttpServer((req, res) => {
-      req.resume();
-      req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
-    });
-    server.listen(0, '127.0.0.1', () => resolveSink({ port: (server.address() as AddressInfo).port }));
-    server.unref();
-  });
-  return sink;
 }
 
 async function startNginx(env: Env, label: string, crlFile: string, maxConnections: number): Promise<Target> {
@@ -988,7 +998,18 @@ function brokerCheck(t: Target): BrokerCheck {
   } catch {
     /* no log, or not JSON */
   }
-  return { label: t.label, ...(t.ablate ? { ablate: t.ablate } : {}), accessLogBytes: size('access.log'), authLogBytes: size('auth.log'), ...(line ? { notice: line.slice(0, 300) } : {}), ...(off ? { off } : {}) };
+  if (t.added === 'tracing') {
+    // the exporter's work is the cost measured: the sink says it was done (a failing export would be cheaper)
+    const errors = (() => {
+      try {
+        return readFileSync(join(t.dir as string, 'error.log'), 'utf8').split('\n').filter((l) => /"level":(50|60)/.test(l)).length;
+      } catch {
+        return 0;
+      }
+    })();
+    line = `OTLP sink received ${otlpSink.requests} exports (${(otlpSink.bytes / 1e6).toFixed(1)} MB)${errors ? `; ${errors} error lines` : ''}`;
+  }
+  return { label: t.label, ...(t.ablate ? { ablate: t.ablate } : {}), ...(t.added ? { added: t.added } : {}), accessLogBytes: size('access.log'), authLogBytes: size('auth.log'), ...(line ? { notice: line.slice(0, 300) } : {}), ...(off ? { off } : {}) };
 }
 
 /**
@@ -1431,6 +1452,7 @@ async function main(): Promise<void> {
       await broker?.stop();
       await nginx?.stop();
       if (broker) extra.brokerChecks = [broker, ...ablated].map(brokerCheck);
+      await otlpSink.close();
     }
     if (SCENARIOS.includes('alloc')) {
       log(`scenario alloc: bytes allocated on the V8 heap per request under keep-alive 64 B (--trace-gc-nvp, ${ALLOC_SECONDS} s)`);

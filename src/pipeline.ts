@@ -181,7 +181,10 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   if (signer === undefined && c.routes.some((r) => r.identity.includes('jwt'))) {
     throw new BrokerError('BRK_ERR_ASSERTION_KEY_MISSING', `route ${c.routes.find((r) => r.identity.includes('jwt'))?.name} has identity jwt, and no assertion signing key was loaded`);
   }
-  const tracer: (RequestTracer & { close(): Promise<void> }) | undefined = c.tracing.otlp === undefined ? undefined : await (await import('./observability/tracing.ts')).otlpTracer(c);
+  const tracer: (RequestTracer & { close(): Promise<void> }) | undefined = c.tracing.otlp === undefined ? undefined : await (await import('./observability/tracing.ts')).otlpTracer(c, {
+          // at most once a minute (the tracer's own limit): a collector that is down must not flood the error log
+          onExportError: (err, dropped) => loggers.error.warn({ event: 'tracing', dropped, err: { message: err.message } }, 'span export failed: spans dropped'),
+        });
   /** What each request's context traces with: null, no trace context at all (benchmark ablation only). */
   const traceWith = off.traceContext ? null : tracer;
 

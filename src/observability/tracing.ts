@@ -85,12 +85,8 @@ class Spans {
   }
 }
 
-/** The compiled route's fields that say what path the upstream receives (src/pipeline.ts Route). */
-interface ProxiedRoute extends RouteNote {
-  readonly prefix?: string;
-  readonly base?: string;
-  readonly stripPrefix?: boolean;
-}
+/** The compiled route's fields that say what path the upstream receives (src/pipeline.ts Route fills them). */
+type ProxiedRoute = RouteNote;
 
 /** server.address / server.port of an upstream origin, parsed once per origin. */
 interface Peer {

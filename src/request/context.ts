@@ -19,6 +19,10 @@ export interface LimitNote {
 export interface RouteNote {
   readonly name: string;
   readonly origin: string;
+  /** What the upstream's path is made of (tracing's url.full): the route prefix, the upstream URL's own path, whether the prefix is stripped. */
+  readonly prefix?: string;
+  readonly base?: string;
+  readonly stripPrefix?: boolean;
 }
 
 const kContext = Symbol('broker.request');

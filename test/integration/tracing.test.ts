@@ -256,7 +256,7 @@ test('sampleRatio 0: traces the broker starts are not exported (and unsampled up
   assert.match(String(seenAt(up, '/api/continued')?.headers.traceparent), /-01$/);
 });
 
-test('a collector that is down: requests are answered as usual, the spans are dropped', async (t) => {
+test('a collector that is down: requests are answered as usual, the spans are dropped, and one warning says so', async (t) => {
   const pki = await makePki(t);
   const up = await startUpstream(t);
   const dead = await deadPort();
@@ -265,7 +265,11 @@ test('a collector that is down: requests are answered as usual, the spans are dr
   for (let i = 0; i < 3; i++) assert.equal((await request(b.port, { id: alice, ca: pki.ca, path: `/api/${i}` })).status, 200);
   await b.broker.close();
   const errors = b.logs.of('error').filter((l) => l.event !== 'alert'); // the test server certificate's expiry alert
-  assert.equal(errors.length, 0, JSON.stringify(errors));
+  assert.equal(errors.length, 1, JSON.stringify(errors));
+  assert.equal(errors[0]?.event, 'tracing');
+  assert.equal(errors[0]?.level, 40);
+  assert.ok((errors[0]?.dropped as number) >= 3, JSON.stringify(errors[0]));
+  assert.match(String((errors[0]?.err as { message?: string })?.message), /ECONNREFUSED/);
 });
 
 test('otlpTracer: a collector that refuses exports is reported to onExportError at most once a minute, with the spans dropped', async (t) => {

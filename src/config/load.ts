@@ -116,6 +116,16 @@ function semanticProblems(c: BrokerConfig): string[] {
   }
 
   problems.push(...authProblems(c, routes));
+  const otlp = c.tracing?.otlp?.endpoint;
+  if (typeof otlp === 'string') {
+    try {
+      const u = new URL(otlp);
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') problems.push(`tracing.otlp.endpoint: scheme "${u.protocol.slice(0, -1)}" is not supported (use http or https)`);
+      if (u.username || u.password) problems.push('tracing.otlp.endpoint: no credentials in the URL; use tracing.otlp.headers');
+    } catch {
+      problems.push(`tracing.otlp.endpoint: "${otlp}" is not a URL like http://127.0.0.1:4318/v1/traces`);
+    }
+  }
 
   const t = c.tls ?? {};
   if (t.server && (t.cert || t.key)) problems.push('tls: give either server (a name in the PKI store) or cert + key, not both');

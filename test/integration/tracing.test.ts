@@ -309,8 +309,11 @@ test('otlpTracer: a collector that refuses exports is reported to onExportError 
   assert.equal(reports.length, 1, 'the second failure within the minute is not reported again');
 });
 
-test('otlpTracer: an endpoint the exporter cannot parse is a config error (BRK_ERR_CONFIG_INVALID), not a crash at the first span', async (t) => {
-  const { config, problems } = validateConfig({ tls: { server: 'localhost' }, tracing: { otlp: { endpoint: 'http://exa mple/v1/traces' } } }, tempDir(t));
+test('an endpoint that is not a URL: config check names it; otlpTracer refuses it too (BRK_ERR_CONFIG_INVALID), not a crash at the first span', async (t) => {
+  const bad = validateConfig({ tls: { server: 'localhost' }, tracing: { otlp: { endpoint: 'http://exa mple/v1/traces' } } }, tempDir(t));
+  assert.ok(bad.problems.some((p) => /^tracing\.otlp\.endpoint: .*is not a URL/.test(p)), bad.problems.join('\n'));
+  const { config, problems } = validateConfig({ tls: { server: 'localhost' }, tracing: { otlp: { endpoint: 'http://127.0.0.1:4318/v1/traces' } } }, tempDir(t));
   assert.ok(config, problems.join('\n'));
-  await assert.rejects(otlpTracer(config), { code: 'BRK_ERR_CONFIG_INVALID' });
+  const unchecked = { ...config, tracing: { ...config.tracing, otlp: { ...(config.tracing.otlp as NonNullable<typeof config.tracing.otlp>), endpoint: 'http://exa mple/v1/traces' } } };
+  await assert.rejects(otlpTracer(unchecked), { code: 'BRK_ERR_CONFIG_INVALID' });
 });

@@ -70,11 +70,15 @@ export async function readSightings(files: readonly string[]): Promise<{ sightin
   const sightings: Sighting[] = [];
   let lines = 0;
   for (const file of files) {
-    const input = createReadStream(file, { encoding: 'utf8' });
-    const opened = new Promise<void>((resolve, reject) => {
-      input.once('open', () => resolve());
-      input.once('error', reject);
-    });
+    // "-": standard input (e.g. journalctl -u broker -o cat | broker pki readiness --auth-log -)
+    const input: NodeJS.ReadableStream & { destroy(): void } = file === '-' ? process.stdin.setEncoding('utf8') : createReadStream(file, { encoding: 'utf8' });
+    const opened =
+      file === '-'
+        ? Promise.resolve()
+        : new Promise<void>((resolve, reject) => {
+            input.once('open', () => resolve());
+            input.once('error', reject);
+          });
     try {
       await opened;
       for await (const line of createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY })) {
@@ -85,7 +89,7 @@ export async function readSightings(files: readonly string[]): Promise<{ sightin
     } catch (cause) {
       throw new BrokerError('BRK_ERR_PKI_FILE_READ', `cannot read the auth log ${file} (${(cause as Error).message})`, { cause });
     } finally {
-      input.destroy();
+      if (file !== '-') input.destroy();
     }
   }
   return { sightings, lines };

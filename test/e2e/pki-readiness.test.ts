@@ -79,6 +79,9 @@ test('readiness names the identity still on the retiring issuing CA (last seen),
   const after = json<ReadinessReport>(ca.run(['pki', 'readiness', '--auth-log', authFile, '--json']));
   assert.deepEqual(after.identities.map((r) => [r.identity, r.renewed, r.movedOn]), [['early-partner', true, true]]);
 
+  // the same log on standard input ("-"), e.g. from journalctl
+  assert.deepEqual(json<ReadinessReport>(ca.run(['pki', 'readiness', '--auth-log', '-', '--json'], { input: readFileSync(authFile, 'utf8') })), after);
+
   // a missing log file is a read error with its code
   const missing = ca.run(['pki', 'readiness', '--auth-log', join(ca.root, 'nope.log')]);
   assert.equal(missing.code, 1);

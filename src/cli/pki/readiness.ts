@@ -11,8 +11,8 @@ export function register(pki: Command): void {
     .description(
       'Read the broker\'s auth log (log.auth written to a file; handshake lines with outcome ok) and list the identities that connected with a certificate from an issuing CA in its overlap after "broker pki rotate intermediate" or "rotate root": they break when it retires unless renewed. Each row: identity, serial, the retiring CA and its retireAt, when it was last seen and how often, whether the identity already holds a certificate from the new CA (renewed) and whether it was seen later with one (moved on). Only what the given logs saw: pass every log file of the overlap (rotated files too), from every broker replica.',
     )
-    .requiredOption('--auth-log <file>', 'an auth log file (repeat for rotated files or other replicas)', collect)
-    .addHelpText('after', examples('broker pki readiness --auth-log /var/log/broker/auth.log', 'broker pki readiness --auth-log auth.log --auth-log auth.log.1 --json'))
+    .requiredOption('--auth-log <file>', 'an auth log file, or - for standard input (repeat for rotated files or other replicas)', collect)
+    .addHelpText('after', examples('broker pki readiness --auth-log /var/log/broker/auth.log', 'broker pki readiness --auth-log auth.log --auth-log auth.log.1 --json', 'journalctl -u broker -o cat | broker pki readiness --auth-log -'))
     .action(async (opts: Opts) => {
       const [{ readSightings, rotationReadiness }, out] = await Promise.all([import('../../pki/readiness.ts'), import('../output.ts')]);
       const store = await openStore(opts);

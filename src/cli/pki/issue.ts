@@ -1,14 +1,12 @@
 import type { Command } from 'commander';
 import { caPassphrase, collect, examples, openStore, storeOptions, ttl, type StoreOptions } from './common.ts';
 import { handout, handoutOptions, printIssued, type HandoutOptions } from './handout.ts';
+import { bundleOptions, prepareBundle, warnBundle, type BundleCliOptions } from './bundle.ts';
 
-interface Opts extends StoreOptions, HandoutOptions {
+interface Opts extends StoreOptions, HandoutOptions, BundleCliOptions {
   role: string[];
   ttl?: string;
   contact?: string;
-  bundle?: string;
-  url?: string;
-  config?: string;
 }
 
 export function register(pki: Command): void {
@@ -20,10 +18,8 @@ export function register(pki: Command): void {
     .argument('<name>', 'identity name (letters, digits, ".", "_", "-")')
     .requiredOption('--role <role>', 'a role the identity holds (repeat for more)', collect)
     .option('--ttl <duration>', 'lifetime, e.g. 90d, 12h, 15m', '90d')
-    .option('--contact <email>', 'who to tell about this identity (expiry notices, onboarding kit); kept in the inventory')
-    .option('--bundle <dir>', 'write an onboarding kit for the partner to DIR/NAME/ (implies --p12; not with --out)')
-    .option('--url <url>', 'with --bundle: https://HOST:PORT the partner reaches the broker at (a placeholder otherwise)')
-    .option('--config <file>', 'with --bundle: the broker config, to list the routes and methods the roles reach');
+    .option('--contact <email>', 'who to tell about this identity (expiry notices, onboarding kit); kept in the inventory');
+  bundleOptions(cmd, 'credentials, README.md, snippets/; implies --p12; not with --out');
   handoutOptions(cmd, { p12: true })
     .addHelpText(
       'after',
@@ -34,7 +30,8 @@ export function register(pki: Command): void {
       ),
     )
     .action(async (name: string, opts: Opts, command: Command) => {
-      const kit = opts.bundle === undefined ? undefined : await prepareBundle(name, opts, command);
+      const kit = opts.bundle === undefined ? undefined : await prepareBundle(name, opts.role, opts, command);
+      if (kit) opts.p12 = true;
       const store = await openStore(opts);
       const { issueClient } = await import('../../pki/issue.ts');
       const passphrase = await caPassphrase(store, opts);
@@ -47,8 +44,8 @@ export function register(pki: Command): void {
         ...(passphrase === undefined ? {} : { passphrase }),
       });
       if (!kit) return printIssued(r, opts);
-      const [{ writeBundle }, { basename }, out] = await Promise.all([import('../../pki/bundle.ts'), import('node:path'), import('../output.ts')]);
-      const written = writeBundle({
+      const [{ basename }, out] = await Promise.all([import('node:path'), import('../output.ts')]);
+      const written = kit.writeBundle({
         dir: opts.bundle as string,
         identity: r.record.name,
         roles: r.record.roles,
@@ -67,26 +64,9 @@ export function register(pki: Command): void {
         },
         force: opts.force ?? false,
       });
-      if (written.placeholderUrl) out.warn(`no --url: the kit's README and snippets use the placeholder https://BROKER_HOST:8443; replace it before sending the kit`);
-      if (!kit.routes) out.warn('no --config: the kit does not list the routes the roles reach');
+      await warnBundle(written, kit.routes);
       if (opts.json) return out.printJson({ ...r.record, files: r.files, bundle: { dir: written.dir, readme: written.readme, snippets: written.snippets } });
       await printIssued(r, { ...opts, json: false });
       out.printLines(`  onboarding kit ${written.readme} (and ${Object.keys(written.snippets).length} snippets in ${written.dir}/snippets)`);
     });
-}
-
-/** Checks everything the kit needs before anything is issued: a refusal changes nothing. */
-async function prepareBundle(name: string, opts: Opts, command: Command) {
-  const [{ BrokerError }, { join }, bundle] = await Promise.all([import('../../errors.ts'), import('node:path'), import('../../pki/bundle.ts')]);
-  if (command.getOptionValueSource('out') === 'cli') throw new BrokerError('BRK_ERR_USAGE', '--bundle DIR writes the credentials to DIR/NAME/: leave out --out');
-  if (opts.url !== undefined) bundle.checkBundleUrl(opts.url);
-  opts.p12 = true;
-  let routes: ReturnType<typeof bundle.reachableRoutes> | undefined;
-  if (opts.config !== undefined) {
-    const { loadConfig } = await import('../../config/load.ts');
-    routes = bundle.reachableRoutes(loadConfig(opts.config).config, opts.role);
-  }
-  const clash = opts.force ? [] : bundle.bundleConflicts(opts.bundle as string, name);
-  if (clash.length) throw new BrokerError('BRK_ERR_PKI_OUTPUT_EXISTS', `would overwrite ${clash.join(', ')}`);
-  return { dir: join(opts.bundle as string, name), routes };
 }

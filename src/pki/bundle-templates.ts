@@ -78,8 +78,14 @@ rm -f keystore.p12 truststore.p12
 keytool -importkeystore -noprompt \\
   -srckeystore ${n}.p12 -srcstoretype PKCS12 -srcstorepass:env BROKER_P12_PASSWORD \\
   -destkeystore keystore.p12 -deststoretype PKCS12 -deststorepass:env BROKER_P12_PASSWORD
-keytool -importcert -noprompt -alias broker-ca -file ca.crt \\
-  -keystore truststore.p12 -storetype PKCS12 -storepass changeit
+# every CA certificate of ca.crt (two roots during a root rollover), one trusted entry each
+count=$(grep -c 'BEGIN CERTIFICATE' ca.crt)
+i=1
+while [ "$i" -le "$count" ]; do
+  awk -v want="$i" '/BEGIN CERTIFICATE/ { n++ } n == want { print } n == want && /END CERTIFICATE/ { exit }' ca.crt |
+    keytool -importcert -noprompt -alias "broker-ca-$i" -keystore truststore.p12 -storetype PKCS12 -storepass changeit
+  i=$((i + 1))
+done
 echo "keystore.p12 and truststore.p12 are ready"
 `,
     'snippets/Client.java': `// ${n}: one request to the broker with java.net.http.HttpClient (Java 11+).

@@ -12,6 +12,8 @@ export const ERRORS = {
   BRK_ERR_USAGE_NAME: { exit: 2, hint: 'names are 1-64 characters: letters, digits, ".", "_" and "-", starting with a letter or digit' },
   BRK_ERR_USAGE_ROLE: { exit: 2, hint: 'roles are 1-64 characters: letters, digits, ".", "_", ":" and "-"' },
   BRK_ERR_USAGE_PASSPHRASE_REQUIRED: { exit: 2, hint: 'give --passphrase-file FILE or set BROKER_CA_PASSPHRASE (or --no-passphrase on init, not for production)' },
+  BRK_ERR_USAGE_CONTACT: { exit: 2, hint: 'give --contact as one e-mail address, e.g. ops@partner.example' },
+  BRK_ERR_USAGE_BUNDLE_URL: { exit: 2, hint: 'give --url as https://HOST:PORT, the address partners reach the broker at (no path, no credentials)' },
   BRK_ERR_USAGE_SECRET_FILE: { exit: 2, hint: 'point the option at a readable file holding the secret on its first line' },
   // PKI store
   BRK_ERR_PKI_CA_NOT_FOUND: { exit: 1, hint: 'run "broker pki init" first, or point --dir / BROKER_PKI_DIR at the store' },

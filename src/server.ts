@@ -14,7 +14,7 @@ import { readiness } from './admin/readiness.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { createAlerts, type AlertEngine } from './observability/alerts.ts';
 import { buildAdmin } from './admin/plugin.ts';
-import { expirySource } from './observability/expiry.ts';
+import { clientCertificates, expirySource } from './observability/expiry.ts';
 import { createLoggers, type Loggers } from './observability/loggers.ts';
 import { ConnectionGuard } from './filter/connection-guard.ts';
 import { createStore, type SharedStore } from './ratelimit/index.ts';
@@ -72,7 +72,7 @@ export interface BuildOptions {
   ablations?: Ablations;
 }
 
-function startAlerts(c: BrokerConfig, error: Loggers['error'], expiry: ReturnType<typeof expirySource>): { alerts: AlertEngine; timer: NodeJS.Timeout } {
+function startAlerts(c: BrokerConfig, error: Loggers['error'], expiry: ReturnType<typeof expirySource>, checkClients: (alerts: AlertEngine) => void): { alerts: AlertEngine; timer: NodeJS.Timeout } {
   const n = settingsOf(c);
   const alerts = createAlerts(
     {
@@ -84,11 +84,19 @@ function startAlerts(c: BrokerConfig, error: Loggers['error'], expiry: ReturnTyp
       rateLimitHits: c.alerts.rateLimitHits,
       expiryWarningMs: n.alerts.expiryWarningMs,
       webhookTimeoutMs: n.alerts.webhookTimeoutMs,
+      clientExpiry: n.alerts.clientExpiry,
     },
     error,
   );
   alerts.checkExpiry(expiry());
-  return { alerts, timer: setInterval(() => alerts.checkExpiry(expiry()), 3_600_000).unref() };
+  checkClients(alerts);
+  return {
+    alerts,
+    timer: setInterval(() => {
+      alerts.checkExpiry(expiry());
+      checkClients(alerts);
+    }, 3_600_000).unref(),
+  };
 }
 
 export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): Promise<Broker> {
@@ -155,7 +163,14 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
   metrics.setExpirySource(expiry);
   metrics.setBansActive(() => guard.activeBans);
   metrics.setPoolSource(() => generations.current.pools());
-  const { alerts, timer: expiryTimer } = startAlerts(initial, loggers.error, expiry);
+  // ---- client certificate expiry notices (issue 17): the inventory is read at start, at every reload and hourly
+  let clientCerts = clientCertificates(initial);
+  metrics.setClientCertSource(() => clientCerts);
+  const checkClients = (engine: AlertEngine) => {
+    clientCerts = clientCertificates(current.config);
+    engine.checkClientExpiry(clientCerts);
+  };
+  const { alerts, timer: expiryTimer } = startAlerts(initial, loggers.error, expiry, checkClients);
 
   // ---- reload
   const reload = reloader({
@@ -172,6 +187,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
       rules = compileIdentityRules(next.config.identities);
       listeners.applyLimits(next.config);
       guard.update(next.config);
+      checkClients(alerts);
     },
     applyRevocations(next) {
       current = next;

@@ -44,7 +44,14 @@ export interface Settings {
   readonly assertionTtlMs: number;
   /** tracing.otlp.timeout, when spans are exported. */
   readonly tracingTimeoutMs: number | undefined;
-  readonly alerts: { readonly dedupWindowMs: number; readonly windowMs: number; readonly expiryWarningMs: number; readonly webhookTimeoutMs: number };
+  readonly alerts: {
+    readonly dedupWindowMs: number;
+    readonly windowMs: number;
+    readonly expiryWarningMs: number;
+    readonly webhookTimeoutMs: number;
+    /** alerts.clientExpiry: the client-certificate notice thresholds, longest first, without repeats. */
+    readonly clientExpiry: ReadonlyArray<{ readonly label: string; readonly ms: number }>;
+  };
 }
 
 function bucket(b: { rate: number; per: string; burst?: number | undefined }, where: string): BucketNumbers {
@@ -102,6 +109,11 @@ function compile(c: BrokerConfig): Settings {
       windowMs: parseDuration(c.alerts.window, 'alerts.window'),
       expiryWarningMs: parseDuration(c.alerts.expiryWarning, 'alerts.expiryWarning'),
       webhookTimeoutMs: parseDuration(c.alerts.webhookTimeout, 'alerts.webhookTimeout'),
+      clientExpiry: Object.freeze(
+        [...new Map(c.alerts.clientExpiry.map((d, i) => [parseDuration(d, `alerts.clientExpiry[${i}]`), d])).entries()]
+          .sort((a, b) => b[0] - a[0])
+          .map(([ms, label]) => Object.freeze({ label, ms })),
+      ),
     }),
   });
 }

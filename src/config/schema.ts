@@ -309,6 +309,12 @@ export const AlertsSchema = Type.Object(
     failedHandshakesTotal: Type.Integer({ minimum: 1, default: 200 }),
     rateLimitHits: Type.Integer({ minimum: 1, default: 50, description: '429s for one identity within the window' }),
     expiryWarning: Duration('14d', 'certificates and CRLs expiring within this raise an alert'),
+    clientExpiry: Type.Array(Type.String({ pattern: '^\\d{1,9}(ms|s|m|h|d)$' }), {
+      default: ['30d', '7d', '1d'],
+      maxItems: 16,
+      description:
+        'client certificates of the PKI store\'s inventory: one client_certificate_expiring alert per identity and threshold when its newest unrevoked certificate comes within that long of its end (once per serial and threshold in a process); [] turns them off',
+    }),
     webhookTimeout: Duration('5s', 'per delivery attempt'),
   },
   { ...strict, default: {} },

@@ -16,6 +16,16 @@ export interface AlertRules {
   rateLimitHits: number;
   expiryWarningMs: number;
   webhookTimeoutMs: number;
+  /** alerts.clientExpiry, longest first: each a `client_certificate_expiring` notice per identity. */
+  clientExpiry?: ReadonlyArray<{ label: string; ms: number }>;
+}
+
+/** What a client expiry notice needs of a certificate (src/observability/expiry.ts reads them from the inventory). */
+export interface ExpiringClient {
+  identity: string;
+  serial: string;
+  notAfter: Date;
+  contact?: string | undefined;
 }
 
 export interface Alert {
@@ -52,6 +62,12 @@ export interface AlertEngine {
   raise(a: Omit<Alert, 'time'>): boolean;
   /** Certificates and CRLs expiring within the warning window raise one alert each. */
   checkExpiry(items: Array<{ kind: string; name: string; notAfter: Date }>): void;
+  /**
+   * Client certificates within an `alerts.clientExpiry` threshold of their end raise one
+   * `client_certificate_expiring` alert per (serial, threshold), once in this process's life (not
+   * subject to dedupWindow, not repeated by reloads or the hourly check). Returns how many it raised.
+   */
+  checkClientExpiry(certs: readonly ExpiringClient[]): number;
   /** Webhook deliveries still queued or in flight (for tests and shutdown). */
   pending(): number;
   readonly sent: number;
@@ -64,6 +80,8 @@ const RETRIES = 3;
 
 export function createAlerts(rules: AlertRules, log: Logger): AlertEngine {
   const lastRaised = new Map<string, number>();
+  /** `serial/threshold` of every client expiry notice raised: a notice is never raised twice. */
+  const noticed = new Set<string>();
   const perIp = new WindowCounter(rules.windowMs);
   const total = new WindowCounter(rules.windowMs);
   const limited = new WindowCounter(rules.windowMs);
@@ -173,6 +191,44 @@ export function createAlerts(rules: AlertRules, log: Logger): AlertEngine {
           });
         }
       }
+    },
+    checkClientExpiry(certs) {
+      const thresholds = rules.clientExpiry ?? [];
+      if (!thresholds.length) return 0;
+      const now = Date.now();
+      let raised = 0;
+      for (const c of certs) {
+        const left = c.notAfter.getTime() - now;
+        if (left <= 0) continue;
+        for (const th of thresholds) {
+          if (left > th.ms) continue;
+          const once = `${c.serial}/${th.ms}`;
+          if (noticed.has(once)) continue;
+          noticed.add(once);
+          const daysLeft = Math.floor(left / 86_400_000);
+          const thresholdDays = th.ms / 86_400_000;
+          // the smallest threshold is the last call: critical; the earlier ones are notices
+          const last = th === thresholds[thresholds.length - 1];
+          raise({
+            alert: 'client_certificate_expiring',
+            severity: last ? 'critical' : 'warning',
+            key: `client-expiry:${once}`,
+            message: `the client certificate of ${c.identity} expires in ${daysLeft} day${daysLeft === 1 ? '' : 's'} (${c.notAfter.toISOString()}), within ${th.label}${c.contact ? `; contact ${c.contact}` : ''}`,
+            details: {
+              identity: c.identity,
+              serial: c.serial,
+              notAfter: c.notAfter.toISOString(),
+              daysLeft,
+              secondsLeft: Math.floor(left / 1000),
+              threshold: th.label,
+              thresholdDays,
+              contact: c.contact ?? null,
+            },
+          });
+          raised++;
+        }
+      }
+      return raised;
     },
     pending: () => queue.length + inFlight,
     get sent() {

@@ -45,3 +45,39 @@ export function expirySource(c: BrokerConfig, material: () => TlsMaterial): () =
     return items;
   };
 }
+
+/** The newest unrevoked client certificate of one identity, as the expiry notices and the metric see it. */
+export interface ClientCertificate {
+  identity: string;
+  serial: string;
+  notAfter: Date;
+  roles: string[];
+  contact?: string;
+}
+
+/**
+ * Each identity's newest unrevoked, unexpired client certificate in the store's inventory
+ * (`pki.dir`): an older certificate of a renewed identity is not a concern. Empty when the broker
+ * verifies clients against an explicit `tls.clientCa` (the inventory is not its CA's) or the store
+ * has no inventory; an unreadable inventory reads as empty too (`broker pki` reports it).
+ */
+export function clientCertificates(c: BrokerConfig, now = Date.now()): ClientCertificate[] {
+  const file = storeLayout(c.pki.dir).inventory;
+  if (c.tls.clientCa || !existsSync(file)) return [];
+  let certs: Array<{ name: string; type: string; serial: string; notAfter: string; revokedAt?: string; roles?: string[]; contact?: string }>;
+  try {
+    certs = (JSON.parse(readFileSync(file, 'utf8')) as { certs?: typeof certs }).certs ?? [];
+  } catch {
+    return [];
+  }
+  const newest = new Map<string, ClientCertificate>();
+  for (const cert of certs) {
+    if (cert.type !== 'client' || cert.revokedAt) continue;
+    const notAfter = new Date(cert.notAfter);
+    if (!(notAfter.getTime() > now)) continue;
+    const prev = newest.get(cert.name);
+    if (prev && prev.notAfter >= notAfter) continue;
+    newest.set(cert.name, { identity: cert.name, serial: cert.serial, notAfter, roles: cert.roles ?? [], ...(cert.contact ? { contact: cert.contact } : {}) });
+  }
+  return [...newest.values()];
+}

@@ -12,6 +12,11 @@ export interface ExpirySource {
   (): Array<{ kind: 'server' | 'ca' | 'crl' | 'client'; name: string; notAfter: Date }>;
 }
 
+/** Each identity's newest unrevoked, unexpired client certificate (read at start, reload and hourly). */
+export interface ClientCertSource {
+  (): ReadonlyArray<{ identity: string; serial: string; notAfter: Date }>;
+}
+
 export interface PoolSource {
   (): Array<{ route: string; inUse: number; max: number }>;
 }
@@ -21,6 +26,7 @@ export interface Metrics {
   /** Gauge of bans in force, refreshed on scrape. */
   setBansActive(fn: () => number): void;
   setExpirySource(fn: ExpirySource): void;
+  setClientCertSource(fn: ClientCertSource): void;
   /** Each route's upstream pool now (read on scrape: nothing is counted on the request path). */
   setPoolSource(fn: PoolSource): void;
   close(): void;
@@ -78,6 +84,18 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
     },
   });
 
+  let clientCerts: ClientCertSource = () => [];
+  new Gauge({
+    name: 'broker_client_certificate_expiry_timestamp_seconds',
+    help: 'End (notAfter, Unix seconds) of each identity\'s newest unrevoked client certificate in the PKI store\'s inventory',
+    labelNames: ['identity', 'serial'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const c of clientCerts()) this.set({ identity: c.identity, serial: c.serial }, Math.floor(c.notAfter.getTime() / 1000));
+    },
+  });
+
   const onHandshake = (m: unknown) => {
     const e = m as HandshakeEvent;
     handshakes.inc({ outcome: e.outcome, reason: e.outcome === 'ok' ? '' : (e.reason ?? 'unknown') });
@@ -115,6 +133,7 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
     registry,
     setBansActive: (fn) => void (bansActive = fn),
     setExpirySource: (fn) => void (expiry = fn),
+    setClientCertSource: (fn) => void (clientCerts = fn),
     setPoolSource: (fn) => void (pools = fn),
     close() {
       for (const [name, fn] of subs) channels[name].unsubscribe(fn);

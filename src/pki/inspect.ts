@@ -20,6 +20,8 @@ export interface ListRow {
   notAfter: string;
   status: CertStatus;
   fingerprint: string;
+  /** The identity's contact (e-mail) given at issue; null when none was. */
+  contact: string | null;
 }
 
 export function listCerts(inv: Inventory, o: { expiringMs?: number; now?: number } = {}): ListRow[] {
@@ -35,6 +37,7 @@ export function listCerts(inv: Inventory, o: { expiringMs?: number; now?: number
       notAfter: c.notAfter,
       status: statusOf(c, now),
       fingerprint: c.fingerprint,
+      contact: c.contact ?? null,
     }))
     .filter((r) => o.expiringMs === undefined || (r.status === 'valid' && Date.parse(r.notAfter) - now <= o.expiringMs))
     .sort((a, b) => a.name.localeCompare(b.name) || a.notBefore.localeCompare(b.notBefore));

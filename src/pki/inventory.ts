@@ -26,6 +26,8 @@ export interface CertRecord {
   ip?: string[];
   revokedAt?: string;
   reason?: RevocationReason;
+  /** Who to tell about this identity (expiry notices, onboarding kit): an e-mail address. Absent in older inventories. */
+  contact?: string;
 }
 
 export interface CaFacts {
@@ -90,10 +92,21 @@ export function parseInventory(text: string, file: string): Inventory {
     const ok =
       c && isStr(c.name) && (c.type === 'client' || c.type === 'server') && Array.isArray(c.roles) && (c.roles.length === 0 || isStrArray(c.roles)) &&
       /^[0-9a-f]+$/.test(c.serial) && !Number.isNaN(Date.parse(c.notBefore)) && !Number.isNaN(Date.parse(c.notAfter)) && /^[0-9a-f]{64}$/.test(c.fingerprint) &&
-      (c.revokedAt === undefined || !Number.isNaN(Date.parse(c.revokedAt)));
+      (c.revokedAt === undefined || !Number.isNaN(Date.parse(c.revokedAt))) &&
+      (c.contact === undefined || isStr(c.contact));
     if (!ok) bad(`certs[${i}]`);
   });
   return inv;
+}
+
+const CONTACT = /^[^\s@<>"',;]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$/;
+
+/** A contact is one e-mail address (local@domain), at most 254 characters. */
+export function checkContact(contact: string): string {
+  if (contact.length > 254 || !CONTACT.test(contact)) {
+    throw new BrokerError('BRK_ERR_USAGE_CONTACT', `--contact ${JSON.stringify(contact)} is not an e-mail address`);
+  }
+  return contact;
 }
 
 export function serializeInventory(inv: Inventory): string {

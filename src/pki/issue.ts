@@ -8,7 +8,7 @@ import { BrokerError } from '../errors.ts';
 import { createLeaf, fingerprint, leafWindow, randomSerial, type Issuer } from './certs.ts';
 import { PRIVATE_MODE, PUBLIC_MODE, readText, type WriteTransaction } from './files.ts';
 import { generateKeyPair, keyTypeOf, privateKeyDer, privateKeyPem } from './keys.ts';
-import { statusOf, type CertRecord, type Inventory } from './inventory.ts';
+import { checkContact, statusOf, type CertRecord, type Inventory } from './inventory.ts';
 import { checkName, checkRoles, checkSans, spiffeId } from './names.ts';
 import type { CaStore, MutationContext } from './store.ts';
 import { toPkcs12 } from './pkcs12.ts';
@@ -61,6 +61,7 @@ interface Mint {
   ttlMs: number;
   publicKey: CryptoKey;
   source: CertRecord['source'];
+  contact?: string | undefined;
 }
 
 async function mint(ctx: MutationContext, m: Mint): Promise<{ cert: x509.X509Certificate; record: CertRecord; issuer: Issuer; root: Issuer }> {
@@ -94,6 +95,7 @@ async function mint(ctx: MutationContext, m: Mint): Promise<{ cert: x509.X509Cer
     issuer: inv.ca.intermediate.serial,
     ...(m.dns ? { dns: m.dns } : {}),
     ...(m.ip ? { ip: m.ip } : {}),
+    ...(m.contact ? { contact: m.contact } : {}),
   };
   inv.certs.push(record);
   return { cert, record, issuer: intermediate, root };
@@ -135,15 +137,16 @@ function stageHandout(tx: WriteTransaction, h: Handout, name: string, leaf: x509
   return files;
 }
 
-export async function issueClient(store: CaStore, o: { name: string; roles: string[]; ttlMs: number; passphrase?: string } & Handout): Promise<IssueResult> {
+export async function issueClient(store: CaStore, o: { name: string; roles: string[]; ttlMs: number; passphrase?: string; contact?: string } & Handout): Promise<IssueResult> {
   const name = checkName(o.name);
   const roles = checkRoles(o.roles);
+  const contact = o.contact === undefined ? undefined : checkContact(o.contact);
   return store.mutate('issue', o.passphrase, async (ctx) => {
     if (currentFor(ctx.inventory, name, 'client').length) {
       throw new BrokerError('BRK_ERR_PKI_IDENTITY_EXISTS', `${name} already has a valid client certificate`);
     }
     const keys = await generateKeyPair(ctx.inventory.ca.keyType);
-    const { cert, record, issuer, root } = await mint(ctx, { kind: 'client', name, roles, ttlMs: o.ttlMs, publicKey: keys.publicKey, source: 'issue' });
+    const { cert, record, issuer, root } = await mint(ctx, { kind: 'client', name, roles, ttlMs: o.ttlMs, publicKey: keys.publicKey, source: 'issue', contact });
     const files = stageHandout(ctx.tx, o, name, cert, issuer, root, trustBundle(ctx, root), keys.privateKey);
     return { result: { record, files }, audit: { name, serial: record.serial, roles } };
   });
@@ -230,7 +233,7 @@ export async function renew(store: CaStore, o: { name: string; ttlMs: number; cs
     }
     const keys = publicKeyFromCsr ? undefined : await generateKeyPair(ctx.inventory.ca.keyType);
     const publicKey = publicKeyFromCsr ?? (keys as CryptoKeyPair).publicKey;
-    const { cert, record, issuer, root } = await mint(ctx, { kind: 'client', name, roles: prev.roles, ttlMs: o.ttlMs, publicKey, source: 'renew' });
+    const { cert, record, issuer, root } = await mint(ctx, { kind: 'client', name, roles: prev.roles, ttlMs: o.ttlMs, publicKey, source: 'renew', contact: prev.contact });
     const handout: Handout = { outDir: o.outDir ?? '.', force: o.force ?? false, savePassword: o.savePassword ?? false, ...(o.p12Password === undefined ? {} : { p12Password: o.p12Password }) };
     const files = stageHandout(ctx.tx, handout, name, cert, issuer, root, trustBundle(ctx, root), keys?.privateKey);
     return { result: { record, files }, audit: { name, serial: record.serial, roles: prev.roles, detail: `renews=${prev.serial}` } };

@@ -7,7 +7,7 @@ import { json, sharedCa, type IssuedJson, type ListRow } from '../helpers/pki.ts
 
 const shared = sharedCa();
 
-const FIELDS = ['fingerprint', 'issuer', 'name', 'notAfter', 'notBefore', 'roles', 'serial', 'status', 'type'];
+const FIELDS = ['contact', 'fingerprint', 'issuer', 'name', 'notAfter', 'notBefore', 'roles', 'serial', 'status', 'type'];
 
 test('an empty inventory lists as []', () => {
   const ca = shared();
@@ -20,7 +20,7 @@ test('an empty inventory lists as []', () => {
 test('list --json: one object per certificate with exactly the documented fields', () => {
   const ca = shared();
   const issue = (name: string, ...args: string[]) => json<IssuedJson>(ca.signing(['pki', 'issue', name, '--out', join(ca.root, name), '--json', ...args]));
-  const long = issue('long', '--role', 'ops', '--role', 'billing');
+  const long = issue('long', '--role', 'ops', '--role', 'billing', '--contact', 'ops@long.example');
   const short = issue('short', '--role', 'ops', '--ttl', '5m');
   const revoked = issue('revoked', '--role', 'ops', '--ttl', '5m');
   assert.equal(ca.signing(['pki', 'revoke', 'revoked']).code, 0);
@@ -39,7 +39,9 @@ test('list --json: one object per certificate with exactly the documented fields
     notAfter: long.notAfter,
     status: 'valid',
     fingerprint: long.fingerprint,
+    contact: 'ops@long.example',
   });
+  assert.equal(byName.get('short')?.contact, null, 'no --contact: null');
   assert.equal(byName.get('short')?.serial, short.serial);
   assert.equal(byName.get('revoked')?.status, 'revoked');
   assert.equal(byName.get('revoked')?.serial, revoked.serial);
@@ -55,8 +57,8 @@ test('list --json: one object per certificate with exactly the documented fields
 
   const text = ca.run(['pki', 'list']);
   assert.equal(text.code, 0);
-  assert.match(text.stdout, /^NAME\s+TYPE\s+ROLES\s+SERIAL\s+NOT BEFORE\s+NOT AFTER\s+STATUS\s+ISSUER\s+SHA-256$/m);
-  assert.match(text.stdout, new RegExp(`^long\\s+client\\s+ops,billing\\s+${long.serial}\\s`, 'm'));
+  assert.match(text.stdout, /^NAME\s+TYPE\s+ROLES\s+SERIAL\s+NOT BEFORE\s+NOT AFTER\s+STATUS\s+ISSUER\s+CONTACT\s+SHA-256$/m);
+  assert.match(text.stdout, new RegExp(`^long\\s+client\\s+ops,billing\\s+${long.serial}\\s.*\\sops@long\\.example\\s`, 'm'));
 });
 
 test('list --expiring with a bad duration is a usage error', () => {
@@ -64,4 +66,12 @@ test('list --expiring with a bad duration is a usage error', () => {
   const r = ca.run(['pki', 'list', '--expiring', 'soon']);
   assert.equal(r.code, 2);
   assert.equal(errorCode(r.stderr), 'BRK_ERR_USAGE_TTL');
+});
+
+test('issue --contact must be an e-mail address (usage error, nothing issued)', () => {
+  const ca = shared();
+  const r = ca.signing(['pki', 'issue', 'nocontact', '--role', 'ops', '--contact', 'not an address', '--out', join(ca.root, 'nocontact')]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.equal(errorCode(r.stderr), 'BRK_ERR_USAGE_CONTACT');
+  assert.ok(!json<ListRow[]>(ca.run(['pki', 'list', '--json'])).some((x) => x.name === 'nocontact'));
 });

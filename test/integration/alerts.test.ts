@@ -104,7 +104,8 @@ test('an upstream that is down, a revoked certificate and a client certificate a
   const gone = await pki.issue('gone', ['user']);
   await pki.revoke(gone.serial);
   const b = await startBroker(t, pki, {
-    alerts: { webhook: hook.url, expiryWarning: '2h', dedupWindow: '10m' },
+    // clientExpiry off: the per-threshold client notices have their own test (client-expiry.test.ts)
+    alerts: { webhook: hook.url, expiryWarning: '2h', dedupWindow: '10m', clientExpiry: [] },
     routes: [
       { name: 'api', path: '/api', upstream: up.url, roles: ['user'] },
       { name: 'dead', path: '/dead', upstream: `http://127.0.0.1:${dead}`, roles: ['user'] },

@@ -155,6 +155,7 @@ test('metric names follow Prometheus conventions: broker_ prefix, snake case, co
       'broker_bans_active',
       'broker_bans_total',
       'broker_certificate_expiry_seconds',
+      'broker_client_certificate_expiry_timestamp_seconds',
       'broker_credentials_total',
       'broker_handshakes_total',
       'broker_open_connections',

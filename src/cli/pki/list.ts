@@ -8,7 +8,7 @@ interface Opts extends StoreOptions {
 export function register(pki: Command): void {
   storeOptions(pki.command('list'), { passphrase: false, json: true })
     .summary('the inventory: every certificate with its roles, dates and status')
-    .description('List every certificate the CA issued: name, type (client/server), roles, serial, notBefore, notAfter, status (valid/revoked/expired) and SHA-256 fingerprint. --json prints an array of those objects.')
+    .description('List every certificate the CA issued: name, type (client/server), roles, serial, notBefore, notAfter, status (valid/revoked/expired), issuer (current/previous/retired issuing CA), contact and SHA-256 fingerprint. --json prints an array of those objects.')
     .option('--expiring <duration>', 'only valid certificates expiring within this window, e.g. 30d')
     .addHelpText('after', examples('broker pki list', 'broker pki list --expiring 30d --json'))
     .action(async (opts: Opts) => {
@@ -19,8 +19,8 @@ export function register(pki: Command): void {
       if (!rows.length) return out.printLines(opts.expiring ? 'no valid certificate expires in that window' : 'no certificates issued yet');
       out.printLines(
         out.table(
-          ['NAME', 'TYPE', 'ROLES', 'SERIAL', 'NOT BEFORE', 'NOT AFTER', 'STATUS', 'ISSUER', 'SHA-256'],
-          rows.map((r) => [r.name, r.type, r.roles.join(',') || '-', r.serial, r.notBefore, r.notAfter, r.status, r.issuer, r.fingerprint]),
+          ['NAME', 'TYPE', 'ROLES', 'SERIAL', 'NOT BEFORE', 'NOT AFTER', 'STATUS', 'ISSUER', 'CONTACT', 'SHA-256'],
+          rows.map((r) => [r.name, r.type, r.roles.join(',') || '-', r.serial, r.notBefore, r.notAfter, r.status, r.issuer, r.contact ?? '-', r.fingerprint]),
         ),
       );
     });

@@ -39,6 +39,14 @@ export const ERRORS = {
   BRK_ERR_KEYS_NOT_FOUND: { exit: 1, hint: 'no credential with that id or name; see "broker keys list"' },
   BRK_ERR_KEYS_ALREADY_REVOKED: { exit: 1, hint: 'that credential is already revoked; nothing to do' },
   BRK_ERR_KEYS_CORRUPT: { exit: 1, hint: 'keys.json in the store is not valid; restore it from a backup (nothing was changed)' },
+  // enrolment invitations and the partner-side enroll/renew commands
+  BRK_ERR_ENROLL_INVITATION_NOT_FOUND: { exit: 1, hint: 'no invitation with that id; see "broker pki invite --list"' },
+  BRK_ERR_ENROLL_INVITATION_CLOSED: { exit: 1, hint: 'that invitation was already used, revoked or has expired; nothing to do (revoke the certificate it produced with "broker pki revoke NAME")' },
+  BRK_ERR_ENROLL_INVITATIONS_CORRUPT: { exit: 1, hint: 'invitations.json in the store is not valid; restore it from a backup (nothing was changed)' },
+  BRK_ERR_ENROLL_CA_MISMATCH: { exit: 1, hint: 'the broker at --url does not hold the CA the token pins: check the URL (and that nothing intercepts the connection), or ask the operator for a new token; nothing was sent' },
+  BRK_ERR_ENROLL_CONNECT: { exit: 1, hint: 'the broker at --url could not be reached or its TLS certificate did not verify; check the URL and port (enrol on the certificate-optional listener, renew on the main one)' },
+  BRK_ERR_ENROLL_REFUSED: { exit: 1, hint: 'the broker refused the request with an answer this client does not know; the message has the status and code, the broker\'s logs the reason' },
+  BRK_ERR_ENROLL_FILES: { exit: 1, hint: 'check --cert, --key, --ca and --out: the files must be readable PEM and the folder writable; on a failed write the old files were left as they were' },
   // configuration
   BRK_ERR_CONFIG_READ: { exit: 2, hint: 'check the --config path and that the file is readable YAML or JSON' },
   BRK_ERR_CONFIG_INVALID: { exit: 2, hint: 'fix each "path: problem" listed; "broker config check --config FILE" re-checks without starting' },
@@ -78,6 +86,18 @@ export const ERRORS = {
   BRK_ERR_ADMIN_HOST: { exit: 1, status: 421, public: 'unexpected Host for the admin listener', hint: 'address the admin listener by IP address or localhost, or add the name you use to admin.allowedHosts (other names are refused against DNS rebinding)' },
   BRK_ERR_ADMIN_CROSS_SITE: { exit: 1, status: 403, public: 'admin action refused', hint: 'send state-changing admin requests (POST /reload, …) with the header X-Broker-Admin: 1 or the admin bearer token, and without a foreign Origin (browsers on other sites are refused)' },
   BRK_ERR_ADMIN_NOT_LOOPBACK: { exit: 1, status: 403, public: 'admin listener reached beyond loopback', hint: 'without admin.tokenFile the admin listener answers on loopback addresses only; set admin.tokenFile or bind admin.host to 127.0.0.1' },
+  // enrolment and renewal endpoints (/.well-known/broker/*, enrollment.enabled)
+  BRK_ERR_ENROLL_TOKEN_INVALID: { exit: 1, status: 403, public: 'enrolment token invalid', hint: 'the token is not one the broker issued (mistyped, truncated or altered); copy it again exactly, or ask the operator for a new one (broker pki invite)' },
+  BRK_ERR_ENROLL_TOKEN_EXPIRED: { exit: 1, status: 403, public: 'enrolment token expired', hint: 'the invitation expired before it was used; ask the operator for a new one (broker pki invite NAME --expires …)' },
+  BRK_ERR_ENROLL_TOKEN_USED: { exit: 1, status: 403, public: 'enrolment token already used', hint: 'a token enrols once; if that was not you, tell the operator (the certificate it produced can be revoked), else use the certificate you got' },
+  BRK_ERR_ENROLL_TOKEN_REVOKED: { exit: 1, status: 403, public: 'enrolment token revoked', hint: 'the operator withdrew this invitation; ask them for a new one' },
+  BRK_ERR_ENROLL_CSR_INVALID: { exit: 1, status: 400, public: 'certificate request invalid', hint: 'send JSON with "csr": a PEM PKCS#10 request whose signature verifies, with an EC P-256/P-384 or RSA ≥ 2048 key (broker enroll and broker renew do this)' },
+  BRK_ERR_ENROLL_BAD_REQUEST: { exit: 1, status: 400, public: 'malformed enrolment request', hint: 'GET /.well-known/broker/ca; POST /.well-known/broker/enroll or /renew with a JSON body (Content-Type: application/json, at most 64 KiB)' },
+  BRK_ERR_ENROLL_LISTENER: { exit: 1, status: 403, public: 'not served on this listener', hint: 'enrol on the certificate-optional listener (listenCertOptional) without a client certificate; renew with your current client certificate' },
+  BRK_ERR_ENROLL_CERT_UNKNOWN: { exit: 1, status: 403, public: 'certificate cannot be renewed', hint: 'only certificates this broker\'s CA store issued can renew, and only before they expire and unless revoked; ask the operator for a new invitation' },
+  BRK_ERR_ENROLL_TOO_EARLY: { exit: 1, status: 403, public: 'too early to renew', hint: 'renewal opens once enrollment.renewAfter of the certificate\'s lifetime has passed; the message says when; retry then (a daily cron or timer does this by itself)' },
+  BRK_ERR_ENROLL_RATE_LIMITED: { exit: 1, status: 429, public: 'too many enrolment attempts', hint: 'wait for Retry-After seconds; enrolment attempts per client address are limited by enrollment.rateLimit' },
+  BRK_ERR_ENROLL_UNAVAILABLE: { exit: 1, status: 503, public: 'enrolment temporarily unavailable', hint: 'the broker could not change its CA store (locked by a pki command, or a write failed); retry in a moment; the error log has the details' },
   // broker connect (the partner-side forwarder)
   BRK_ERR_CONNECT_URL: { exit: 2, hint: 'give --url as https://HOST[:PORT][/base] and --via as http://[USER:PASS@]HOST:PORT (proxy credentials: --via-auth-file or BROKER_PROXY_AUTH as USER:PASS)' },
   BRK_ERR_CONNECT_LISTEN_REMOTE: { exit: 2, hint: 'listen on a loopback address (127.0.0.1, ::1, localhost): anyone who reaches a network listener uses your certificate; --allow-remote only behind your own access control' },

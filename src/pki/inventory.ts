@@ -18,8 +18,8 @@ export interface CertRecord {
   notBefore: string;
   notAfter: string;
   fingerprint: string;
-  /** How it came to be: issue (key made here), sign (third party's CSR), renew, server. */
-  source: 'issue' | 'sign' | 'renew' | 'server';
+  /** How it came to be: issue (key made here), sign (third party's CSR), renew, server, enroll (invitation token; key made by the partner). */
+  source: 'issue' | 'sign' | 'renew' | 'server' | 'enroll';
   /** Serial of the issuing CA certificate. */
   issuer: string;
   dns?: string[];

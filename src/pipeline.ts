@@ -182,6 +182,8 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   const tracer: (RequestTracer & { close(): Promise<void> }) | undefined = c.tracing.otlp === undefined ? undefined : await (await import('./observability/tracing.ts')).otlpTracer(c);
   /** What each request's context traces with: null, no trace context at all (benchmark ablation only). */
   const traceWith = off.traceContext ? null : tracer;
+  /** enrollment.enabled: /.well-known/broker/{ca,enroll,renew} (src/enroll/ is loaded only then). */
+  const lifecycle = c.enrollment.enabled ? await (await import('./enroll/index.ts')).lifecycleEndpoints(c, { store: deps.store, log: loggers.auth, errorLog: loggers.error }) : undefined;
 
   const routes: Route[] = c.routes.map((r) => {
     const upstream = new Upstream({
@@ -463,6 +465,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   function run(ctx: RequestContext): void {
     ctx.principal = principalOf(ctx.req.socket);
     if (!requestHead(ctx) || !connectionIdentity(ctx)) return;
+    if (lifecycle !== undefined && ctx.path.startsWith('/.well-known/broker/')) return lifecycle.handle(ctx, refuse);
     const r = route(ctx);
     if (r === undefined) return;
     credentials(ctx, r, access, refuse);

@@ -25,6 +25,8 @@ import { register as configCheck } from './config-check.ts';
 import { register as usage } from './usage.ts';
 import { register as connect } from './connect.ts';
 import { register as doctor } from './doctor.ts';
+import { register as enroll } from './enroll.ts';
+import { register as renew } from './renew.ts';
 
 export const VERSION = '0.1.0';
 
@@ -41,6 +43,8 @@ export function buildProgram(): Command {
   configCheck(program);
   usage(program);
   connect(program);
+  enroll(program);
+  renew(program);
   doctor(program);
   demo(program);
   const exitOverride = (cmd: Command) => {

@@ -6,9 +6,9 @@
  * with its audit line (pki/store.ts mutate, pki/journal.ts). No CA passphrase is needed to invite
  * or revoke (nothing is signed), as with `broker keys`; enrolling signs, so it needs the issuing key.
  *
- * The token: `brk1.` + base64url(JSON {"v":1,"id","secret","ca"}), where `secret` is 32 random
- * bytes in base64url and `ca` the SHA-256 (hex) of the root CA certificate's DER, the one the
- * partner must find at the broker before sending anything.
+ * The token: `brk1.` + base64url(JSON {"v":1,"id","secret","ca","name"}), where `secret` is 32
+ * random bytes in base64url, `ca` the SHA-256 (hex) of the root CA certificate's DER, the one the
+ * partner must find at the broker before sending anything, and `name` the identity (informational).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -56,6 +56,8 @@ export interface TokenParts {
   secret: string;
   /** SHA-256 hex of the root CA certificate (DER). */
   ca: string;
+  /** The identity invited (informational: the partner names its files before asking; the broker uses its own record). */
+  name?: string;
 }
 
 export function invitationsFile(dir: string): string {
@@ -74,7 +76,7 @@ function info(r: InvitationRecord, now = Date.now()): InvitationInfo {
 }
 
 export function formatToken(p: TokenParts): string {
-  return TOKEN_PREFIX + Buffer.from(JSON.stringify({ v: 1, id: p.id, secret: p.secret, ca: p.ca })).toString('base64url');
+  return TOKEN_PREFIX + Buffer.from(JSON.stringify({ v: 1, id: p.id, secret: p.secret, ca: p.ca, ...(p.name === undefined ? {} : { name: p.name }) })).toString('base64url');
 }
 
 /** The token's parts; anything malformed is BRK_ERR_ENROLL_TOKEN_INVALID (never says which part). */
@@ -91,11 +93,12 @@ export function parseToken(token: string): TokenParts {
     bad('not base64url JSON');
   }
   if (!v || typeof v !== 'object' || v.v !== 1) bad('unknown version');
-  const { id, secret, ca } = v;
+  const { id, secret, ca, name } = v;
   if (typeof id !== 'string' || !/^[0-9a-f]{12}$/.test(id)) bad('id');
   if (typeof secret !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(secret)) bad('secret');
   if (typeof ca !== 'string' || !/^[0-9a-f]{64}$/.test(ca)) bad('CA fingerprint');
-  return { id: id as string, secret: secret as string, ca: ca as string };
+  if (name !== undefined && (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name))) bad('name');
+  return { id: id as string, secret: secret as string, ca: ca as string, ...(typeof name === 'string' ? { name } : {}) };
 }
 
 function secretHash(secret: string): Buffer {
@@ -157,7 +160,7 @@ export async function createInvitation(store: CaStore, o: { name: string; roles:
     };
     f.invitations.push(record);
     stageInvitations(ctx, f);
-    const token = formatToken({ id, secret, ca: ctx.inventory.ca.root.fingerprint });
+    const token = formatToken({ id, secret, ca: ctx.inventory.ca.root.fingerprint, name });
     return { result: { record: info(record), token }, audit: { name, roles, detail: `invitation=${id} expires=${record.expires}` } };
   });
 }
@@ -239,19 +242,19 @@ export async function redeemInvitation(store: CaStore, o: { token: TokenParts; p
 
 /**
  * Renewal over mTLS: a new certificate for the identity and roles the inventory holds for
- * `serial` (whatever the CSR asked), if that certificate is valid (not revoked, not expired) and
+ * the certificate with SHA-256 `fingerprint` (whatever the CSR asked), if that certificate is valid (not revoked, not expired) and
  * `renewAfter` of its lifetime has passed.
  */
-export async function renewBySerial(store: CaStore, o: { serial: string; publicKey: CryptoKey; ttlMs: number; renewAfter: number; issuerFor: IssuerFor; remoteIp?: string; now?: number }): Promise<Minted> {
+export async function renewByFingerprint(store: CaStore, o: { fingerprint: string; publicKey: CryptoKey; ttlMs: number; renewAfter: number; issuerFor: IssuerFor; remoteIp?: string; now?: number }): Promise<Minted> {
   return store.mutate('renew-mtls', undefined, async (ctx) => {
     const now = o.now ?? Date.now();
-    const prev = ctx.inventory.certs.find((c) => c.serial === o.serial && c.type === 'client');
-    if (!prev) throw new BrokerError('BRK_ERR_ENROLL_CERT_UNKNOWN', `certificate ${o.serial} is not in this store's inventory`);
+    const prev = ctx.inventory.certs.find((c) => c.fingerprint === o.fingerprint && c.type === 'client');
+    if (!prev) throw new BrokerError('BRK_ERR_ENROLL_CERT_UNKNOWN', `certificate ${o.fingerprint} is not a client certificate of this store's inventory`);
     const status = statusOf(prev, now);
-    if (status !== 'valid') throw new BrokerError('BRK_ERR_ENROLL_CERT_UNKNOWN', `certificate ${o.serial} of ${prev.name} is ${status}`);
+    if (status !== 'valid') throw new BrokerError('BRK_ERR_ENROLL_CERT_UNKNOWN', `certificate ${prev.serial} of ${prev.name} is ${status}`);
     const from = Date.parse(prev.notBefore);
     const opens = from + o.renewAfter * (Date.parse(prev.notAfter) - from);
-    if (now < opens) throw new BrokerError('BRK_ERR_ENROLL_TOO_EARLY', `certificate ${o.serial} of ${prev.name} can renew from ${new Date(Math.ceil(opens)).toISOString()} (enrollment.renewAfter ${o.renewAfter})`);
+    if (now < opens) throw new BrokerError('BRK_ERR_ENROLL_TOO_EARLY', `certificate ${prev.serial} of ${prev.name} can renew from ${new Date(Math.ceil(opens)).toISOString()} (enrollment.renewAfter ${o.renewAfter})`);
     const minted = await mintClient(ctx, o.issuerFor, { name: prev.name, roles: prev.roles, ttlMs: o.ttlMs, publicKey: o.publicKey, source: 'renew' });
     return { result: minted, audit: { name: prev.name, serial: minted.record.serial, roles: prev.roles, detail: `renews=${prev.serial} over=mtls${o.remoteIp ? ` from=${o.remoteIp}` : ''}` } };
   });

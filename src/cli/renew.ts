@@ -26,7 +26,7 @@ export function register(program: Command): void {
     .requiredOption('--url <url>', 'the broker\'s main listener: https://HOST:PORT')
     .requiredOption('--cert <file>', 'the current client certificate (PEM, leaf first)')
     .requiredOption('--key <file>', 'its private key (PEM, unencrypted)')
-    .option('--ca <file>', 'CA certificate(s) that sign the broker\'s server certificate (default: ca.crt beside --cert)')
+    .option('--ca <file>', 'CA certificate(s) that sign the broker\'s server certificate (default: ca.crt beside --cert, else the system roots)')
     .option('--out <dir>', 'write NAME.crt, NAME.key and ca.crt here instead of replacing --cert/--key/--ca')
     .option('--json', 'print JSON instead of text')
     .addHelpText('after', examples('broker renew --url https://broker.example.com:8443 --cert acme.crt --key acme.key', '0 3 * * * broker renew --url https://broker.example.com:8443 --cert /etc/acme/acme.crt --key /etc/acme/acme.key --ca /etc/acme/ca.crt'))
@@ -34,6 +34,6 @@ export function register(program: Command): void {
       const [{ renew }, out] = await Promise.all([import('../connect/lifecycle-client.ts'), import('./output.ts')]);
       const r = await renew({ url: opts.url, cert: opts.cert, key: opts.key, ...(opts.ca ? { ca: opts.ca } : {}), ...(opts.out ? { outDir: opts.out } : {}) });
       if (opts.json) return out.printJson({ name: r.issued.name, roles: r.issued.roles, serial: r.issued.serial, notAfter: r.issued.notAfter, files: r.files });
-      out.printLines(`renewed ${r.issued.name} (roles: ${r.issued.roles.join(', ')}): serial ${r.issued.serial}, valid until ${r.issued.notAfter}`, `  certificate  ${r.files.cert}`, `  private key  ${r.files.key} (new key, 0600)`, `  trust        ${r.files.ca}`);
+      out.printLines(`renewed ${r.issued.name} (roles: ${r.issued.roles.join(', ')}): serial ${r.issued.serial}, valid until ${r.issued.notAfter}`, `  certificate  ${r.files.cert}`, `  private key  ${r.files.key} (new key, 0600)`, `  trust        ${r.files.ca ?? 'system roots (no CA file)'}`);
     });
 }

@@ -38,7 +38,8 @@ export interface Issued {
 export interface WrittenFiles {
   cert: string;
   key: string;
-  ca: string;
+  /** Absent when renewing in place without a CA file (the system roots verified the broker). */
+  ca?: string;
   p12?: string;
   p12Password?: string;
 }
@@ -159,7 +160,7 @@ export interface RenewOptions {
   url: string;
   cert: string;
   key: string;
-  /** Root(s) that sign the broker's server certificate; default: ca.crt beside --cert. */
+  /** Root(s) that sign the broker's server certificate; default: ca.crt beside --cert if there, else the system roots. */
   ca?: string;
   /** Write NAME.crt, NAME.key and ca.crt here; default: replace --cert, --key (and --ca) in place. */
   outDir?: string;
@@ -175,10 +176,11 @@ function read(file: string, what: string): string {
 
 export async function renew(o: RenewOptions): Promise<{ issued: Issued; files: WrittenFiles }> {
   const base = brokerUrl(o.url);
-  const caFile = o.ca ?? join(dirname(o.cert), 'ca.crt');
+  const beside = join(dirname(o.cert), 'ca.crt');
+  const caFile = o.ca ?? (existsSync(beside) ? beside : undefined);
   const certPem = read(o.cert, 'certificate');
   const keyPem = read(o.key, 'key');
-  const caPem = read(caFile, 'CA file (--ca)');
+  const caPem = caFile === undefined ? undefined : read(caFile, 'CA file (--ca)');
   let current: X509Certificate;
   try {
     current = new X509Certificate(certPem);
@@ -188,10 +190,10 @@ export async function renew(o: RenewOptions): Promise<{ issued: Issued; files: W
   const keyType = keyTypeOfCert(current);
   const cn = /CN=([^\n,]+)/.exec(current.subject)?.[1] ?? 'client';
   const { keys, csr } = await keyAndCsr(keyType, cn);
-  const answer = await exchange(base, 'renew', { ca: caPem, cert: certPem, key: keyPem, rejectUnauthorized: true }, { csr });
+  const answer = await exchange(base, 'renew', { ...(caPem === undefined ? {} : { ca: caPem }), cert: certPem, key: keyPem, rejectUnauthorized: true }, { csr });
   const issued = issuedOf(answer.status, answer.text);
   sameKey(issued.certificate, keys);
-  const files: WrittenFiles = o.outDir ? plannedFiles(o.outDir, issued.name, false) : { cert: o.cert, key: o.key, ca: caFile };
+  const files: WrittenFiles = o.outDir ? plannedFiles(o.outDir, issued.name, false) : { cert: o.cert, key: o.key, ...(caFile === undefined ? {} : { ca: caFile }) };
   writeFiles(files, issued, keys.privateKey, {});
   return { issued, files };
 }
@@ -214,10 +216,8 @@ function clash(f: WrittenFiles): void {
 
 /** All files staged, then renamed into place: a failure leaves the old ones as they were. */
 function writeFiles(f: WrittenFiles, issued: Issued, key: CryptoKey, o: { p12Password?: string; savePassword?: boolean }): void {
-  const tx = new WriteTransaction()
-    .write(f.cert, issued.certificate + issued.chain, PUBLIC_MODE)
-    .write(f.key, privateKeyPem(key), PRIVATE_MODE)
-    .write(f.ca, issued.ca, PUBLIC_MODE);
+  const tx = new WriteTransaction().write(f.cert, issued.certificate + issued.chain, PUBLIC_MODE).write(f.key, privateKeyPem(key), PRIVATE_MODE);
+  if (f.ca !== undefined) tx.write(f.ca, issued.ca, PUBLIC_MODE);
   if (f.p12 && o.p12Password !== undefined) {
     const chainDer = [...pemCerts(issued.certificate), ...pemCerts(issued.chain), ...pemCerts(issued.ca).slice(0, 1)].map((p) => new X509Certificate(p).raw);
     tx.write(f.p12, toPkcs12({ keyPkcs8Der: privateKeyDer(key), chainDer, password: o.p12Password, friendlyName: issued.name }), PRIVATE_MODE);

@@ -45,6 +45,7 @@ export const ERRORS = {
   BRK_ERR_ENROLL_INVITATIONS_CORRUPT: { exit: 1, hint: 'invitations.json in the store is not valid; restore it from a backup (nothing was changed)' },
   BRK_ERR_ENROLL_CA_MISMATCH: { exit: 1, hint: 'the broker at --url does not hold the CA the token pins: check the URL (and that nothing intercepts the connection), or ask the operator for a new token; nothing was sent' },
   BRK_ERR_ENROLL_CONNECT: { exit: 1, hint: 'the broker at --url could not be reached or its TLS certificate did not verify; check the URL and port (enrol on the certificate-optional listener, renew on the main one)' },
+  BRK_ERR_ENROLL_NOT_ENABLED: { exit: 1, hint: 'the broker at --url does not serve /.well-known/broker/ (enrollment.enabled is off there, or this is not its certificate-optional listener for enroll / its main listener for renew); ask the operator' },
   BRK_ERR_ENROLL_REFUSED: { exit: 1, hint: 'the broker refused the request with an answer this client does not know; the message has the status and code, the broker\'s logs the reason' },
   BRK_ERR_ENROLL_FILES: { exit: 1, hint: 'check --cert, --key, --ca and --out: the files must be readable PEM and the folder writable; on a failed write the old files were left as they were' },
   // configuration

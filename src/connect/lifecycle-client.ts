@@ -97,6 +97,8 @@ function refusal(status: number, text: string): BrokerError {
     // not JSON: reported as is
   }
   const code = body.code;
+  // no lifecycle endpoints there: the path fell through to route matching
+  if (code === 'BRK_ERR_AUTH_REQUIRED' || code === 'BRK_ERR_HTTP_NOT_FOUND') return new BrokerError('BRK_ERR_ENROLL_NOT_ENABLED', `the broker answered ${status} ${code} for ${PREFIX}`);
   const what = `the broker answered ${status}${body.message ? ` "${body.message}"` : ''}${body.reason ? ` (reason: ${body.reason})` : ''}${body.reqId ? ` (request id ${body.reqId})` : ''}`;
   if (code !== undefined && code in ERRORS) return new BrokerError(code as ErrorCode, what);
   return new BrokerError('BRK_ERR_ENROLL_REFUSED', `${what}${code ? ` with code ${code}` : ''}: ${text.slice(0, 200)}`);

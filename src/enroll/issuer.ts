@@ -41,7 +41,9 @@ export function issuerSource(layout: StoreLayout, passphrase: string | undefined
     if (have?.serial === serial) return have.issuer;
     const issuer = (async (): Promise<Issuer> => {
       if (inv.ca.encrypted && !passphrase) {
-        throw new BrokerError('BRK_ERR_USAGE_PASSPHRASE_REQUIRED', `enrollment.enabled: the CA keys in ${layout.dir} are encrypted; set enrollment.passphraseFile or BROKER_CA_PASSPHRASE`);
+        throw new BrokerError('BRK_ERR_USAGE_PASSPHRASE_REQUIRED', `enrollment.enabled: the CA keys in ${layout.dir} are encrypted and no passphrase was given`, {
+          hint: 'set enrollment.passphraseFile (a file whose first line is the CA passphrase) or BROKER_CA_PASSPHRASE for broker serve',
+        });
       }
       const cert = new x509.X509Certificate(readText(layout.intermediateCert, 'issuing CA certificate'));
       if (cert.serialNumber.toLowerCase() !== serial) throw new BrokerError('BRK_ERR_PKI_INVENTORY_CORRUPT', `${layout.intermediateCert} is not the issuing CA the inventory names (${serial})`);

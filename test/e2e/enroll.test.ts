@@ -261,6 +261,8 @@ test('endpoints answer only where they belong; enrollment needs listenCertOption
   assert.equal(anon.json().code, 'BRK_ERR_AUTH_REQUIRED');
   const withCert = await request(off.port, { id: await pki.issue('x', ['billing']), ca: pki.ca, method: 'POST', path: '/.well-known/broker/renew', body: '{}' });
   assert.equal(withCert.json().code, 'BRK_ERR_HTTP_NOT_FOUND');
+  const cli = await brokerAsync(['enroll', '--url', `https://127.0.0.1:${port}`, '--token', await invite({ pki } as Setup, 'y', ['billing']), '--out', tempDir(t)]);
+  assert.equal(errorCode(cli.stderr), 'BRK_ERR_ENROLL_NOT_ENABLED', cli.stderr);
 });
 
 test('enrolment attempts are limited per client address, and refused ones count toward bans', async (t) => {

@@ -26,6 +26,8 @@ export interface CertRecord {
   ip?: string[];
   revokedAt?: string;
   reason?: RevocationReason;
+  /** Who to tell about this identity (from the invitation's --contact; kept on renewal). */
+  contact?: string;
 }
 
 export interface CaFacts {

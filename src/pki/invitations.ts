@@ -192,7 +192,7 @@ export interface Minted {
   issuer: Issuer;
 }
 
-async function mintClient(ctx: MutationContext, issuerFor: IssuerFor, m: { name: string; roles: string[]; ttlMs: number; publicKey: CryptoKey; source: CertRecord['source'] }): Promise<Minted> {
+async function mintClient(ctx: MutationContext, issuerFor: IssuerFor, m: { name: string; roles: string[]; ttlMs: number; publicKey: CryptoKey; source: CertRecord['source']; contact?: string | undefined }): Promise<Minted> {
   const inv = ctx.inventory;
   const issuer = await issuerFor(inv);
   const taken = new Set(inv.certs.map((c) => c.serial));
@@ -209,6 +209,7 @@ async function mintClient(ctx: MutationContext, issuerFor: IssuerFor, m: { name:
     fingerprint: fingerprint(cert.rawData),
     source: m.source,
     issuer: inv.ca.intermediate.serial,
+    ...(m.contact ? { contact: m.contact } : {}),
   };
   inv.certs.push(record);
   return { record, cert, issuer };
@@ -232,7 +233,7 @@ export async function redeemInvitation(store: CaStore, o: { token: TokenParts; p
     if (status === 'revoked') throw new BrokerError('BRK_ERR_ENROLL_TOKEN_REVOKED', `invitation ${r.id} for ${r.name} was revoked at ${r.revoked}`);
     if (status === 'used') throw new BrokerError('BRK_ERR_ENROLL_TOKEN_USED', `invitation ${r.id} for ${r.name} was used at ${r.used} (certificate ${r.serial})`);
     if (status === 'expired') throw new BrokerError('BRK_ERR_ENROLL_TOKEN_EXPIRED', `invitation ${r.id} for ${r.name} expired at ${r.expires}`);
-    const minted = await mintClient(ctx, o.issuerFor, { name: r.name, roles: r.roles, ttlMs: r.certTtlMs, publicKey: o.publicKey, source: 'enroll' });
+    const minted = await mintClient(ctx, o.issuerFor, { name: r.name, roles: r.roles, ttlMs: r.certTtlMs, publicKey: o.publicKey, source: 'enroll', contact: r.contact });
     r.used = new Date().toISOString();
     r.serial = minted.record.serial;
     stageInvitations(ctx, f);
@@ -255,7 +256,7 @@ export async function renewByFingerprint(store: CaStore, o: { fingerprint: strin
     const from = Date.parse(prev.notBefore);
     const opens = from + o.renewAfter * (Date.parse(prev.notAfter) - from);
     if (now < opens) throw new BrokerError('BRK_ERR_ENROLL_TOO_EARLY', `certificate ${prev.serial} of ${prev.name} can renew from ${new Date(Math.ceil(opens)).toISOString()} (enrollment.renewAfter ${o.renewAfter})`);
-    const minted = await mintClient(ctx, o.issuerFor, { name: prev.name, roles: prev.roles, ttlMs: o.ttlMs, publicKey: o.publicKey, source: 'renew' });
+    const minted = await mintClient(ctx, o.issuerFor, { name: prev.name, roles: prev.roles, ttlMs: o.ttlMs, publicKey: o.publicKey, source: 'renew', contact: prev.contact });
     return { result: minted, audit: { name: prev.name, serial: minted.record.serial, roles: prev.roles, detail: `renews=${prev.serial} over=mtls${o.remoteIp ? ` from=${o.remoteIp}` : ''}` } };
   });
 }

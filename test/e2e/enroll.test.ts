@@ -80,7 +80,7 @@ function lifecyclePosts(s: Setup, sub: string): number {
 
 test('invite → enroll: a working client whose key exists only on the partner side; the token works once', async (t) => {
   const s = await setup(t);
-  const token = await invite(s, 'acme', ['billing', 'reports']);
+  const token = await invite(s, 'acme', ['billing', 'reports'], ['--contact', 'ops@acme.example']);
   const out = join(s.work, 'acme');
   const r = await enroll(s, token, out, ['--key-type', 'ec-p384']);
   assert.equal(r.code, 0, r.stderr);
@@ -108,6 +108,7 @@ test('invite → enroll: a working client whose key exists only on the partner s
   const inv = JSON.parse(readFileSync(join(s.pki.dir, 'inventory.json'), 'utf8')) as { certs: Array<Record<string, unknown>> };
   const rec = inv.certs.find((c) => c.serial === res.serial) as Record<string, unknown>;
   assert.equal(rec.source, 'enroll');
+  assert.equal(rec.contact, 'ops@acme.example', 'the invitation\'s contact travels to the identity');
   assert.deepEqual(Object.keys(rec).filter((k) => /key/i.test(k)), []);
   assert.ok(!existsSync(join(s.pki.dir, 'servers', 'acme.key')));
   const audit = readFileSync(join(s.pki.dir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);

@@ -12,7 +12,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { brokerAsync, errorCode, tempDir } from '../helpers/cli.ts';
+import { brokerAsync, errorCode, openssl, tempDir } from '../helpers/cli.ts';
 import { makePki, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
 import { createInvitation, parseToken, formatToken } from '../../src/pki/invitations.ts';
 import { generateKeyPair, signingAlgorithm } from '../../src/pki/keys.ts';
@@ -281,4 +281,30 @@ test('enrolment attempts are limited per client address, and refused ones count 
     assert.equal(r.status, 403);
   }
   await assert.rejects(request(port, { ca: pki.ca, path: '/.well-known/broker/ca' }), 'the address is banned after three refused enrolments');
+});
+
+test('two enrolments racing with one token: exactly one certificate; --p12 writes a PKCS#12 of the local key', async (t) => {
+  const s = await setup(t);
+  const token = await invite(s, 'racer', ['billing']);
+  const csr = async () => {
+    const keys = await generateKeyPair('ec-p256');
+    return (await x509.Pkcs10CertificateRequestGenerator.create({ name: 'CN=racer', keys, signingAlgorithm: signingAlgorithm('ec-p256') })).toString('pem');
+  };
+  const post = async () => request(s.opt, { ca: s.pki.ca, method: 'POST', path: '/.well-known/broker/enroll', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token, csr: await csr() }) });
+  const answers = await Promise.all([post(), post(), post()]);
+  assert.deepEqual(answers.map((a) => a.status).sort(), [200, 403, 403]);
+  assert.deepEqual(answers.filter((a) => a.status === 403).map((a) => a.json().code), ['BRK_ERR_ENROLL_TOKEN_USED', 'BRK_ERR_ENROLL_TOKEN_USED']);
+  const inv = JSON.parse(readFileSync(join(s.pki.dir, 'inventory.json'), 'utf8')) as { certs: Array<{ name: string }> };
+  assert.equal(inv.certs.filter((c) => c.name === 'racer').length, 1);
+
+  const out = join(s.work, 'p12');
+  const r = await brokerAsync(['enroll', '--url', `https://127.0.0.1:${s.opt}`, '--token', await invite(s, 'pkcs', ['billing']), '--out', out, '--p12', '--json'], { env: { BROKER_P12_PASSWORD: 'p12-secret-pass' } });
+  assert.equal(r.code, 0, r.stderr);
+  const files = (JSON.parse(r.stdout) as { files: { p12: string; key: string } }).files;
+  assert.equal(statSync(files.p12).mode & 0o777, 0o600);
+  const info = openssl(['pkcs12', '-in', files.p12, '-passin', 'pass:p12-secret-pass', '-nodes']);
+  assert.equal(info.code, 0, info.stderr);
+  assert.match(info.stdout, /subject=.*CN\s*=\s*pkcs/);
+  const keyInP12 = /-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----/.exec(info.stdout)?.[0];
+  assert.equal(keyInP12?.replace(/\s/g, ''), readFileSync(files.key, 'utf8').replace(/\s/g, ''), 'the PKCS#12 holds the key made here');
 });

@@ -36,7 +36,10 @@ export type Refuse = (ctx: RequestContext, code: HttpErrorCode, detail: string, 
 
 export interface LifecycleDeps {
   store: SharedStore;
+  /** Every attempt (auth log). */
   log: Logger;
+  /** Every certificate issued (audit log, besides the PKI audit log's line). */
+  audit: Logger;
   errorLog: Logger;
 }
 
@@ -122,7 +125,7 @@ export async function lifecycleEndpoints(c: BrokerConfig, deps: LifecycleDeps): 
   // decrypted now, so that a wrong or missing passphrase stops this generation (serve, reload), not a partner
   await issuerFor(store.readInventory());
   const renewAfter = c.enrollment.renewAfter;
-  const { log, errorLog } = deps;
+  const { log, audit, errorLog } = deps;
 
   function caBundle(): string {
     const l = store.layout;
@@ -169,7 +172,9 @@ export async function lifecycleEndpoints(c: BrokerConfig, deps: LifecycleDeps): 
     const token = parseToken(body.token);
     const publicKey = await csrKey(body);
     const m = await redeemInvitation(store, { token, publicKey, issuerFor, remoteIp: ip });
-    log.info({ event: 'enroll', outcome: 'ok', principal: m.record.name, roles: m.record.roles, serial: m.record.serial, invitation: token.id, remoteIp: ip, reqId: ctx.id }, 'partner enrolled');
+    const line = { event: 'enroll', outcome: 'ok', principal: m.record.name, roles: m.record.roles, serial: m.record.serial, notAfter: m.record.notAfter, invitation: token.id, remoteIp: ip, reqId: ctx.id };
+    log.info(line, 'partner enrolled');
+    audit.info(line, `certificate ${m.record.serial} issued to ${m.record.name} by enrolment`);
     issued(ctx, m);
   }
 
@@ -179,7 +184,9 @@ export async function lifecycleEndpoints(c: BrokerConfig, deps: LifecycleDeps): 
     const body = await jsonBody(ctx.req);
     const publicKey = await csrKey(body);
     const m = await renewByFingerprint(store, { fingerprint: p.fingerprint, publicKey, ttlMs: n.certTtlMs, renewAfter, issuerFor, remoteIp: ip });
-    log.info({ event: 'renew', outcome: 'ok', principal: m.record.name, roles: m.record.roles, serial: m.record.serial, renews: p.serial, remoteIp: ip, reqId: ctx.id }, 'certificate renewed over mTLS');
+    const line = { event: 'renew', outcome: 'ok', principal: m.record.name, roles: m.record.roles, serial: m.record.serial, notAfter: m.record.notAfter, renews: p.serial, remoteIp: ip, reqId: ctx.id };
+    log.info(line, 'certificate renewed over mTLS');
+    audit.info(line, `certificate ${m.record.serial} issued to ${m.record.name} by renewal of ${p.serial}`);
     issued(ctx, m);
   }
 

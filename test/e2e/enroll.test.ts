@@ -115,6 +115,10 @@ test('invite → enroll: a working client whose key exists only on the partner s
   const line = audit.find((l) => l.op === 'enroll' && l.outcome === 'ok');
   assert.equal(line?.name, 'acme');
   assert.equal(line?.serial, res.serial);
+  const brokerAudit = s.b.logs.of('audit').find((l) => l.event === 'enroll');
+  assert.equal(brokerAudit?.principal, 'acme');
+  assert.equal(brokerAudit?.serial, res.serial);
+  assert.ok(!JSON.stringify(s.b.logs.lines).includes(keyBody), 'no log line carries the key');
 
   // once: the second use is refused with its code, and nothing is written
   const again = await enroll(s, token, join(s.work, 'again'));

@@ -96,7 +96,7 @@ export const ERRORS = {
   BRK_ERR_ENROLL_BAD_REQUEST: { exit: 1, status: 400, public: 'malformed enrolment request', hint: 'GET /.well-known/broker/ca; POST /.well-known/broker/enroll or /renew with a JSON body (Content-Type: application/json, at most 64 KiB)' },
   BRK_ERR_ENROLL_LISTENER: { exit: 1, status: 403, public: 'not served on this listener', hint: 'enrol on the certificate-optional listener (listenCertOptional) without a client certificate; renew with your current client certificate' },
   BRK_ERR_ENROLL_CERT_UNKNOWN: { exit: 1, status: 403, public: 'certificate cannot be renewed', hint: 'only certificates this broker\'s CA store issued can renew, and only before they expire and unless revoked; ask the operator for a new invitation' },
-  BRK_ERR_ENROLL_TOO_EARLY: { exit: 1, status: 403, public: 'too early to renew', hint: 'renewal opens once enrollment.renewAfter of the certificate\'s lifetime has passed; the message says when; retry then (a daily cron or timer does this by itself)' },
+  BRK_ERR_ENROLL_TOO_EARLY: { exit: 1, status: 409, public: 'too early to renew', hint: 'renewal opens once enrollment.renewAfter of the certificate\'s lifetime has passed; the message says when; retry then (a daily cron or timer does this by itself)' },
   BRK_ERR_ENROLL_RATE_LIMITED: { exit: 1, status: 429, public: 'too many enrolment attempts', hint: 'wait for Retry-After seconds; enrolment attempts per client address are limited by enrollment.rateLimit' },
   BRK_ERR_ENROLL_UNAVAILABLE: { exit: 1, status: 503, public: 'enrolment temporarily unavailable', hint: 'the broker could not change its CA store (locked by a pki command, or a write failed); retry in a moment; the error log has the details' },
   // broker connect (the partner-side forwarder)

@@ -60,7 +60,7 @@ function brokerUrl(url: string): URL {
 }
 
 /** One HTTPS exchange; the answer's body as text. */
-function exchange(base: URL, path: string, tls: RequestOptions, body?: unknown): Promise<{ status: number; text: string }> {
+function exchange(base: URL, path: string, tls: RequestOptions, body?: unknown): Promise<{ status: number; text: string; retryAfter?: string }> {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
     const req = httpsRequest(
@@ -78,7 +78,8 @@ function exchange(base: URL, path: string, tls: RequestOptions, body?: unknown):
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        const retryAfter = res.headers['retry-after'];
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), ...(retryAfter === undefined ? {} : { retryAfter }) }));
         res.on('error', reject);
       },
     );
@@ -89,7 +90,7 @@ function exchange(base: URL, path: string, tls: RequestOptions, body?: unknown):
 }
 
 /** The broker's refusal as the partner's error: its own code when this client knows it. */
-function refusal(status: number, text: string): BrokerError {
+function refusal(status: number, text: string, retryAfter?: string): BrokerError {
   let body: { code?: string; message?: string; reqId?: string; reason?: string } = {};
   try {
     body = JSON.parse(text) as typeof body;
@@ -99,13 +100,15 @@ function refusal(status: number, text: string): BrokerError {
   const code = body.code;
   // no lifecycle endpoints there: the path fell through to route matching
   if (code === 'BRK_ERR_AUTH_REQUIRED' || code === 'BRK_ERR_HTTP_NOT_FOUND') return new BrokerError('BRK_ERR_ENROLL_NOT_ENABLED', `the broker answered ${status} ${code} for ${PREFIX}`);
-  const what = `the broker answered ${status}${body.message ? ` "${body.message}"` : ''}${body.reason ? ` (reason: ${body.reason})` : ''}${body.reqId ? ` (request id ${body.reqId})` : ''}`;
+  const when = retryAfter !== undefined && /^\d+$/.test(retryAfter) ? `; retry after ${retryAfter} s (${new Date(Date.now() + Number(retryAfter) * 1000).toISOString()})` : '';
+  const what = `the broker answered ${status}${body.message ? ` "${body.message}"` : ''}${body.reason ? ` (reason: ${body.reason})` : ''}${body.reqId ? ` (request id ${body.reqId})` : ''}${when}`;
   if (code !== undefined && code in ERRORS) return new BrokerError(code as ErrorCode, what);
   return new BrokerError('BRK_ERR_ENROLL_REFUSED', `${what}${code ? ` with code ${code}` : ''}: ${text.slice(0, 200)}`);
 }
 
-function issuedOf(status: number, text: string): Issued {
-  if (status !== 200) throw refusal(status, text);
+function issuedOf(a: { status: number; text: string; retryAfter?: string }): Issued {
+  const { status, text } = a;
+  if (status !== 200) throw refusal(status, text, a.retryAfter);
   const v = JSON.parse(text) as Issued;
   if (typeof v.certificate !== 'string' || typeof v.name !== 'string' || typeof v.ca !== 'string') throw new BrokerError('BRK_ERR_ENROLL_REFUSED', 'the broker\'s answer has no certificate');
   return v;
@@ -151,7 +154,7 @@ export async function enroll(o: EnrollOptions): Promise<{ issued: Issued; files:
   // 2. the key, here; the CSR and the token, over TLS verified against the pinned root alone
   const { keys, csr } = await keyAndCsr(o.keyType, name);
   const answer = await exchange(base, 'enroll', { ca: pinned, rejectUnauthorized: true }, { token: o.token.trim(), csr });
-  const issued = issuedOf(answer.status, answer.text);
+  const issued = issuedOf(answer);
   sameKey(issued.certificate, keys);
   const files = plannedFiles(o.outDir, issued.name, o.p12Password !== undefined);
   writeFiles(files, issued, keys.privateKey, o);
@@ -193,7 +196,7 @@ export async function renew(o: RenewOptions): Promise<{ issued: Issued; files: W
   const cn = /CN=([^\n,]+)/.exec(current.subject)?.[1] ?? 'client';
   const { keys, csr } = await keyAndCsr(keyType, cn);
   const answer = await exchange(base, 'renew', { ...(caPem === undefined ? {} : { ca: caPem }), cert: certPem, key: keyPem, rejectUnauthorized: true }, { csr });
-  const issued = issuedOf(answer.status, answer.text);
+  const issued = issuedOf(answer);
   sameKey(issued.certificate, keys);
   const files: WrittenFiles = o.outDir ? plannedFiles(o.outDir, issued.name, false) : { cert: o.cert, key: o.key, ...(caFile === undefined ? {} : { ca: caFile }) };
   writeFiles(files, issued, keys.privateKey, {});

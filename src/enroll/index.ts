@@ -25,7 +25,7 @@ import type { LimitCheck } from '../ratelimit/policy.ts';
 import { CaStore } from '../pki/store.ts';
 import { readText } from '../pki/files.ts';
 import { readCsr } from '../pki/issue.ts';
-import { parseToken, redeemInvitation, renewByFingerprint, type Minted } from '../pki/invitations.ts';
+import { clientCertByFingerprint, parseToken, redeemInvitation, renewalOpensAt, renewByFingerprint, type Minted } from '../pki/invitations.ts';
 import { caPassphrase, issuerSource } from './issuer.ts';
 
 export const LIFECYCLE_PREFIX = '/.well-known/broker/';
@@ -181,6 +181,14 @@ export async function lifecycleEndpoints(c: BrokerConfig, deps: LifecycleDeps): 
   async function renew(ctx: RequestContext, ip: string): Promise<void> {
     const p = ctx.principal;
     if (p === undefined) throw new Refusal('BRK_ERR_ENROLL_LISTENER', 'renewal needs the current client certificate on the connection');
+    // Too early is answered without the store lock (and without a PKI audit line: a daily timer
+    // asks early by design), with Retry-After; the store change checks again under the lock.
+    const rec = clientCertByFingerprint(store.readInventory(), p.fingerprint);
+    const opens = rec === undefined ? 0 : renewalOpensAt(rec, renewAfter);
+    if (Date.now() < opens) {
+      ctx.setHeader('retry-after', Math.ceil((opens - Date.now()) / 1000));
+      throw new Refusal('BRK_ERR_ENROLL_TOO_EARLY', `certificate ${p.serial} of ${p.name} can renew from ${new Date(Math.ceil(opens)).toISOString()} (enrollment.renewAfter ${renewAfter})`);
+    }
     const body = await jsonBody(ctx.req);
     const publicKey = await csrKey(body);
     const m = await renewByFingerprint(store, { fingerprint: p.fingerprint, publicKey, ttlMs: n.certTtlMs, renewAfter, issuerFor, remoteIp: ip });

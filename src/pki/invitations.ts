@@ -241,6 +241,17 @@ export async function redeemInvitation(store: CaStore, o: { token: TokenParts; p
   });
 }
 
+/** When a certificate may renew: once `renewAfter` of its lifetime has passed (ms since the epoch). */
+export function renewalOpensAt(rec: Pick<CertRecord, 'notBefore' | 'notAfter'>, renewAfter: number): number {
+  const from = Date.parse(rec.notBefore);
+  return from + renewAfter * (Date.parse(rec.notAfter) - from);
+}
+
+/** The client certificate with this SHA-256 fingerprint, from an inventory (read-only). */
+export function clientCertByFingerprint(inv: Inventory, fp: string): CertRecord | undefined {
+  return inv.certs.find((c) => c.fingerprint === fp && c.type === 'client');
+}
+
 /**
  * Renewal over mTLS: a new certificate for the identity and roles the inventory holds for
  * the certificate with SHA-256 `fingerprint` (whatever the CSR asked), if that certificate is valid (not revoked, not expired) and
@@ -249,12 +260,11 @@ export async function redeemInvitation(store: CaStore, o: { token: TokenParts; p
 export async function renewByFingerprint(store: CaStore, o: { fingerprint: string; publicKey: CryptoKey; ttlMs: number; renewAfter: number; issuerFor: IssuerFor; remoteIp?: string; now?: number }): Promise<Minted> {
   return store.mutate('renew-mtls', undefined, async (ctx) => {
     const now = o.now ?? Date.now();
-    const prev = ctx.inventory.certs.find((c) => c.fingerprint === o.fingerprint && c.type === 'client');
+    const prev = clientCertByFingerprint(ctx.inventory, o.fingerprint);
     if (!prev) throw new BrokerError('BRK_ERR_ENROLL_CERT_UNKNOWN', `certificate ${o.fingerprint} is not a client certificate of this store's inventory`);
     const status = statusOf(prev, now);
     if (status !== 'valid') throw new BrokerError('BRK_ERR_ENROLL_CERT_UNKNOWN', `certificate ${prev.serial} of ${prev.name} is ${status}`);
-    const from = Date.parse(prev.notBefore);
-    const opens = from + o.renewAfter * (Date.parse(prev.notAfter) - from);
+    const opens = renewalOpensAt(prev, o.renewAfter);
     if (now < opens) throw new BrokerError('BRK_ERR_ENROLL_TOO_EARLY', `certificate ${prev.serial} of ${prev.name} can renew from ${new Date(Math.ceil(opens)).toISOString()} (enrollment.renewAfter ${o.renewAfter})`);
     const minted = await mintClient(ctx, o.issuerFor, { name: prev.name, roles: prev.roles, ttlMs: o.ttlMs, publicKey: o.publicKey, source: 'renew', contact: prev.contact });
     return { result: minted, audit: { name: prev.name, serial: minted.record.serial, roles: prev.roles, detail: `renews=${prev.serial} over=mtls${o.remoteIp ? ` from=${o.remoteIp}` : ''}` } };

@@ -238,6 +238,8 @@ test('renew is refused for a revoked certificate, an expired one, and before ren
   const r3 = await renewCli(w, join(wdir, 'fresh.crt'), join(wdir, 'fresh.key'));
   assert.equal(r3.code, 1);
   assert.equal(errorCode(r3.stderr), 'BRK_ERR_ENROLL_TOO_EARLY', r3.stderr);
+  assert.match(r3.stderr, /retry after \d+ s \(20\d\d-/, 'the partner learns when the window opens');
+  assert.doesNotMatch(readFileSync(join(w.pki.dir, 'audit.log'), 'utf8'), /renew-mtls/, 'an early ask takes no store lock and writes no PKI audit line');
   assert.equal(snapshot(wdir), wbefore, 'files intact after a refusal');
 });
 

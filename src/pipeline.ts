@@ -187,6 +187,8 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
         });
   /** What each request's context traces with: null, no trace context at all (benchmark ablation only). */
   const traceWith = off.traceContext ? null : tracer;
+  /** enrollment.enabled: /.well-known/broker/{ca,enroll,renew} (src/enroll/ is loaded only then). */
+  const lifecycle = c.enrollment.enabled ? await (await import('./enroll/index.ts')).lifecycleEndpoints(c, { store: deps.store, log: loggers.auth, audit: loggers.audit, errorLog: loggers.error }) : undefined;
 
   const routes: Route[] = c.routes.map((r) => {
     const upstream = new Upstream({
@@ -468,6 +470,7 @@ export async function compilePipeline(c: BrokerConfig, deps: PipelineDeps): Prom
   function run(ctx: RequestContext): void {
     ctx.principal = principalOf(ctx.req.socket);
     if (!requestHead(ctx) || !connectionIdentity(ctx)) return;
+    if (lifecycle !== undefined && ctx.path.startsWith('/.well-known/broker/')) return lifecycle.handle(ctx, refuse);
     const r = route(ctx);
     if (r === undefined) return;
     credentials(ctx, r, access, refuse);

@@ -12,6 +12,8 @@ interface Opts {
   viaAuthFile?: string;
   apiKeyFile?: string;
   apiKeyHeader: string;
+  renew: boolean;
+  renewAt: string;
 }
 
 export function register(program: Command): void {
@@ -24,7 +26,10 @@ export function register(program: Command): void {
         'do client certificates can still use the broker. With --via, connections go through an outbound HTTP proxy ' +
         '(CONNECT); its credentials come from the URL (http://USER:PASS@HOST:PORT), --via-auth-file or BROKER_PROXY_AUTH ' +
         '(USER:PASS). The certificate files are watched and reloaded when they change (a failed reload keeps the old ' +
-        'certificate). One JSON log line per request on stderr. SIGTERM or SIGINT stops it.\n\n' +
+        'certificate). Once --renew-at (0.7) of the certificate\'s lifetime has passed, it renews the certificate over ' +
+        'mTLS (as "broker renew" does: new key, files replaced in place) and swaps to it without dropping a request; ' +
+        'failures are logged and retried while the current certificate serves (--no-renew: never; not with --via). ' +
+        'One JSON log line per request on stderr. SIGTERM or SIGINT stops it.\n\n' +
         'The listener stays on loopback: anything that can reach it acts with your certificate, as your identity, at the ' +
         'broker, so a listener on the network would hand your identity to everyone on it. --allow-remote lifts the ' +
         'check for setups that control access themselves (a container network, a host firewall).',
@@ -39,6 +44,8 @@ export function register(program: Command): void {
     .option('--via-auth-file <file>', 'file whose first line is the proxy USER:PASS (or set BROKER_PROXY_AUTH)')
     .option('--api-key-file <file>', 'file whose first line is an API key ("broker keys create"), sent with every request (or set BROKER_API_KEY); for routes with auth [mtls, apiKey]')
     .option('--api-key-header <name>', 'the header the broker reads API keys from (its auth.apiKeyHeader)', 'x-api-key')
+    .option('--no-renew', 'do not renew the certificate by itself (renewal: POST /.well-known/broker/renew, needs enrollment.enabled on the broker)')
+    .option('--renew-at <fraction>', 'renew once this fraction of the certificate\'s lifetime has passed (at least the broker\'s enrollment.renewAfter)', '0.7')
     .addHelpText(
       'after',
       examples(
@@ -73,8 +80,10 @@ export function register(program: Command): void {
       }
       if (!/^[a-z0-9][a-z0-9-]{0,63}$/.test(opts.apiKeyHeader)) throw new BrokerError('BRK_ERR_USAGE', `--api-key-header "${opts.apiKeyHeader}" is not a lower-case header name`);
       const apiKey = apiKeyValue === undefined ? undefined : { header: opts.apiKeyHeader, value: apiKeyValue };
+      const renewAt = Number(opts.renewAt);
+      if (!(renewAt >= 0 && renewAt < 1)) throw new BrokerError('BRK_ERR_USAGE', `--renew-at ${opts.renewAt} is not a fraction between 0 and 1`);
       const loggers = createLoggers({ level: 'info', auth: 'off', access: 'stderr', error: 'stderr', audit: 'stderr' });
-      const connector = await startConnect({ target, listen, via, apiKey, files: { cert: opts.cert, key: opts.key, ca: opts.ca } }, loggers);
+      const connector = await startConnect({ target, listen, via, apiKey, files: { cert: opts.cert, key: opts.key, ca: opts.ca }, renewAt: opts.renew && !via ? renewAt : undefined }, loggers);
       await new Promise<void>((done) => {
         let stopping = false;
         const stop = (signal: string) => {

@@ -16,6 +16,7 @@ import { register as pkiInspect } from './pki/inspect.ts';
 import { register as pkiAudit } from './pki/audit.ts';
 import { register as pkiRotate } from './pki/rotate.ts';
 import { register as pkiReadiness } from './pki/readiness.ts';
+import { register as pkiInvite } from './pki/invite.ts';
 import { register as keysCreate } from './keys/create.ts';
 import { register as keysList } from './keys/list.ts';
 import { register as keysRevoke } from './keys/revoke.ts';
@@ -25,6 +26,8 @@ import { register as configCheck } from './config-check.ts';
 import { register as usage } from './usage.ts';
 import { register as connect } from './connect.ts';
 import { register as doctor } from './doctor.ts';
+import { register as enroll } from './enroll.ts';
+import { register as renew } from './renew.ts';
 
 export const VERSION = '0.1.0';
 
@@ -34,13 +37,15 @@ export function buildProgram(): Command {
     .version(VERSION, '-V, --version')
     .configureOutput({ outputError: () => {} });
   const pki = program.command('pki').summary('the built-in certificate authority').description('Manage the broker\'s CA: identities, server certificates, revocation, CRLs and the audit log.');
-  for (const register of [pkiInit, pkiIssue, pkiServer, pkiSign, pkiRevoke, pkiCrl, pkiRenew, pkiList, pkiInspect, pkiAudit, pkiRotate, pkiReadiness]) register(pki);
+  for (const register of [pkiInit, pkiIssue, pkiServer, pkiSign, pkiRevoke, pkiCrl, pkiRenew, pkiList, pkiInspect, pkiAudit, pkiRotate, pkiReadiness, pkiInvite]) register(pki);
   const keys = program.command('keys').summary('API keys and Basic credentials').description('Manage the API keys and HTTP Basic credentials partners may present instead of (or with) a client certificate. They live in keys.json of the CA store, as salted scrypt hashes.');
   for (const register of [keysCreate, keysList, keysRevoke]) register(keys);
   serve(program);
   configCheck(program);
   usage(program);
   connect(program);
+  enroll(program);
+  renew(program);
   doctor(program);
   demo(program);
   const exitOverride = (cmd: Command) => {

@@ -44,6 +44,8 @@ export interface Settings {
   readonly assertionTtlMs: number;
   /** tracing.otlp.timeout, when spans are exported. */
   readonly tracingTimeoutMs: number | undefined;
+  /** enrollment: lifetime of renewed certificates, attempts per client address. */
+  readonly enrollment: { readonly certTtlMs: number; readonly rate: BucketNumbers };
   readonly alerts: {
     readonly dedupWindowMs: number;
     readonly windowMs: number;
@@ -104,6 +106,7 @@ function compile(c: BrokerConfig): Settings {
     adminUpstreamCheckMs: parseDuration(c.admin.upstreamCheckTimeout, 'admin.upstreamCheckTimeout'),
     assertionTtlMs: parseDuration(c.assertion.ttl, 'assertion.ttl'),
     tracingTimeoutMs: c.tracing.otlp ? parseDuration(c.tracing.otlp.timeout, 'tracing.otlp.timeout') : undefined,
+    enrollment: Object.freeze({ certTtlMs: parseDuration(c.enrollment.certTtl, 'enrollment.certTtl'), rate: bucket(c.enrollment.rateLimit, 'enrollment.rateLimit') }),
     alerts: Object.freeze({
       dedupWindowMs: parseDuration(c.alerts.dedupWindow, 'alerts.dedupWindow'),
       windowMs: parseDuration(c.alerts.window, 'alerts.window'),

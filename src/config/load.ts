@@ -161,6 +161,7 @@ function authProblems(c: BrokerConfig, routes: BrokerConfig['routes']): string[]
       if (f && !existsSync(f)) problems.push(`auth.jwt.${k}: file ${f} not found`);
     }
   }
+  if (c.enrollment?.enabled && !c.listenCertOptional) problems.push('enrollment.enabled: enrolment is served only on listenCertOptional (a partner enrolling has no certificate yet); configure that listener');
   const l = c.listenCertOptional;
   if (l && c.listen && l.port !== 0 && l.port === c.listen.port && l.host === c.listen.host) problems.push('listenCertOptional.port: the certificate-optional listener cannot share the main listener\'s address');
   return problems;
@@ -170,6 +171,7 @@ function authProblems(c: BrokerConfig, routes: BrokerConfig['routes']): string[]
 function resolvePaths(c: BrokerConfig, base: string): void {
   const abs = (p: unknown) => (typeof p !== 'string' ? p : isAbsolute(p) ? p : resolve(base, p)) as string;
   if (c.pki && typeof c.pki === 'object') c.pki.dir = abs(c.pki.dir);
+  if (c.enrollment && typeof c.enrollment === 'object' && c.enrollment.passphraseFile) c.enrollment.passphraseFile = abs(c.enrollment.passphraseFile);
   if (c.tls && typeof c.tls === 'object') {
     for (const k of ['cert', 'key', 'clientCa', 'crl'] as const) {
       const v = c.tls[k];

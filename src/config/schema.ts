@@ -320,6 +320,28 @@ export const AlertsSchema = Type.Object(
   { ...strict, default: {} },
 );
 
+export const EnrollmentSchema = Type.Object(
+  {
+    enabled: Type.Boolean({
+      default: false,
+      description:
+        'serve POST /.well-known/broker/enroll (one-time tokens of "broker pki invite", on listenCertOptional only) and POST /.well-known/broker/renew (over mTLS, main listener). The serving process then holds the issuing CA key, decrypted, in memory',
+    }),
+    certTtl: Duration('30d', 'lifetime of the certificates /renew issues (enrolments use the invitation\'s --cert-ttl, 30d by default); short, since partners renew by themselves'),
+    renewAfter: Type.Number({ minimum: 0, maximum: 1, default: 0.66, description: 'fraction of a certificate\'s lifetime that must have passed before it may renew; 0 allows any time' }),
+    passphraseFile: Type.Optional(Type.String({ description: 'file whose first line is the CA passphrase, to decrypt the issuing CA key (or set BROKER_CA_PASSPHRASE); not needed for a store made with --no-passphrase' })),
+    rateLimit: Type.Object(
+      {
+        rate: Type.Integer({ minimum: 1, default: 10, description: 'enrolment and renewal attempts per client address, sustained' }),
+        per: Duration('1m', 'the period'),
+        burst: Type.Integer({ minimum: 1, default: 5, description: 'attempts at once' }),
+      },
+      { ...strict, default: {}, description: 'attempts per client address; refused attempts (bad, used, expired tokens) also count toward bans as denied requests' },
+    ),
+  },
+  { ...strict, default: {} },
+);
+
 export const ConfigSchema = Type.Object(
   {
     listen: ListenSchema,
@@ -358,6 +380,7 @@ export const ConfigSchema = Type.Object(
     alerts: AlertsSchema,
     assertion: AssertionSchema,
     tracing: TracingSchema,
+    enrollment: EnrollmentSchema,
   },
   strict,
 );

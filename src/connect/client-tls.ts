@@ -22,6 +22,8 @@ export interface ClientTls {
   principal: string;
   serial: string;
   notAfter: Date;
+  /** Start of the leaf's validity (renewal is timed from its lifetime). */
+  notBefore: Date;
   /** SHA-256 over all three files: a reload with the same digest changes nothing. */
   digest: string;
 }
@@ -59,6 +61,7 @@ export function loadClientTls(files: ClientTlsFiles): ClientTls {
     principal: /^CN=(.*)$/m.exec(leaf.subject)?.[1] ?? leaf.subject,
     serial: leaf.serialNumber.toLowerCase(),
     notAfter: new Date(leaf.validTo),
+    notBefore: new Date(leaf.validFrom),
     digest,
   };
 }

@@ -3,7 +3,8 @@
  * over mutual TLS, through a keep-alive pool (and, with --via, CONNECT tunnels through a proxy).
  * The certificate files are watched: on a change they are read and checked again and a new pool
  * takes over; the old one finishes its requests and closes. A failed reload keeps the old
- * certificate (and says so); the next change tries again.
+ * certificate (and says so); the next change tries again. With `renewAt`, the certificate is
+ * renewed over mTLS inside its window (connect/auto-renew.ts) and swapped the same way.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -15,6 +16,7 @@ import { watchFiles } from '../tls/watch.ts';
 import { loadClientTls, type ClientTls, type ClientTlsFiles } from './client-tls.ts';
 import { buildDispatcher } from './dispatcher.ts';
 import { forwarder } from './forward.ts';
+import { autoRenew, type AutoRenew } from './auto-renew.ts';
 import type { ListenAddress, Target, Via } from './options.ts';
 
 export { parseListen, parseTarget, parseVia, isLoopback } from './options.ts';
@@ -28,6 +30,8 @@ export interface ConnectOptions {
   files: ClientTlsFiles;
   /** Debounce of certificate file changes (ms). */
   debounceMs?: number;
+  /** Renew the certificate over mTLS once this fraction of its lifetime has passed (undefined: never). */
+  renewAt?: number | undefined;
 }
 
 export interface Connector {
@@ -88,6 +92,9 @@ export async function startConnect(o: ConnectOptions, loggers: Loggers): Promise
     warnExpiry(next);
   };
   const watcher = watchFiles(Object.values(files), o.debounceMs ?? 300, (what) => reload(`file change: ${what}`));
+  // Renewal goes straight to the broker's origin (not through --via, which only carries the forwarded traffic).
+  const renewer: AutoRenew | undefined =
+    o.renewAt === undefined ? undefined : autoRenew({ origin: o.target.origin, files, at: o.renewAt, current: () => tls, renewed: (serial) => reload(`renewed: ${serial}`), log: loggers.audit });
 
   return {
     host: addr.address,
@@ -106,6 +113,7 @@ export async function startConnect(o: ConnectOptions, loggers: Loggers): Promise
     close(graceMs = 10_000) {
       closing ??= (async () => {
         watcher.close();
+        renewer?.close();
         const stopped = new Promise<void>((done) => server.close(() => done()));
         server.closeIdleConnections();
         const timer = setTimeout(() => server.closeAllConnections(), graceMs);

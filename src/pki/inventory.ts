@@ -18,15 +18,15 @@ export interface CertRecord {
   notBefore: string;
   notAfter: string;
   fingerprint: string;
-  /** How it came to be: issue (key made here), sign (third party's CSR), renew, server. */
-  source: 'issue' | 'sign' | 'renew' | 'server';
+  /** How it came to be: issue (key made here), sign (third party's CSR), renew, server, enroll (invitation token; key made by the partner). */
+  source: 'issue' | 'sign' | 'renew' | 'server' | 'enroll';
   /** Serial of the issuing CA certificate. */
   issuer: string;
   dns?: string[];
   ip?: string[];
   revokedAt?: string;
   reason?: RevocationReason;
-  /** Who to tell about this identity (expiry notices, onboarding kit): an e-mail address. Absent in older inventories. */
+  /** Who to tell about this identity (expiry notices, onboarding kit; from pki issue --contact or the invitation's --contact, kept on renewal): an e-mail address. Absent in older inventories. */
   contact?: string;
 }
 

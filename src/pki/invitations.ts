@@ -17,7 +17,8 @@ import { BrokerError } from '../errors.ts';
 import { checkName, checkRoles, spiffeId } from './names.ts';
 import { PRIVATE_MODE } from './files.ts';
 import { statusOf, type CertRecord, type Inventory } from './inventory.ts';
-import { createLeaf, fingerprint, leafWindow, randomSerial, type Issuer } from './certs.ts';
+import { createLeaf, leafWindow, type Issuer } from './certs.ts';
+import { certRecord, freshSerial } from './issue.ts';
 import type { CaStore, MutationContext } from './store.ts';
 import type { x509 } from './x509.ts';
 
@@ -195,22 +196,9 @@ export interface Minted {
 async function mintClient(ctx: MutationContext, issuerFor: IssuerFor, m: { name: string; roles: string[]; ttlMs: number; publicKey: CryptoKey; source: CertRecord['source']; contact?: string | undefined }): Promise<Minted> {
   const inv = ctx.inventory;
   const issuer = await issuerFor(inv);
-  const taken = new Set(inv.certs.map((c) => c.serial));
-  let serial = randomSerial();
-  while (taken.has(serial)) serial = randomSerial();
+  const serial = freshSerial(inv);
   const cert = await createLeaf({ kind: 'client', name: m.name, roles: m.roles, uri: spiffeId(inv.ca.trustDomain, 'client', m.name), publicKey: m.publicKey, serial, ...leafWindow(m.ttlMs, issuer.cert) }, issuer);
-  const record: CertRecord = {
-    name: m.name,
-    type: 'client',
-    roles: m.roles,
-    serial,
-    notBefore: cert.notBefore.toISOString(),
-    notAfter: cert.notAfter.toISOString(),
-    fingerprint: fingerprint(cert.rawData),
-    source: m.source,
-    issuer: inv.ca.intermediate.serial,
-    ...(m.contact ? { contact: m.contact } : {}),
-  };
+  const record = certRecord(cert, inv, { ...m, type: 'client', serial });
   inv.certs.push(record);
   return { record, cert, issuer };
 }

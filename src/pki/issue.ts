@@ -44,7 +44,7 @@ function currentFor(inv: Inventory, name: string, type: CertRecord['type']): Cer
   return inv.certs.filter((c) => c.name === name && c.type === type && statusOf(c) === 'valid');
 }
 
-function freshSerial(inv: Inventory): string {
+export function freshSerial(inv: Inventory): string {
   const taken = new Set(inv.certs.map((c) => c.serial));
   for (;;) {
     const s = randomSerial();
@@ -83,11 +83,18 @@ async function mint(ctx: MutationContext, m: Mint): Promise<{ cert: x509.X509Cer
     },
     intermediate,
   );
-  const record: CertRecord = {
+  const record = certRecord(cert, inv, { ...m, type: m.kind, serial });
+  inv.certs.push(record);
+  return { cert, record, issuer: intermediate, root };
+}
+
+/** The inventory entry of a certificate the issuing CA just made (never a key: the store keeps none for clients). */
+export function certRecord(cert: x509.X509Certificate, inv: Inventory, m: { name: string; type: CertRecord['type']; roles: string[]; serial: string; source: CertRecord['source']; dns?: string[] | undefined; ip?: string[] | undefined; contact?: string | undefined }): CertRecord {
+  return {
     name: m.name,
-    type: m.kind,
+    type: m.type,
     roles: m.roles,
-    serial,
+    serial: m.serial,
     notBefore: cert.notBefore.toISOString(),
     notAfter: cert.notAfter.toISOString(),
     fingerprint: fingerprint(cert.rawData),
@@ -97,8 +104,6 @@ async function mint(ctx: MutationContext, m: Mint): Promise<{ cert: x509.X509Cer
     ...(m.ip ? { ip: m.ip } : {}),
     ...(m.contact ? { contact: m.contact } : {}),
   };
-  inv.certs.push(record);
-  return { cert, record, issuer: intermediate, root };
 }
 
 function pem(cert: x509.X509Certificate): string {

@@ -6,14 +6,14 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, renameSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { BIN, NODE, broker } from '../helpers/cli.ts';
+import { broker } from '../helpers/cli.ts';
 import { makeCa, PASSPHRASE, type TestCa } from '../helpers/pki.ts';
 import { request, type Identity } from '../helpers/broker.ts';
+import { serve as serveIn, type Served } from '../helpers/serve.ts';
 import { eventually } from '../helpers/within.ts';
 
 type Line = Record<string, unknown>;
@@ -28,45 +28,8 @@ function lines(file: string): Line[] {
 
 const jsonLines = (text: string): Line[] => text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
 
-interface Served {
-  child: ChildProcess;
-  port: number;
-  out: { stdout: string; stderr: string };
-  /** SIGTERM, and the exit code. */
-  stop(): Promise<number | null>;
-}
-
 /** `broker serve` in `ca.root` with `config`; resolves once it logged "listening" (on stderr, the error stream). */
-async function serve(t: TestContext, ca: TestCa, config: string): Promise<Served> {
-  writeFileSync(join(ca.root, 'broker.yaml'), config);
-  const child = spawn(NODE, [BIN, 'serve', '--config', 'broker.yaml'], { cwd: ca.root, stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  t.after(() => void child.kill('SIGKILL'));
-  const out = { stdout: '', stderr: '' };
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (out.stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (out.stderr += d));
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`serve did not start: ${out.stderr}`)), 30_000);
-    const onData = () => {
-      const m = /"event":"listening".*?"port":(\d+)/.exec(out.stderr);
-      if (!m) return;
-      clearTimeout(timer);
-      child.stderr.off('data', onData);
-      resolve(Number(m[1]));
-    };
-    child.stderr.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`serve exited (${code}): ${out.stderr}`)));
-  });
-  return {
-    child,
-    port,
-    out,
-    async stop() {
-      child.kill('SIGTERM');
-      return exited;
-    },
-  };
-}
+const serve = (t: TestContext, ca: TestCa, config: string): Promise<Served> => serveIn(t, ca.root, config);
 
 function identity(ca: TestCa, name: string, roles: string[]): Identity {
   const r = ca.signing(['pki', 'issue', name, ...roles.flatMap((role) => ['--role', role]), '--out', name]);

@@ -11,12 +11,15 @@ export interface Served {
   child: ChildProcess;
   port: number;
   out: { stdout: string; stderr: string };
+  /** SIGTERM, and the exit code. */
+  stop(): Promise<number | null>;
 }
 
 /** Writes `config` to DIR/broker.yaml and starts `broker serve`; resolves once it logged "listening". */
 export async function serve(t: TestContext, dir: string, config: string): Promise<Served> {
   writeFileSync(join(dir, 'broker.yaml'), config);
   const child = spawn(NODE, [BIN, 'serve', '--config', 'broker.yaml'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   t.after(() => void child.kill('SIGKILL'));
   const out = { stdout: '', stderr: '' };
   child.stdout.setEncoding('utf8').on('data', (d: string) => (out.stdout += d));
@@ -33,7 +36,15 @@ export async function serve(t: TestContext, dir: string, config: string): Promis
     child.stderr.on('data', onData);
     child.once('exit', (code) => reject(new Error(`serve exited (${code}): ${out.stderr}`)));
   });
-  return { child, port, out };
+  return {
+    child,
+    port,
+    out,
+    async stop() {
+      child.kill('SIGTERM');
+      return exited;
+    },
+  };
 }
 
 /** An HTTP upstream on 127.0.0.1:0 that answers every request with `answer` and the path. */

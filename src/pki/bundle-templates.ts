@@ -339,6 +339,8 @@ export function bundleReadme(f: Fill & { placeholderUrl: boolean; snippets: Reco
     '',
     fence('sh', `broker renew --url ${f.url} ${creds} --out .`),
     '',
+    `It replaces \`${n}.crt\` and \`${n}.key\`, not \`${n}.p12\`: for Java, make the PKCS#12 again (\`openssl pkcs12 -export -in ${n}.crt -inkey ${n}.key -out ${n}.p12\`, with the password the Java snippets use) and re-run \`snippets/java-keystores.sh\`.`,
+    '',
   );
   return `${lines.join('\n')}\n`;
 }

@@ -76,7 +76,7 @@ test('pki invite --bundle: the kit holds only the token; its README\'s enroll co
     'tls: { server: localhost }',
     'log: { access: off, auth: off, audit: off }',
     'bans: { enabled: false }',
-    'enrollment: { enabled: true, passphraseFile: ./ca.pass }',
+    'enrollment: { enabled: true, passphraseFile: ./ca.pass, renewAfter: 0 }',
     'routes:',
     `  - { name: billing, path: /billing, upstream: "${up}", roles: [billing], methods: [GET, POST] }`,
     `  - { name: admin, path: /admin, upstream: "${up}", roles: [ops] }`,
@@ -143,6 +143,18 @@ test('pki invite --bundle: the kit holds only the token; its README\'s enroll co
     assert.equal(stores.code, 0, stores.stderr);
     answered('java', await run('java', ['snippets/Client.java'], kit));
   });
+
+  // the README's doctor and renew commands, as written, go to the main listener and work
+  const path = `${bin}:${process.env.PATH}`;
+  const doctorLine = /^broker doctor --client .*$/m.exec(readme)?.[0] as string;
+  const doctor = await run('sh', ['-c', doctorLine], kit, { PATH: path });
+  assert.equal(doctor.code, 0, `${doctor.stdout}\n${doctor.stderr}`);
+  const before = readFileSync(join(kit, 'acme.crt'), 'utf8');
+  const renewLine = /^broker renew .*$/m.exec(readme)?.[0] as string;
+  const renewed = await run('sh', ['-c', renewLine], kit, { PATH: path });
+  assert.equal(renewed.code, 0, `${renewed.stdout}\n${renewed.stderr}`);
+  assert.notEqual(readFileSync(join(kit, 'acme.crt'), 'utf8'), before, 'renew replaced the certificate');
+  answered('curl after renew', await run('sh', ['snippets/curl.sh'], kit));
 
   // the token was used: the same command again is refused with its code
   const again = await run('sh', ['-c', `${line} --force`], kit, { PATH: `${bin}:${process.env.PATH}` });

@@ -339,7 +339,9 @@ export function bundleReadme(f: Fill & { placeholderUrl: boolean; snippets: Reco
     '',
     fence('sh', `broker renew --url ${f.url} ${creds} --out .`),
     '',
-    `It replaces \`${n}.crt\` and \`${n}.key\`, not \`${n}.p12\`: for Java, make the PKCS#12 again (\`openssl pkcs12 -export -in ${n}.crt -inkey ${n}.key -out ${n}.p12\`, with the password the Java snippets use) and re-run \`snippets/java-keystores.sh\`.`,
+    `It replaces \`${n}.crt\` and \`${n}.key\`, not \`${n}.p12\`: for Java, make the PKCS#12 again with the same password (from \`${n}.p12.pass\`; with \`BROKER_P12_PASSWORD\`, use \`-passout env:BROKER_P12_PASSWORD\` instead) and re-run the key store script:`,
+    '',
+    fence('sh', `openssl pkcs12 -export -in ${n}.crt -inkey ${n}.key -out ${n}.p12 -name ${n} -passout file:${n}.p12.pass && sh snippets/java-keystores.sh`),
     '',
   );
   return `${lines.join('\n')}\n`;

@@ -9,6 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -155,6 +156,16 @@ test('pki invite --bundle: the kit holds only the token; its README\'s enroll co
   assert.equal(renewed.code, 0, `${renewed.stdout}\n${renewed.stderr}`);
   assert.notEqual(readFileSync(join(kit, 'acme.crt'), 'utf8'), before, 'renew replaced the certificate');
   answered('curl after renew', await run('sh', ['snippets/curl.sh'], kit));
+  await t.test('java after renew: the README\'s PKCS#12 line rebuilds the key store with the new certificate', { skip: JAVA ? false : 'no java/keytool here' }, async () => {
+    const p12Line = /^openssl pkcs12 -export .*$/m.exec(readme)?.[0] as string;
+    const rebuilt = await run('sh', ['-c', p12Line], kit);
+    assert.equal(rebuilt.code, 0, rebuilt.stderr);
+    const serial = new X509Certificate(readFileSync(join(kit, 'acme.crt'))).serialNumber;
+    const listed = await run('keytool', ['-list', '-v', '-keystore', 'keystore.p12', '-storetype', 'PKCS12', '-storepass:file', 'acme.p12.pass'], kit);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stdout.replace(/\s/g, '').toUpperCase(), new RegExp(`SERIALNUMBER:0*${serial.replace(/^0+/, '')}`), 'the key store holds the renewed certificate');
+    answered('java after renew', await run('java', ['snippets/Client.java'], kit));
+  });
 
   // the token was used: the same command again is refused with its code
   const again = await run('sh', ['-c', `${line} --force`], kit, { PATH: `${bin}:${process.env.PATH}` });

@@ -5,6 +5,9 @@
  */
 import type { BundleOptions, ReachableRoute } from './bundle.ts';
 
+/** Where `broker enroll` goes when the kit could not tell the certificate-optional listener's address. */
+export const ENROLL_URL_PLACEHOLDER = 'https://BROKER_HOST:8444';
+
 interface Fill extends BundleOptions {
   url: string;
   path: string;
@@ -72,7 +75,10 @@ with urllib.request.urlopen("${target}", context=context, timeout=30) as respons
 # made with keytool. The PKCS#12 password: $BROKER_P12_PASSWORD, else the first line of ${n}.p12.pass.
 set -eu
 cd "$(dirname "$0")/.."
-if [ -z "\${BROKER_P12_PASSWORD:-}" ]; then BROKER_P12_PASSWORD=$(head -n 1 ${n}.p12.pass); fi
+if [ -z "\${BROKER_P12_PASSWORD:-}" ]; then
+  if [ ! -f ${n}.p12.pass ]; then echo "set BROKER_P12_PASSWORD to the password of ${n}.p12" >&2; exit 1; fi
+  BROKER_P12_PASSWORD=$(head -n 1 ${n}.p12.pass)
+fi
 export BROKER_P12_PASSWORD
 rm -f keystore.p12 truststore.p12
 keytool -importkeystore -noprompt \\
@@ -246,6 +252,26 @@ export function bundleReadme(f: Fill & { placeholderUrl: boolean; snippets: Reco
     lines.push(`> **The broker URL above is a placeholder** (\`${f.url}\`): the kit was made without \`--url\`. Replace it in this file and in \`snippets/\` with the address the operator gives you.`, '');
   }
 
+  if (c.kind === 'token') {
+    const enrollUrl = c.enrollUrl ?? ENROLL_URL_PLACEHOLDER;
+    lines.push(
+      '## First: enrol (once)',
+      '',
+      `Your key pair is made on your machine by \`broker enroll\` and never leaves it; the broker certifies it for \`${n}\` and the roles above. In this folder, run:`,
+      '',
+      fence('sh', `broker enroll --url ${enrollUrl} --token "$(cat ${n}.token)" --out . --p12`),
+      '',
+      `\`${enrollUrl}\` is the broker's enrolment address (its certificate-optional listener); every other command and snippet here uses the broker URL \`${f.url}\`.`,
+      `Before it sends anything, \`broker enroll\` checks that the broker holds the CA the token pins. It writes \`${n}.crt\` (your certificate, then the issuing CA), \`${n}.key\` (your private key, 0600), \`ca.crt\` (the broker's root CA), and \`${n}.p12\` (the same as PKCS#12, for Java) with a generated password in \`${n}.p12.pass\`.`,
+      `If \`BROKER_P12_PASSWORD\` is set, that password is used instead and no \`${n}.p12.pass\` is written; on a terminal without it, enroll asks for a password: in both cases, have \`BROKER_P12_PASSWORD\` set to it when you run the Java snippets.`,
+      `The token works once, until **${c.expires}**; delete \`${n}.token\` afterwards. Ask the operator for a new invitation if it expired.`,
+      '',
+    );
+    if (c.enrollUrl === undefined) {
+      lines.push(`> **The enrolment address above is a placeholder** (\`${enrollUrl}\`): the kit was made without \`--enroll-url\` or the broker's \`listenCertOptional\` port. Ask the operator for the address of the broker's certificate-optional listener.`, '');
+    }
+  }
+
   lines.push('## Files', '');
   if (c.kind === 'certificate') {
     lines.push(
@@ -256,12 +282,9 @@ export function bundleReadme(f: Fill & { placeholderUrl: boolean; snippets: Reco
     if (c.p12) lines.push(`- \`${c.p12}\`: the same certificate, chain and key as PKCS#12 (Java, Windows, browsers)${c.p12Password ? `; its password is in \`${c.p12Password}\` (the operator should send it by another channel and delete it here)` : '; its password comes separately from the operator'}`);
   } else {
     lines.push(
-      `- \`${n}.token\`: a one-time enrolment token; your key is made on your machine and never leaves it`,
-      '- `ca.crt`: the broker\'s root CA (the token pins it too)',
-      '',
-      'First, enrol (this writes `' + n + '.crt`, `' + n + '.key` and `ca.crt` here, which the snippets below use):',
-      '',
-      fence('sh', `broker enroll --url ${f.url} --token "$(cat ${n}.token)" --out . --p12`),
+      `- \`${n}.token\`: your one-time enrolment token (no key and no certificate yet: \`broker enroll\` makes them here)`,
+      '- `ca.crt`: the broker\'s root CA (the token pins it too; enroll writes it again)',
+      `- after enrolment: \`${n}.crt\`, \`${n}.key\`, \`${n}.p12\` (and \`${n}.p12.pass\`), which the snippets below use`,
     );
   }
   lines.push('- `snippets/`: the clients below, as files', '');
@@ -315,6 +338,10 @@ export function bundleReadme(f: Fill & { placeholderUrl: boolean; snippets: Reco
     'Before the certificate expires, renew it over mutual TLS (a new key is made here; the same identity and roles come back). Run it from cron or the shipped systemd timer:',
     '',
     fence('sh', `broker renew --url ${f.url} ${creds} --out .`),
+    '',
+    `It replaces \`${n}.crt\` and \`${n}.key\`, not \`${n}.p12\`: for Java, make the PKCS#12 again with the same password (from \`${n}.p12.pass\`; with \`BROKER_P12_PASSWORD\`, use \`-passout env:BROKER_P12_PASSWORD\` instead) and re-run the key store script:`,
+    '',
+    fence('sh', `openssl pkcs12 -export -in ${n}.crt -inkey ${n}.key -out ${n}.p12 -name ${n} -passout file:${n}.p12.pass && sh snippets/java-keystores.sh`),
     '',
   );
   return `${lines.join('\n')}\n`;

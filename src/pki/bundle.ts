@@ -14,6 +14,8 @@ import { BrokerError } from '../errors.ts';
 import type { BrokerConfig } from '../config/index.ts';
 import { bundleReadme, snippetFiles } from './bundle-templates.ts';
 
+export { ENROLL_URL_PLACEHOLDER } from './bundle-templates.ts';
+
 /** What the partner's roles reach: one route each. */
 export interface ReachableRoute {
   name: string;
@@ -56,6 +58,8 @@ export interface BundleOptions {
         certTtl?: string | undefined;
         /** The CA bundle (PEM) written as ca.crt. */
         caPem: string;
+        /** `https://HOST:PORT` of the certificate-optional listener, where `broker enroll` goes; a placeholder when absent. */
+        enrollUrl?: string | undefined;
       };
   /** Replace an existing README.md / snippets / token file. */
   force?: boolean;
@@ -64,16 +68,29 @@ export interface BundleOptions {
 export const URL_PLACEHOLDER = 'https://BROKER_HOST:8443';
 
 /** The broker URL as the kit writes it: https, a host, a port or none, no path, nothing that needs quoting. */
-export function checkBundleUrl(url: string): string {
+export function checkBundleUrl(url: string, flag = '--url'): string {
   let u: URL;
   try {
     u = new URL(url);
   } catch (cause) {
-    throw new BrokerError('BRK_ERR_USAGE_BUNDLE_URL', `--url ${JSON.stringify(url)} is not a URL`, { cause });
+    throw new BrokerError('BRK_ERR_USAGE_BUNDLE_URL', `${flag} ${JSON.stringify(url)} is not a URL`, { cause });
   }
   if (u.protocol !== 'https:' || !u.hostname || u.username || u.password || (u.pathname !== '/' && u.pathname !== '') || u.search || u.hash) {
-    throw new BrokerError('BRK_ERR_USAGE_BUNDLE_URL', `--url ${JSON.stringify(url)} must be https://HOST[:PORT] and nothing else`);
+    throw new BrokerError('BRK_ERR_USAGE_BUNDLE_URL', `${flag} ${JSON.stringify(url)} must be https://HOST[:PORT] and nothing else`);
   }
+  return `https://${u.host}`;
+}
+
+/**
+ * The enrolment URL of an invitation kit: `--enroll-url` when given; else the host of `--url` with
+ * the port of the config's `listenCertOptional` (a fixed port: 0 tells nothing); else undefined
+ * (the kit then says it is a placeholder).
+ */
+export function enrollUrlOf(o: { enrollUrl?: string | undefined; url?: string | undefined; optionalPort?: number | undefined }): string | undefined {
+  if (o.enrollUrl !== undefined) return checkBundleUrl(o.enrollUrl, '--enroll-url');
+  if (o.url === undefined || !o.optionalPort) return undefined;
+  const u = new URL(checkBundleUrl(o.url));
+  u.port = String(o.optionalPort);
   return `https://${u.host}`;
 }
 
@@ -99,6 +116,8 @@ export interface WrittenBundle {
   snippets: Record<string, string>;
   token?: string;
   placeholderUrl: boolean;
+  /** An invitation kit whose enrolment URL is the placeholder. */
+  placeholderEnrollUrl?: boolean;
 }
 
 const PUBLIC = 0o644;
@@ -115,6 +134,7 @@ export function bundleConflicts(dir: string, identity: string, o: { token?: bool
 export function writeBundle(o: BundleOptions): WrittenBundle {
   const dir = join(o.dir, o.identity);
   const url = o.url === undefined ? URL_PLACEHOLDER : checkBundleUrl(o.url);
+  const placeholderEnrollUrl = o.credentials.kind === 'token' && o.credentials.enrollUrl === undefined;
   const files = snippetFiles({ ...o, url, path: samplePath(o.routes) });
   const readme = join(dir, 'README.md');
   const tokenFile = o.credentials.kind === 'token' ? join(dir, `${o.identity}.token`) : undefined;
@@ -145,5 +165,5 @@ export function writeBundle(o: BundleOptions): WrittenBundle {
     snippets[name] = file;
   }
   write(readme, bundleReadme({ ...o, url, path: samplePath(o.routes), placeholderUrl: o.url === undefined, snippets: files }), PUBLIC);
-  return { dir, readme, snippets, ...(tokenFile ? { token: tokenFile } : {}), placeholderUrl: o.url === undefined };
+  return { dir, readme, snippets, ...(tokenFile ? { token: tokenFile, placeholderEnrollUrl } : {}), placeholderUrl: o.url === undefined };
 }

@@ -22,7 +22,8 @@ const has = (cmd: string, args: string[]) => {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   return !r.error && r.status === 0;
 };
-const JAVA = has('java', ['-version']) && has('keytool', ['-help']);
+// java runs the snippet from source, which takes the compiler (a JDK, as .ci/run installs), not only a JRE
+const JAVA = has('java', ['-version']) && has('javac', ['-version']) && has('keytool', ['-help']);
 const REQUESTS = has('python3', ['-c', 'import requests']);
 
 type Ran = { code: number | null; stdout: string; stderr: string };

@@ -91,6 +91,15 @@ export const ERRORS = {
   BRK_ERR_ADMIN_HOST: { exit: 1, status: 421, public: 'unexpected Host for the admin listener', hint: 'address the admin listener by IP address or localhost, or add the name you use to admin.allowedHosts (other names are refused against DNS rebinding)' },
   BRK_ERR_ADMIN_CROSS_SITE: { exit: 1, status: 403, public: 'admin action refused', hint: 'send state-changing admin requests (POST /reload, …) with the header X-Broker-Admin: 1 or the admin bearer token, and without a foreign Origin (browsers on other sites are refused)' },
   BRK_ERR_ADMIN_NOT_LOOPBACK: { exit: 1, status: 403, public: 'admin listener reached beyond loopback', hint: 'without admin.tokenFile the admin listener answers on loopback addresses only; set admin.tokenFile or bind admin.host to 127.0.0.1' },
+  // the forward (egress) listener
+  BRK_ERR_FORWARD_DENIED: { exit: 1, status: 403, public: 'destination not allowed', hint: 'no forward.rules entry of your roles names this destination host; ask the operator to add it (the access log has the host and your roles)' },
+  BRK_ERR_FORWARD_PORT: { exit: 1, status: 403, public: 'destination port not allowed', hint: 'the host is allowed for your roles, but not on this port; forward.rules[].ports lists the ports (443 by default; plain http needs 80 listed)' },
+  BRK_ERR_FORWARD_NOT_PROXY: { exit: 1, status: 400, public: 'not a proxy request', hint: 'the forward listener takes CONNECT host:port (tunnels, for https) and absolute-form http://host/path requests only; configure it as your HTTP(S) proxy (curl --proxy https://broker:PORT) rather than sending requests to it directly' },
+  BRK_ERR_FORWARD_UPSTREAM: { exit: 1, status: 502, public: 'destination unreachable', hint: 'the broker could not connect to the destination it checked within forward.connectTimeout (refused, unreachable or timed out), or the destination dropped the exchange; check that it runs' },
+  // TEMPORARY (the SSRF guard's branch defines these three; its rows win at merge)
+  BRK_ERR_FORWARD_BAD_HOST: { exit: 1, status: 400, public: 'malformed destination host', hint: 'name the destination as a DNS name or an IP address, with a port' },
+  BRK_ERR_FORWARD_PRIVATE: { exit: 1, status: 403, public: 'destination address not allowed', hint: 'the destination resolves to a private, loopback or other special address; forward.rules[].allowPrivate must list its range' },
+  BRK_ERR_FORWARD_RESOLVE: { exit: 1, status: 502, public: 'destination did not resolve', hint: 'the broker could not resolve the destination name; check the name' },
   // enrolment and renewal endpoints (/.well-known/broker/*, enrollment.enabled)
   BRK_ERR_ENROLL_TOKEN_INVALID: { exit: 1, status: 403, public: 'enrolment token invalid', hint: 'the token is not one the broker issued (mistyped, truncated or altered); copy it again exactly, or ask the operator for a new one (broker pki invite)' },
   BRK_ERR_ENROLL_TOKEN_EXPIRED: { exit: 1, status: 403, public: 'enrolment token expired', hint: 'the invitation expired before it was used; ask the operator for a new one (broker pki invite NAME --expires …)' },

@@ -29,6 +29,7 @@ import { revocationFanOut } from './lifecycle/revocations.ts';
 import { LiveConnections } from './proxy/live.ts';
 import { reloader, type Current, type ReloadResult } from './lifecycle/reload.ts';
 import { assertionKeeper, type PreparedAssertions } from './lifecycle/assertion-keys.ts';
+import { createForwardListener, type ForwardListener } from './forward/index.ts';
 
 export type { ReloadResult } from './lifecycle/reload.ts';
 
@@ -42,6 +43,8 @@ export interface Broker {
   server: TlsListener;
   /** The certificate-optional listener (listenCertOptional), when configured. */
   optionalServer: TlsListener | undefined;
+  /** The forward (egress) listener (forward.listen), when configured. */
+  forwardServer: TlsListener | undefined;
   loggers: Loggers;
   /** Relayed WebSockets and keyed keep-alive connections (revocation, expiry, caps, relay stats). */
   live: LiveConnections;
@@ -49,7 +52,7 @@ export interface Broker {
   alerts: AlertEngine;
   admin: FastifyInstance | undefined;
   /** Starts listening (and the admin listener); resolves with the bound addresses. */
-  listen(): Promise<{ host: string; port: number; adminPort?: number; optionalPort?: number }>;
+  listen(): Promise<{ host: string; port: number; adminPort?: number; optionalPort?: number; forwardPort?: number }>;
   /**
    * Builds everything for `next` off to the side and switches to it; on any problem keeps the
    * current config and certificates and says why. `next` defaults to re-reading the same config
@@ -137,6 +140,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     throw err;
   }
   const drain = createDrain();
+  const hooks = { onRefused: (ip: string, cert?: import('node:crypto').X509Certificate) => void guard.failure(ip, 'handshake', cert), rules: () => rules, isRevoked: (serial: string) => heard(serial) };
   const listeners = createListeners(
     initial,
     current.material,
@@ -145,13 +149,18 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
       request: drain.track((req, res) => generations.current.handle(req, res)),
       upgrade: (req, socket, head) => generations.current.upgrade(req, socket, head),
     },
-    { onRefused: (ip, cert) => void guard.failure(ip, 'handshake', cert), rules: () => rules, isRevoked: (serial) => heard(serial) },
+    hooks,
   );
   if (!ablations.guard) for (const s of listeners.all) guard.attach(s);
+  // The forward (egress) listener: the same certificates, client-certificate policy, guard and bans.
+  const forward: ForwardListener | undefined = initial.forward ? createForwardListener(initial, current.material, { loggers, guard: ablations.guard ? undefined : guard, isRevoked, hooks }) : undefined;
+  if (forward && !ablations.guard) guard.attach(forward.server);
   /** A revoked credential (serial or `key:<id>`): its WebSockets get a close frame, its other connections are cut. */
   const closeConnectionsOf = (ids: Iterable<string>): number => {
     const list = [...ids];
-    return live.closeOf(list) + listeners.closeConnectionsOf(list);
+    let forwardClosed = 0;
+    if (forward) for (const id of list) forwardClosed += forward.server.closeConnectionsOf(id);
+    return live.closeOf(list) + listeners.closeConnectionsOf(list) + forwardClosed;
   };
   const revocations = await revocationFanOut(store, loggers.audit, closeConnectionsOf);
   heard = revocations.heard;
@@ -179,6 +188,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     compile,
     setSecureContext: (options) => {
       for (const s of listeners.all) s.setSecureContext(options);
+      forward?.server.setSecureContext(options);
     },
     commit(next, generation) {
       generations.swap(generation, settingsOf(next.config).drainMs);
@@ -186,6 +196,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
       current = next;
       rules = compileIdentityRules(next.config.identities);
       listeners.applyLimits(next.config);
+      forward?.update(next.config);
       guard.update(next.config);
       checkClients(alerts);
     },
@@ -237,19 +248,32 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     guard,
     server: listeners.server,
     optionalServer: listeners.optionalServer,
+    forwardServer: forward?.server,
     loggers,
     live,
     metrics,
     alerts,
     admin,
-    listen: () => listenAll(listeners, current.config, admin),
+    async listen() {
+      const bound = await listenAll(listeners, current.config, admin);
+      const at = current.config.forward?.listen;
+      if (!forward || !at) return bound;
+      try {
+        return { ...bound, forwardPort: await forward.listen(at) };
+      } catch (err) {
+        for (const s of listeners.all) s.close();
+        await admin?.close();
+        throw Object.assign(new Error(`forward listener ${at.host}:${at.port}: ${(err as NodeJS.ErrnoException).code ?? err}`), { code: (err as NodeJS.ErrnoException).code, forward: true });
+      }
+    },
     reload,
     close(graceMs = 0) {
       closing ??= (async () => {
         guard.close();
         clearInterval(expiryTimer);
         assertions.close();
-        await drain.stop(listeners.all, graceMs);
+        // tunnels have no natural end to wait for: the forward listener stops at once
+        await Promise.all([drain.stop(listeners.all, graceMs), forward?.close()]);
         alerts.close();
         if (!o.metrics) metrics.close();
         await Promise.all([generations.closeAll(), admin?.close()]);

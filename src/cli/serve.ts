@@ -16,15 +16,17 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
     store = new IpcStore();
   }
   const broker = await buildBroker(config, { ...(store ? { store } : {}), reloadSource: () => loadConfig(file).config });
-  let addr: { host: string; port: number; adminPort?: number; optionalPort?: number };
+  let addr: { host: string; port: number; adminPort?: number; optionalPort?: number; forwardPort?: number };
   try {
     addr = await broker.listen();
   } catch (cause) {
     await broker.close().catch(() => {});
-    const c = cause as { admin?: boolean; optional?: boolean };
+    const c = cause as { admin?: boolean; optional?: boolean; forward?: boolean };
     const where = c.admin
       ? `the admin listener ${config.admin.host}:${config.admin.port}`
-      : c.optional && config.listenCertOptional
+      : c.forward && config.forward
+        ? `the forward listener ${config.forward.listen.host}:${config.forward.listen.port}`
+        : c.optional && config.listenCertOptional
         ? `the certificate-optional listener ${config.listenCertOptional.host}:${config.listenCertOptional.port}`
         : `${config.listen.host}:${config.listen.port}`;
     throw new BrokerError('BRK_ERR_LISTEN', `cannot listen on ${where}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
@@ -82,8 +84,8 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
     // Said only now that the signal handlers and the file watcher are in place: whoever waits for
     // this line may signal the process or edit its files at once.
     broker.loggers.error.info(
-      { event: 'listening', host: addr.host, port: addr.port, optionalPort: addr.optionalPort ?? null, adminPort: addr.adminPort ?? null, routes: config.routes.map((r) => r.name), pid: process.pid, store: broker.store.kind },
-      `broker listening on https://${addr.host}:${addr.port}${addr.optionalPort !== undefined ? ` (client certificate optional on port ${addr.optionalPort})` : ''}${addr.adminPort !== undefined ? `, admin on http://${config.admin.host}:${addr.adminPort}` : ''}`,
+      { event: 'listening', host: addr.host, port: addr.port, optionalPort: addr.optionalPort ?? null, forwardPort: addr.forwardPort ?? null, adminPort: addr.adminPort ?? null, routes: config.routes.map((r) => r.name), pid: process.pid, store: broker.store.kind },
+      `broker listening on https://${addr.host}:${addr.port}${addr.optionalPort !== undefined ? ` (client certificate optional on port ${addr.optionalPort})` : ''}${addr.forwardPort !== undefined ? `, forward proxy on port ${addr.forwardPort}` : ''}${addr.adminPort !== undefined ? `, admin on http://${config.admin.host}:${addr.adminPort}` : ''}`,
     );
   });
 }

@@ -46,6 +46,8 @@ export interface Settings {
   readonly tracingTimeoutMs: number | undefined;
   /** enrollment: lifetime of renewed certificates, attempts per client address. */
   readonly enrollment: { readonly certTtlMs: number; readonly rate: BucketNumbers };
+  /** forward: connect, idle and maximum durations of tunnels and forwarded exchanges, when the forward listener is on. */
+  readonly forward: { readonly connectTimeoutMs: number; readonly idleTimeoutMs: number; readonly maxDurationMs: number } | undefined;
   readonly alerts: {
     readonly dedupWindowMs: number;
     readonly windowMs: number;
@@ -107,6 +109,13 @@ function compile(c: BrokerConfig): Settings {
     assertionTtlMs: parseDuration(c.assertion.ttl, 'assertion.ttl'),
     tracingTimeoutMs: c.tracing.otlp ? parseDuration(c.tracing.otlp.timeout, 'tracing.otlp.timeout') : undefined,
     enrollment: Object.freeze({ certTtlMs: parseDuration(c.enrollment.certTtl, 'enrollment.certTtl'), rate: bucket(c.enrollment.rateLimit, 'enrollment.rateLimit') }),
+    forward: c.forward
+      ? Object.freeze({
+          connectTimeoutMs: parseDuration(c.forward.connectTimeout, 'forward.connectTimeout'),
+          idleTimeoutMs: parseDuration(c.forward.idleTimeout, 'forward.idleTimeout'),
+          maxDurationMs: parseDuration(c.forward.maxDuration, 'forward.maxDuration'),
+        })
+      : undefined,
     alerts: Object.freeze({
       dedupWindowMs: parseDuration(c.alerts.dedupWindow, 'alerts.dedupWindow'),
       windowMs: parseDuration(c.alerts.window, 'alerts.window'),

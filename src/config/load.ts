@@ -11,6 +11,7 @@ import { parse as parseYaml } from 'yaml';
 import { BrokerError } from '../errors.ts';
 import { ConfigSchema, type BrokerConfig } from './schema.ts';
 import { cidrProblem } from './cidr.ts';
+import { isIP } from 'node:net';
 import { isLoopbackHost } from './loopback.ts';
 
 export interface LoadedConfig {
@@ -85,7 +86,9 @@ function semanticProblems(c: BrokerConfig): string[] {
       [`roles.${role}.allowIps`, r?.allowIps],
       [`roles.${role}.denyIps`, r?.denyIps],
     ]),
+    ...(c.forward?.rules ?? []).map((r, i): [string, unknown] => [`forward.rules[${i}].allowPrivate`, r?.allowPrivate]),
   ];
+  problems.push(...forwardProblems(c));
   for (const [at, list] of lists) {
     if (!Array.isArray(list)) continue;
     list.forEach((entry, i) => {
@@ -135,6 +138,24 @@ function semanticProblems(c: BrokerConfig): string[] {
 }
 
 /** Routes' auth lists against the auth settings and the listeners. */
+/** forward: rule hosts are names, *.suffix globs or IP literals; the listener has its own address. */
+function forwardProblems(c: BrokerConfig): string[] {
+  const f = c.forward;
+  if (!f) return [];
+  const problems: string[] = [];
+  (f.rules ?? []).forEach((r, i) => {
+    (r?.hosts ?? []).forEach((h, j) => {
+      if (typeof h !== 'string') return;
+      const name = h.startsWith('*.') ? h.slice(2) : h;
+      const ok = isIP(name) ? !h.startsWith('*.') : /^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$/.test(name) && !/^[0-9.]+$/.test(name);
+      if (!ok) problems.push(`forward.rules[${i}].hosts[${j}]: "${h}" is not a host name, "*.suffix" or an IP address`);
+    });
+  });
+  const l = f.listen;
+  if (l && c.listen && l.port !== 0 && l.port === c.listen.port && l.host === c.listen.host) problems.push('forward.listen.port: the forward listener cannot share the main listener\'s address');
+  return problems;
+}
+
 function authProblems(c: BrokerConfig, routes: BrokerConfig['routes']): string[] {
   const problems: string[] = [];
   const jwt = c.auth?.jwt;

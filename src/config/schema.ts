@@ -342,6 +342,33 @@ export const EnrollmentSchema = Type.Object(
   { ...strict, default: {} },
 );
 
+export const ForwardRuleSchema = Type.Object(
+  {
+    roles: Type.Array(Role, { minItems: 1, description: 'callers holding any of these roles may reach the hosts below' }),
+    hosts: Type.Array(Type.String({ pattern: '^(\\*\\.)?[A-Za-z0-9_.:-]{1,253}$' }), {
+      minItems: 1,
+      description: 'destination hosts: exact names (lower-cased, trailing dot ignored), "*.suffix" (one or more labels before the suffix, never the suffix itself), or IP literals (matched as addresses, only when the destination is written as an address)',
+    }),
+    ports: Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), { default: [443], minItems: 1, description: 'destination ports allowed (CONNECT and absolute-form alike; plain http destinations need 80 listed)' }),
+    allowPrivate: Type.Array(Cidr, { default: [], description: 'address ranges the SSRF guard would otherwise refuse (loopback, private, link-local, …) that these hosts may resolve to' }),
+  },
+  strict,
+);
+
+export const ForwardSchema = Type.Object(
+  {
+    listen: Type.Object(
+      { host: Type.String({ default: '0.0.0.0', description: 'address of the forward listener' }), port: Type.Integer({ minimum: 0, maximum: 65535, default: 3129, description: 'its TCP port (0 picks a free one)' }) },
+      { ...strict, default: {} },
+    ),
+    rules: Type.Array(ForwardRuleSchema, { default: [], description: 'which destinations each role may reach; a destination no rule of the caller\'s roles names is refused (403)' }),
+    connectTimeout: Duration('10s', 'resolving and connecting to a destination must finish within this (502 after)'),
+    idleTimeout: Duration('5m', 'a tunnel or forwarded exchange with no bytes either way for this long is closed'),
+    maxDuration: Duration('1h', 'a tunnel or forwarded exchange is closed after this long, busy or not'),
+  },
+  { ...strict, description: 'the forward (egress) listener: CONNECT tunnels and absolute-form http requests to the destinations forward.rules allows, over mTLS with the main listener\'s certificates and client-certificate policy; off when absent' },
+);
+
 export const ConfigSchema = Type.Object(
   {
     listen: ListenSchema,
@@ -381,6 +408,7 @@ export const ConfigSchema = Type.Object(
     assertion: AssertionSchema,
     tracing: TracingSchema,
     enrollment: EnrollmentSchema,
+    forward: Type.Optional(ForwardSchema),
   },
   strict,
 );
@@ -393,4 +421,5 @@ export type BucketConfig = Static<typeof BucketSchema>;
 export type RoleConfig = Static<typeof RoleSchema>;
 export type AuthMethod = (typeof AUTH_METHODS)[number];
 export type JwtConfig = Static<typeof JwtSchema>;
+export type ForwardConfig = Static<typeof ForwardSchema>;
 export type IdentityFormat = (typeof IDENTITY_FORMATS)[number];

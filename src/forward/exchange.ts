@@ -1,0 +1,75 @@
+/**
+ * One tunnel or one forwarded request, as the access log records it: who, where to, how much, how
+ * long, and how it ended. One line per exchange, written once when it is over (or refused).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Principal } from '../identity/index.ts';
+import { connectionId } from '../request/index.ts';
+
+export type Outcome = 'ok' | 'refused' | 'failed';
+
+export class Exchange {
+  readonly reqId = randomBytes(12).toString('hex');
+  readonly start = performance.now();
+  host: string | undefined = undefined;
+  port: number | undefined = undefined;
+  address: string | undefined = undefined;
+  bytesUp = 0;
+  bytesDown = 0;
+  status = 0;
+  outcome: Outcome = 'ok';
+  code: string | undefined = undefined;
+  reason: string | undefined = undefined;
+  /** How an established tunnel or exchange ended: closed, idle, max duration, error. */
+  end: string | undefined = undefined;
+  #logged = false;
+
+  readonly method: string;
+  readonly principal: Principal | undefined;
+  readonly socket: { remoteAddress?: string | undefined; remotePort?: number | undefined };
+
+  constructor(method: string, principal: Principal | undefined, socket: { remoteAddress?: string | undefined; remotePort?: number | undefined }) {
+    this.method = method;
+    this.principal = principal;
+    this.socket = socket;
+  }
+
+  refused(status: number, code: string, reason: string): void {
+    this.status = status;
+    this.outcome = status >= 500 ? 'failed' : 'refused';
+    this.code = code;
+    this.reason = reason;
+  }
+
+  /** Writes the access line (once). */
+  log(access: Logger): void {
+    if (this.#logged) return;
+    this.#logged = true;
+    const p = this.principal;
+    access.info(
+      {
+        event: 'forward',
+        reqId: this.reqId,
+        connId: connectionId(this.socket),
+        clientIp: this.socket.remoteAddress ?? null,
+        clientPort: this.socket.remotePort ?? null,
+        principal: p?.name ?? null,
+        roles: p?.roles ?? [],
+        serial: p?.serial ?? null,
+        method: this.method,
+        host: this.host ?? null,
+        port: this.port ?? null,
+        address: this.address ?? null,
+        status: this.status,
+        bytesUp: this.bytesUp,
+        bytesDown: this.bytesDown,
+        durationMs: Math.round((performance.now() - this.start) * 1000) / 1000,
+        outcome: this.outcome,
+        ...(this.end !== undefined ? { end: this.end } : {}),
+        ...(this.code !== undefined ? { code: this.code, reason: this.reason } : {}),
+      },
+      this.method === 'CONNECT' ? 'forward tunnel' : 'forward request',
+    );
+  }
+}

@@ -1,0 +1,2 @@
+export { createForwardListener, type ForwardDeps, type ForwardListener } from './listener.ts';
+export { ForwardRules, normaliseHost, type RuleDecision } from './rules.ts';

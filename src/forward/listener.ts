@@ -1,0 +1,181 @@
+/**
+ * The forward (egress) listener: a second TLS listener with the main one's certificates and
+ * client-certificate policy (src/tls/listener.ts), which takes `CONNECT host:port` (a blind tunnel)
+ * and absolute-form `http://` requests, and nothing else. Each destination is judged against the
+ * caller's roles (forward.rules, default deny), resolved once by the SSRF guard, and reached at the
+ * address the guard checked. One access line per tunnel or request; refusals count toward bans.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { BrokerConfig } from '../config/index.ts';
+import { settingsOf } from '../config/index.ts';
+import { ERRORS, httpErrorBody, type HttpErrorCode } from '../errors.ts';
+import type { ConnectionGuard } from '../filter/connection-guard.ts';
+import type { Loggers } from '../observability/loggers.ts';
+import { answerRefused, createTlsServer, principalOf, refusalOf, type ListenerHooks, type TlsListener } from '../tls/listener.ts';
+import type { TlsMaterial } from '../tls/material.ts';
+import { resolveDestination, type LookupFn } from './destination.ts';
+import { Exchange } from './exchange.ts';
+import { relayRequest } from './relay.ts';
+import { ForwardRules } from './rules.ts';
+import { absoluteTarget, connectTarget, type Target } from './target.ts';
+import { openTunnel, type TunnelTiming } from './tunnel.ts';
+
+export interface ForwardDeps {
+  loggers: Loggers;
+  /** Refusals (400/403) count toward bans here, as on the main listener. */
+  guard: ConnectionGuard | undefined;
+  /** Whether a certificate serial is revoked now (CRL, or heard from another replica). */
+  isRevoked(serial: string): boolean;
+  hooks: ListenerHooks;
+  /** Name resolution for the SSRF guard (tests); default node:dns. */
+  lookup?: LookupFn;
+}
+
+export interface ForwardListener {
+  readonly server: TlsListener;
+  /** The rules and durations of a reloaded config (the listen address needs a restart). */
+  update(c: BrokerConfig): void;
+  listen(at: { host: string; port: number }): Promise<number>;
+  /** Stops accepting and cuts every open tunnel and request. */
+  close(): Promise<void>;
+}
+
+interface Policy {
+  rules: ForwardRules;
+  timing: TunnelTiming;
+  assertionHeader: string;
+}
+
+function policyOf(c: BrokerConfig): Policy {
+  const f = settingsOf(c).forward;
+  return { rules: new ForwardRules(c), timing: f ?? { connectTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxDurationMs: 3_600_000 }, assertionHeader: c.assertion.header };
+}
+
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 502: 'Bad Gateway' };
+
+/** The error answer, in raw bytes (a CONNECT socket or an upgrade has no ServerResponse). */
+function rawAnswer(code: HttpErrorCode, reqId: string): string {
+  const body = JSON.stringify(httpErrorBody(code, reqId));
+  const status = ERRORS[code].status;
+  return `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+}
+
+export function createForwardListener(c: BrokerConfig, material: TlsMaterial, deps: ForwardDeps): ForwardListener {
+  let policy = policyOf(c);
+  const access = deps.loggers.access;
+
+  /** Logs the exchange and counts a 400/403 toward bans. */
+  const finish = (x: Exchange) => {
+    x.log(access);
+    if ((x.status === 400 || x.status === 403) && deps.guard !== undefined && x.socket.remoteAddress) void deps.guard.failure(x.socket.remoteAddress, 'request');
+  };
+
+  /**
+   * The checks every proxy request passes, in order: a live certificate, a well-formed target,
+   * the caller's rules, the SSRF guard. Resolves with the checked destination or a refusal.
+   */
+  const check = async (x: Exchange, target: Target): Promise<{ code: HttpErrorCode; reason: string } | { address: string; family: 4 | 6; port: number; target: Extract<Target, { ok: true }> }> => {
+    const p = x.principal;
+    if (p === undefined) return { code: 'BRK_ERR_AUTH_REQUIRED', reason: 'no verified client certificate on this connection' };
+    if (deps.isRevoked(p.serial)) return { code: 'BRK_ERR_AUTH_REVOKED', reason: 'the client certificate is revoked' };
+    if (p.notAfter.getTime() <= Date.now()) return { code: 'BRK_ERR_AUTH_EXPIRED', reason: 'the client certificate has expired' };
+    if (!target.ok) return { code: target.code, reason: target.reason };
+    x.host = target.host;
+    x.port = target.port;
+    const now = policy;
+    const decision = now.rules.decide(p.roles, target.host, target.port);
+    if (!decision.ok) return decision;
+    const d = await resolveDestination(target.host, { allowPrivate: decision.allowPrivate, timeoutMs: now.timing.connectTimeoutMs, ...(deps.lookup ? { lookup: deps.lookup } : {}) });
+    if (!d.ok) return { code: d.code, reason: d.reason };
+    x.address = d.address;
+    return { address: d.address, family: d.family, port: target.port, target };
+  };
+
+  const onConnect = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const refused = refusalOf(socket);
+    if (refused !== undefined) return answerRefused(socket as Duplex & { writable: boolean }, refused);
+    const tls = socket as Duplex & { remoteAddress?: string; remotePort?: number; setTimeout(ms: number): unknown; destroySoon?(): void };
+    const x = new Exchange('CONNECT', principalOf(socket), tls);
+    const refuse = (code: HttpErrorCode, reason: string) => {
+      x.refused(ERRORS[code].status, code, reason);
+      if (socket.writable) socket.end(rawAnswer(code, x.reqId));
+      tls.destroySoon?.();
+      finish(x);
+    };
+    void check(x, connectTarget(req.url)).then(
+      (r) => {
+        if ('code' in r) return refuse(r.code, r.reason);
+        if (socket.destroyed) {
+          x.outcome = 'failed';
+          x.end = 'client closed before the destination was checked';
+          return finish(x);
+        }
+        openTunnel(x, tls, head, r.address, r.family, r.port, policy.timing, { failed: (reason) => refuse('BRK_ERR_FORWARD_UPSTREAM', reason), done: () => finish(x) });
+      },
+      (err: Error) => refuse('BRK_ERR_FORWARD_UPSTREAM', `checking the destination: ${err.message}`),
+    );
+  };
+
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    const x = new Exchange(req.method ?? '', principalOf(req.socket), req.socket);
+    res.once('close', () => finish(x));
+    const refuse = (code: HttpErrorCode, reason: string) => {
+      x.refused(ERRORS[code].status, code, reason);
+      if (res.headersSent || res.destroyed) return void res.destroy();
+      const body = JSON.stringify(httpErrorBody(code, x.reqId));
+      // the request body is not read: the connection cannot be reused
+      res.writeHead(ERRORS[code].status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
+      res.end(body);
+    };
+    void check(x, absoluteTarget(req.url)).then(
+      (r) => {
+        if ('code' in r) return refuse(r.code, r.reason);
+        if (res.destroyed) return;
+        relayRequest(x, req, res, r.address, r.family, r.port, r.target.authority, r.target.path, policy.assertionHeader, policy.timing, { failed: (reason) => refuse('BRK_ERR_FORWARD_UPSTREAM', reason) });
+      },
+      (err: Error) => refuse('BRK_ERR_FORWARD_UPSTREAM', `checking the destination: ${err.message}`),
+    );
+  };
+
+  const server = createTlsServer(c, material, deps.loggers.auth, onRequest, deps.hooks);
+  server.on('connect', onConnect);
+  // WebSockets and other upgrades are not forwarded.
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+    const refused = refusalOf(socket);
+    if (refused !== undefined) return answerRefused(socket as Duplex & { writable: boolean }, refused);
+    const x = new Exchange(req.method ?? '', principalOf(socket), socket as Duplex & { remoteAddress?: string });
+    x.refused(400, 'BRK_ERR_FORWARD_NOT_PROXY', 'upgrade requests are not forwarded (use CONNECT)');
+    socket.end(rawAnswer('BRK_ERR_FORWARD_NOT_PROXY', x.reqId));
+    finish(x);
+  });
+  server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
+    if (err.code?.startsWith('HPE_') && socket.writable && principalOf(socket) !== undefined) return void socket.end(rawAnswer('BRK_ERR_HTTP_BAD_REQUEST', '-'));
+    socket.destroy();
+  });
+
+  return {
+    server,
+    update(next) {
+      if (next.forward) policy = policyOf(next);
+    },
+    listen(at) {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(at.port, at.host, () => {
+          server.off('error', reject);
+          const a = server.address();
+          if (!a || typeof a === 'string') reject(new Error('forward listener has no TCP address'));
+          else resolve(a.port);
+        });
+      });
+    },
+    close() {
+      return new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeClientConnections();
+        server.closeAllConnections();
+      });
+    },
+  };
+}

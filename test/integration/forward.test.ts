@@ -1,0 +1,237 @@
+/**
+ * The forward (egress) listener: CONNECT tunnels carry a TLS session end to end to a destination
+ * the caller's roles allow, absolute-form http requests are forwarded without any identity or
+ * broker header, and everything else is refused with a coded answer: a destination outside the
+ * rules, a port outside them, a request that is not a proxy request, a loopback destination that
+ * no rule's allowPrivate covers (refused before any connection is made). curl's --proxy-cert works
+ * against it for http and https destinations.
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer as createHttpsServer } from 'node:https';
+import { request as httpsRequest } from 'node:https';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { makePki, rawExchange, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
+import { tempDir } from '../helpers/cli.ts';
+import { within } from '../helpers/within.ts';
+
+/** An https destination with its own CA (not the broker's): answers "secret from <path>". */
+async function startTlsDestination(t: TestContext): Promise<{ port: number; ca: string; connections: () => number }> {
+  const own = await makePki(t);
+  let connections = 0;
+  const server = createHttpsServer({ cert: readFileSync(own.store.layout.serverCert('localhost')), key: readFileSync(own.store.layout.serverKey('localhost')) }, (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end(`secret from ${req.url}`);
+  });
+  server.on('connection', () => connections++);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))));
+  return { port: (server.address() as AddressInfo).port, ca: own.ca, connections: () => connections };
+}
+
+/** A TCP server that only counts the connections it accepts. */
+async function startCounter(t: TestContext): Promise<{ port: number; connections: () => number }> {
+  let connections = 0;
+  const server = createNetServer((s) => (connections++, s.destroy()));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return { port: (server.address() as AddressInfo).port, connections: () => connections };
+}
+
+async function startForward(t: TestContext, pki: TestPki, rules: unknown[]): Promise<RunningBroker & { forwardPort: number }> {
+  const b = await startBroker(t, pki, { forward: { listen: { host: '127.0.0.1', port: 0 }, rules } });
+  const a = b.broker.forwardServer?.address();
+  assert.ok(a && typeof a !== 'string', 'the forward listener listens');
+  return { ...b, forwardPort: a.port };
+}
+
+/** CONNECT over mTLS to the forward listener; resolves with the status and the tunnel socket. */
+function connectThrough(port: number, ca: string, id: Identity, authority: string): Promise<{ status: number; socket: Socket }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port, method: 'CONNECT', path: authority, ca, cert: id.cert, key: id.key, agent: false, timeout: 15_000 });
+    req.on('connect', (res, socket) => resolve({ status: res.statusCode ?? 0, socket }));
+    req.on('timeout', () => req.destroy(new Error('client timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** A GET over TLS inside an established tunnel, verified against the destination's own CA. */
+function getInside(socket: Socket, ca: string, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const inner = tlsConnect({ socket, servername: 'localhost', ca }, () => inner.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`));
+    const chunks: Buffer[] = [];
+    inner.on('data', (c: Buffer) => chunks.push(c));
+    inner.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    inner.on('error', reject);
+  });
+}
+
+/** Status and JSON body of a raw answer ("HTTP/1.1 403 …\r\n…\r\n\r\n{…}"). */
+function parseRaw(text: string): { status: number; body: Record<string, unknown> } {
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]);
+  const body = text.slice(text.indexOf('\r\n\r\n') + 4);
+  return { status, body: JSON.parse(body) as Record<string, unknown> };
+}
+
+function connectRaw(port: number, ca: string, id: Identity, authority: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  return rawExchange(port, { id, ca, data: `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`, ms: 10_000 }).then(parseRaw);
+}
+
+test('an allowed CONNECT carries a TLS session end to end, logged with identity, destination and bytes', async (t) => {
+  const pki = await makePki(t);
+  const partner = await pki.issue('partner-a', ['partner']);
+  const dest = await startTlsDestination(t);
+  const b = await startForward(t, pki, [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [dest.port], allowPrivate: ['127.0.0.0/8'] }]);
+  const { status, socket } = await within(connectThrough(b.forwardPort, pki.ca, partner, `127.0.0.1:${dest.port}`), 15_000, 'CONNECT');
+  assert.equal(status, 200);
+  const answer = await within(getInside(socket, dest.ca, '/vault'), 15_000, 'GET inside the tunnel');
+  assert.match(answer, /^HTTP\/1\.1 200 /);
+  assert.match(answer, /\r\nsecret from \/vault\r\n/);
+  const line = await b.logs.waitFor((l) => l.event === 'forward' && l.method === 'CONNECT', 10_000);
+  assert.equal(line.principal, 'partner-a');
+  assert.deepEqual(line.roles, ['partner']);
+  assert.equal(line.host, '127.0.0.1');
+  assert.equal(line.address, '127.0.0.1');
+  assert.equal(line.port, dest.port);
+  assert.equal(line.outcome, 'ok');
+  assert.equal(line.status, 200);
+  assert.ok((line.bytesUp as number) > 0 && (line.bytesDown as number) > 0, JSON.stringify(line));
+  assert.equal(typeof line.connId, 'string');
+  assert.equal(typeof line.reqId, 'string');
+});
+
+test('an absolute-form GET is forwarded without identity headers and without anything of the broker', async (t) => {
+  const pki = await makePki(t);
+  const partner = await pki.issue('partner-a', ['partner']);
+  const up = await startUpstream(t);
+  const b = await startForward(t, pki, [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [up.port], allowPrivate: ['127.0.0.1/32'] }]);
+  const res = await request(b.forwardPort, {
+    id: partner,
+    ca: pki.ca,
+    path: `http://127.0.0.1:${up.port}/orders?id=7`,
+    headers: {
+      'x-partner-ref': 'r-1',
+      'x-client-name': 'admin',
+      'x-client-roles': 'admin',
+      x_client_dn: 'CN=admin',
+      'x-forwarded-for': '10.0.0.1',
+      'x-forwarded-proto': 'https',
+      'x-forwarded-client-cert': 'Hash=00',
+      'client-cert': ':AAAA:',
+      forwarded: 'for=10.0.0.1',
+      'x-real-ip': '10.0.0.1',
+      'proxy-authorization': 'Basic dTpw',
+      'proxy-connection': 'keep-alive',
+      'x-client-jwt': 'e30.e30.',
+      connection: 'x-drop-me',
+      'x-drop-me': '1',
+    },
+  });
+  assert.equal(res.status, 200, res.text);
+  const seen = up.seen[0];
+  assert.ok(seen);
+  assert.equal(seen.method, 'GET');
+  assert.equal(seen.url, '/orders?id=7');
+  assert.equal(seen.headers.host, `127.0.0.1:${up.port}`);
+  assert.equal(seen.headers['x-partner-ref'], 'r-1');
+  const names = new Set(Object.keys(seen.headers));
+  // what arrived: the client's own header, Host, and the connection handling of Node's client
+  assert.deepEqual([...names].sort(), ['connection', 'host', 'x-partner-ref']);
+  assert.equal(seen.headers.connection, 'close');
+  // the answer goes back, and says nothing of the broker either
+  assert.equal(res.headers['x-request-id'], undefined);
+  const line = await b.logs.waitFor((l) => l.event === 'forward' && l.method === 'GET', 10_000);
+  assert.equal(line.outcome, 'ok');
+  assert.equal(line.status, 200);
+  assert.equal(line.principal, 'partner-a');
+});
+
+test('refusals are coded: a destination outside the role\'s rules, a port outside them, a request that is not a proxy request', async (t) => {
+  const pki = await makePki(t);
+  const partner = await pki.issue('partner-a', ['partner']);
+  const stranger = await pki.issue('stranger', ['other']);
+  const counter = await startCounter(t);
+  const b = await startForward(t, pki, [{ roles: ['partner'], hosts: ['127.0.0.1', '*.payments.example'], ports: [counter.port], allowPrivate: ['127.0.0.0/8'] }]);
+  const cases: Array<[string, Identity, string, number, string]> = [
+    ['another host', partner, 'api.elsewhere.example:443', 403, 'BRK_ERR_FORWARD_DENIED'],
+    ['the glob\'s apex is not matched', partner, `payments.example:${counter.port}`, 403, 'BRK_ERR_FORWARD_DENIED'],
+    ['a role without rules', stranger, `127.0.0.1:${counter.port}`, 403, 'BRK_ERR_FORWARD_DENIED'],
+    ['a port outside the rule', partner, '127.0.0.1:22', 403, 'BRK_ERR_FORWARD_PORT'],
+    ['a glob host on another port', partner, 'a.b.payments.example:443', 403, 'BRK_ERR_FORWARD_PORT'],
+  ];
+  for (const [what, id, authority, status, code] of cases) {
+    const r = await within(connectRaw(b.forwardPort, pki.ca, id, authority), 15_000, what);
+    assert.equal(r.status, status, what);
+    assert.equal(r.body.code, code, what);
+    assert.equal(typeof r.body.reqId, 'string', what);
+  }
+  // absolute-form to a denied host, an origin-form request, another scheme
+  const denied = await request(b.forwardPort, { id: partner, ca: pki.ca, path: 'http://api.elsewhere.example/x' });
+  assert.equal(denied.status, 403);
+  assert.equal(denied.json().code, 'BRK_ERR_FORWARD_DENIED');
+  const origin = await request(b.forwardPort, { id: partner, ca: pki.ca, path: '/orders' });
+  assert.equal(origin.status, 400);
+  assert.equal(origin.json().code, 'BRK_ERR_FORWARD_NOT_PROXY');
+  const https = await request(b.forwardPort, { id: partner, ca: pki.ca, path: `https://127.0.0.1:${counter.port}/` });
+  assert.equal(https.status, 400);
+  assert.equal(https.json().code, 'BRK_ERR_FORWARD_NOT_PROXY');
+  assert.equal(counter.connections(), 0, 'no refused request reached the destination');
+  const line = await b.logs.waitFor((l) => l.event === 'forward' && l.code === 'BRK_ERR_FORWARD_PORT', 10_000);
+  assert.equal(line.outcome, 'refused');
+  assert.equal(line.host, '127.0.0.1');
+  assert.equal(line.port, 22);
+  assert.match(String(line.reason), /port 22/);
+});
+
+test('without allowPrivate, loopback destinations are refused before any connection is made', async (t) => {
+  const pki = await makePki(t);
+  const partner = await pki.issue('partner-a', ['partner']);
+  const counter = await startCounter(t);
+  const b = await startForward(t, pki, [{ roles: ['partner'], hosts: ['127.0.0.1', 'localhost'], ports: [counter.port] }]);
+  for (const authority of [`127.0.0.1:${counter.port}`, `localhost:${counter.port}`]) {
+    const r = await within(connectRaw(b.forwardPort, pki.ca, partner, authority), 15_000, authority);
+    assert.equal(r.status, 403, authority);
+    assert.equal(r.body.code, 'BRK_ERR_FORWARD_PRIVATE', authority);
+  }
+  const abs = await request(b.forwardPort, { id: partner, ca: pki.ca, path: `http://127.0.0.1:${counter.port}/` });
+  assert.equal(abs.status, 403);
+  assert.equal(abs.json().code, 'BRK_ERR_FORWARD_PRIVATE');
+  assert.equal(counter.connections(), 0, 'the destination saw no connection');
+});
+
+function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('curl', ['-sS', '--max-time', '20', ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+test('curl --proxy https://… --proxy-cert reaches an http destination (absolute-form) and an https one (CONNECT)', async (t) => {
+  const pki = await makePki(t);
+  const partner = await pki.issue('partner-a', ['partner']);
+  const up = await startUpstream(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end('plain hello');
+  });
+  const dest = await startTlsDestination(t);
+  const b = await startForward(t, pki, [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [up.port, dest.port], allowPrivate: ['127.0.0.0/8'] }]);
+  const dir = tempDir(t, 'broker-forward-curl-');
+  const file = (name: string, text: string) => (writeFileSync(join(dir, name), text), join(dir, name));
+  const proxy = ['--proxy', `https://127.0.0.1:${b.forwardPort}`, '--proxy-cacert', file('broker-ca.pem', pki.ca), '--proxy-cert', file('client.pem', partner.cert), '--proxy-key', file('client.key', partner.key)];
+  const plain = await curl([...proxy, `http://127.0.0.1:${up.port}/hello`]);
+  assert.equal(plain.code, 0, plain.stderr);
+  assert.equal(plain.stdout, 'plain hello');
+  const tls = await curl([...proxy, '--cacert', file('dest-ca.pem', dest.ca), `https://127.0.0.1:${dest.port}/deep`]);
+  assert.equal(tls.code, 0, tls.stderr);
+  assert.equal(tls.stdout, 'secret from /deep');
+  // without a client certificate the proxy refuses the connection
+  const anonymous = await curl(['--proxy', `https://127.0.0.1:${b.forwardPort}`, '--proxy-cacert', join(dir, 'broker-ca.pem'), `http://127.0.0.1:${up.port}/hello`]);
+  assert.notEqual(anonymous.code, 0);
+  assert.equal(up.seen.length, 1);
+});

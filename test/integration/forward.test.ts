@@ -235,3 +235,38 @@ test('curl --proxy https://… --proxy-cert reaches an http destination (absolut
   assert.notEqual(anonymous.code, 0);
   assert.equal(up.seen.length, 1);
 });
+
+test('a tunnel with no bytes for forward.idleTimeout is closed; an unreachable destination is a 502', async (t) => {
+  const pki = await makePki(t);
+  const partner = await pki.issue('partner-a', ['partner']);
+  // a destination that accepts and then says nothing
+  const held: Socket[] = [];
+  const quiet = createNetServer((s) => void held.push(s));
+  await new Promise<void>((resolve) => quiet.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => (held.forEach((s) => s.destroy()), quiet.close(() => resolve()))));
+  const quietPort = (quiet.address() as AddressInfo).port;
+  const b = await startBroker(t, pki, { forward: { listen: { host: '127.0.0.1', port: 0 }, idleTimeout: '300ms', rules: [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [quietPort, 1], allowPrivate: ['127.0.0.0/8'] }] } });
+  const port = (b.broker.forwardServer?.address() as AddressInfo).port;
+  const { status, socket } = await within(connectThrough(port, pki.ca, partner, `127.0.0.1:${quietPort}`), 15_000, 'CONNECT');
+  assert.equal(status, 200);
+  await within(new Promise((resolve) => socket.once('close', resolve)), 15_000, 'the idle tunnel closes');
+  const line = await b.logs.waitFor((l) => l.event === 'forward' && l.method === 'CONNECT' && l.status === 200, 10_000);
+  assert.equal(line.end, 'idle');
+  // port 1 on loopback: nothing listens there (connection refused)
+  const r = await within(connectRaw(port, pki.ca, partner, '127.0.0.1:1'), 15_000, 'CONNECT to a closed port');
+  assert.equal(r.status, 502);
+  assert.equal(r.body.code, 'BRK_ERR_FORWARD_UPSTREAM');
+});
+
+test('refusals on the forward listener count toward the address\'s ban', async (t) => {
+  const pki = await makePki(t);
+  const partner = await pki.issue('partner-a', ['partner']);
+  const b = await startBroker(t, pki, { bans: { enabled: true, deniedRequests: 3, window: '1m', duration: '10m' }, forward: { listen: { host: '127.0.0.1', port: 0 }, rules: [] } });
+  const port = (b.broker.forwardServer?.address() as AddressInfo).port;
+  for (let i = 0; i < 3; i++) {
+    const r = await within(connectRaw(port, pki.ca, partner, 'api.partner.example:443'), 15_000, `refusal ${i}`);
+    assert.equal(r.body.code, 'BRK_ERR_FORWARD_DENIED');
+  }
+  await b.logs.waitFor((l) => l.event === 'ban' && l.reason === 'denied requests', 10_000);
+  assert.equal(b.broker.guard.isBanned('127.0.0.1'), true);
+});

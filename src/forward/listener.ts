@@ -52,6 +52,8 @@ function policyOf(c: BrokerConfig): Policy {
   return { rules: new ForwardRules(c), timing: f ?? { connectTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxDurationMs: 3_600_000 }, assertionHeader: c.assertion.header };
 }
 
+function ignore(): void {}
+
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 502: 'Bad Gateway' };
 
 /** The error answer, in raw bytes (a CONNECT socket or an upgrade has no ServerResponse). */
@@ -93,6 +95,9 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
   };
 
   const onConnect = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    // Node took its own error listener off the socket with the CONNECT: a reset while the
+    // destination is checked must not become an uncaught error (the 'close' that follows is handled).
+    socket.on('error', ignore);
     const refused = refusalOf(socket);
     if (refused !== undefined) return answerRefused(socket as Duplex & { writable: boolean }, refused);
     const tls = socket as Duplex & { remoteAddress?: string; remotePort?: number; setTimeout(ms: number): unknown; destroySoon?(): void };
@@ -142,6 +147,7 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
   server.on('connect', onConnect);
   // WebSockets and other upgrades are not forwarded.
   server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+    socket.on('error', ignore);
     const refused = refusalOf(socket);
     if (refused !== undefined) return answerRefused(socket as Duplex & { writable: boolean }, refused);
     const x = new Exchange(req.method ?? '', principalOf(socket), socket as Duplex & { remoteAddress?: string });

@@ -270,3 +270,25 @@ test('refusals on the forward listener count toward the address\'s ban', async (
   await b.logs.waitFor((l) => l.event === 'ban' && l.reason === 'denied requests', 10_000);
   assert.equal(b.broker.guard.isBanned('127.0.0.1'), true);
 });
+
+test('revoking a certificate closes its open tunnel at the reload, and its next CONNECT is answered 495 with the reason', async (t) => {
+  const pki = await makePki(t);
+  const mallory = await pki.issue('mallory', ['partner']);
+  const held: Socket[] = [];
+  const quiet = createNetServer((s) => void held.push(s));
+  await new Promise<void>((resolve) => quiet.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => (held.forEach((s) => s.destroy()), quiet.close(() => resolve()))));
+  const quietPort = (quiet.address() as AddressInfo).port;
+  const b = await startForward(t, pki, [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [quietPort], allowPrivate: ['127.0.0.0/8'] }]);
+  const { status, socket } = await within(connectThrough(b.forwardPort, pki.ca, mallory, `127.0.0.1:${quietPort}`), 15_000, 'CONNECT');
+  assert.equal(status, 200);
+  const closed = new Promise((resolve) => socket.once('close', resolve));
+  await pki.revoke('mallory');
+  const r = await b.broker.reload();
+  assert.equal(r.ok, true);
+  await within(closed, 15_000, 'the revoked identity\'s tunnel closes');
+  const again = await within(connectRaw(b.forwardPort, pki.ca, mallory, `127.0.0.1:${quietPort}`), 15_000, 'CONNECT after revocation');
+  assert.equal(again.status, 495);
+  assert.equal(again.body.code, 'BRK_ERR_TLS_CLIENT_CERT_REFUSED');
+  assert.equal(held.length, 1, 'only the first tunnel reached the destination');
+});

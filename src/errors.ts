@@ -109,6 +109,10 @@ export const ERRORS = {
   BRK_ERR_CONNECT_CERT: { exit: 1, hint: 'check that --cert, --key and --ca are readable PEM files and that the key belongs to the certificate (broker pki inspect FILE)' },
   BRK_ERR_CONNECT_UPSTREAM: { exit: 1, status: 502, public: 'the broker could not be reached', hint: 'the broker or the --via proxy refused or dropped the connection (the message says which); check --url, --via and its credentials, and the certificate (broker pki inspect)' },
   BRK_ERR_PROXY_IDENTITY_VALUE: { exit: 1, status: 400, public: 'identity cannot be forwarded', hint: 'an identity value (name, role, key id, certificate subject or URI) has a comma, space, control or non-ASCII character and is not safe to send as a header; the operator fixes the certificate or the identities rules' },
+  // forward proxy: destination checks (the SSRF guard, src/forward/destination.ts)
+  BRK_ERR_FORWARD_BAD_HOST: { exit: 1, status: 400, public: 'malformed destination host', hint: 'give the destination as a DNS name (letters, digits, "-", "_", dot-separated labels, the last one not numeric), an IPv4 address or a bracketed IPv6 address without a zone id' },
+  BRK_ERR_FORWARD_PRIVATE: { exit: 1, status: 403, public: 'destination not allowed', hint: 'the destination is or resolves to a private or special address (loopback, private, link-local, metadata, CGNAT, ULA, multicast, reserved; the log names the range); a forward rule\'s allowPrivate must name that range for it to be reached' },
+  BRK_ERR_FORWARD_RESOLVE: { exit: 1, status: 502, public: 'destination could not be resolved', hint: 'the broker could not resolve the destination name (no such name, no address, or the lookup timed out); check the name and the broker host\'s DNS' },
   BRK_ERR_DOCTOR_PROBLEMS: { exit: 3, hint: 'each FAIL line above says what to do' },
   BRK_ERR_NODE_VERSION: { exit: 1, hint: 'run through npm (npx broker, npm run ...) so the project\'s Node 24 is used, or install Node 24' },
   BRK_ERR_INTERNAL: { exit: 1, hint: 'an unexpected error; please report it with the log line' },

@@ -29,7 +29,7 @@ import { revocationFanOut } from './lifecycle/revocations.ts';
 import { LiveConnections } from './proxy/live.ts';
 import { reloader, type Current, type ReloadResult } from './lifecycle/reload.ts';
 import { assertionKeeper, type PreparedAssertions } from './lifecycle/assertion-keys.ts';
-import { createForwardListener, type ForwardListener } from './forward/index.ts';
+import { createForwardListener, type ForwardListener, type LookupFn } from './forward/index.ts';
 
 export type { ReloadResult } from './lifecycle/reload.ts';
 
@@ -71,6 +71,8 @@ export interface BuildOptions {
   metrics?: Metrics;
   /** Re-reads the config file for reloads without an explicit config (SIGHUP, POST /reload, file changes). */
   reloadSource?: () => BrokerConfig;
+  /** Name resolution of the forward listener's SSRF guard (tests: a resolver stub); default node:dns. */
+  forwardLookup?: LookupFn;
   /** Features switched off to measure their cost (default: BROKER_ABLATE; benchmark only). */
   ablations?: Ablations;
 }
@@ -153,7 +155,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
   );
   if (!ablations.guard) for (const s of listeners.all) guard.attach(s);
   // The forward (egress) listener: the same certificates, client-certificate policy, guard and bans.
-  const forward: ForwardListener | undefined = initial.forward ? createForwardListener(initial, current.material, { loggers, guard: ablations.guard ? undefined : guard, isRevoked, hooks }) : undefined;
+  const forward: ForwardListener | undefined = initial.forward ? createForwardListener(initial, current.material, { loggers, guard: ablations.guard ? undefined : guard, isRevoked, hooks, ...(o.forwardLookup ? { lookup: o.forwardLookup } : {}) }) : undefined;
   if (forward && !ablations.guard) guard.attach(forward.server);
   /** A revoked credential (serial or `key:<id>`): its WebSockets get a close frame, its other connections are cut. */
   const closeConnectionsOf = (ids: Iterable<string>): number => {

@@ -15,9 +15,11 @@ import { connect as tlsConnect } from 'node:tls';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
-import { makePki, rawExchange, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
+import { captureLoggers, LENIENT, makePki, rawExchange, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
+import { validateConfig } from '../../src/config/index.ts';
+import { buildBroker } from '../../src/server.ts';
 import { tempDir } from '../helpers/cli.ts';
-import { within } from '../helpers/within.ts';
+import { eventually, within } from '../helpers/within.ts';
 
 /** An https destination with its own CA (not the broker's): answers "secret from <path>". */
 async function startTlsDestination(t: TestContext): Promise<{ port: number; ca: string; connections: () => number }> {
@@ -291,4 +293,38 @@ test('revoking a certificate closes its open tunnel at the reload, and its next 
   assert.equal(again.status, 495);
   assert.equal(again.body.code, 'BRK_ERR_TLS_CLIENT_CERT_REFUSED');
   assert.equal(held.length, 1, 'only the first tunnel reached the destination');
+});
+
+test('loopback, private and metadata addresses in any spelling, and a name a resolver stub points at 127.0.0.1, are refused before any connection; allowed, the stub\'s name is reached at the address checked', async (t) => {
+  const pki = await makePki(t);
+  const partner = await pki.issue('partner-a', ['partner']);
+  const counter = await startCounter(t);
+  const lookups: string[] = [];
+  // the name exists only in this stub: a second lookup through the system resolver would fail
+  const lookup = async (name: string) => (lookups.push(name), [{ address: '127.0.0.1', family: 4 as const }]);
+  const rules = (allowPrivate: string[]) => [
+    { roles: ['partner'], hosts: ['127.0.0.1', '::1', '::ffff:127.0.0.1', '169.254.169.254', '10.0.0.1', 'rebind.partner.example'], ports: [counter.port], allowPrivate },
+  ];
+  const start = async (allowPrivate: string[]) => {
+    const { config, problems } = validateConfig({ listen: { host: '127.0.0.1', port: 0 }, admin: { enabled: false }, pki: { dir: pki.dir }, tls: { server: 'localhost' }, ...LENIENT, forward: { listen: { host: '127.0.0.1', port: 0 }, rules: rules(allowPrivate) } }, pki.dir);
+    assert.ok(config, problems.join('\n'));
+    const { loggers } = captureLoggers();
+    const broker = await buildBroker(config, { loggers, forwardLookup: lookup });
+    t.after(() => broker.close());
+    return (await broker.listen()).forwardPort as number;
+  };
+  const closed = await start([]);
+  const spellings = ['127.0.0.1', '0x7f.1', '2130706433', '0177.0.0.1', '127.1', '[::1]', '[::ffff:127.0.0.1]', '[::ffff:7f00:1]', '169.254.169.254', '0xa9fea9fe', '10.0.0.1', '012.1', 'rebind.partner.example', 'REBIND.partner.example.'];
+  for (const host of spellings) {
+    const r = await within(connectRaw(closed, pki.ca, partner, `${host}:${counter.port}`), 15_000, host);
+    assert.equal(r.status, 403, host);
+    assert.equal(r.body.code, 'BRK_ERR_FORWARD_PRIVATE', host);
+  }
+  assert.equal(counter.connections(), 0, 'the destination saw no connection');
+  assert.deepEqual(lookups, ['rebind.partner.example', 'rebind.partner.example'], 'names are resolved through the stub, literals never');
+  const open = await start(['127.0.0.0/8']);
+  const { status, socket } = await within(connectThrough(open, pki.ca, partner, `rebind.partner.example:${counter.port}`), 15_000, 'CONNECT allowed');
+  assert.equal(status, 200);
+  socket.destroy();
+  await eventually(() => counter.connections() === 1, 'the destination is reached at the checked address');
 });

@@ -46,6 +46,11 @@ export class Exchange {
   log(access: Logger): void {
     if (this.#logged) return;
     this.#logged = true;
+    // nothing was answered: the client went away before the destination was checked or reached
+    if (this.status === 0 && this.outcome === 'ok') {
+      this.outcome = 'failed';
+      this.end ??= 'client closed';
+    }
     const p = this.principal;
     access.info(
       {

@@ -15,6 +15,10 @@ import { connect as tlsConnect } from 'node:tls';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+
+/** 6 MiB of random bytes: more than any socket buffer, so backpressure is exercised both ways. */
+const BIG = randomBytes(6 * 1024 * 1024);
 import { captureLoggers, LENIENT, makePki, rawExchange, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
 import { validateConfig } from '../../src/config/index.ts';
 import { buildBroker } from '../../src/server.ts';
@@ -27,6 +31,15 @@ async function startTlsDestination(t: TestContext): Promise<{ port: number; ca: 
   let connections = 0;
   const server = createHttpsServer({ cert: readFileSync(own.store.layout.serverCert('localhost')), key: readFileSync(own.store.layout.serverKey('localhost')) }, (req, res) => {
     res.writeHead(200, { 'content-type': 'text/plain' });
+    if (req.url === '/big') return void res.end(BIG);
+    if (req.method === 'POST') {
+      // echoes the SHA-256 and length of the body it received
+      const h = createHash('sha256');
+      let n = 0;
+      req.on('data', (c: Buffer) => (h.update(c), (n += c.length)));
+      req.on('end', () => res.end(`${n} ${h.digest('hex')}`));
+      return;
+    }
     res.end(`secret from ${req.url}`);
   });
   server.on('connection', () => connections++);
@@ -327,4 +340,35 @@ test('loopback, private and metadata addresses in any spelling, and a name a res
   assert.equal(status, 200);
   socket.destroy();
   await eventually(() => counter.connections() === 1, 'the destination is reached at the checked address');
+});
+
+test('a tunnel carries megabytes both ways intact (backpressure), and counts them', async (t) => {
+  const pki = await makePki(t);
+  const partner = await pki.issue('partner-a', ['partner']);
+  const dest = await startTlsDestination(t);
+  const b = await startForward(t, pki, [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [dest.port], allowPrivate: ['127.0.0.0/8'] }]);
+  /** One request over TLS inside a fresh tunnel; resolves with the answer's body. */
+  const through = async (method: string, path: string, body?: Buffer): Promise<Buffer> => {
+    const { status, socket } = await connectThrough(b.forwardPort, pki.ca, partner, `127.0.0.1:${dest.port}`);
+    assert.equal(status, 200);
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest({ createConnection: () => tlsConnect({ socket, servername: 'localhost', ca: dest.ca }), method, path, headers: body ? { 'content-length': String(body.length) } : {} }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => (socket.destroy(), resolve(Buffer.concat(chunks))));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  };
+  const down = await within(through('GET', '/big'), 60_000, '6 MiB down');
+  assert.equal(down.length, BIG.length);
+  assert.ok(down.equals(BIG), 'the 6 MiB answer arrived intact');
+  const echo = await within(through('POST', '/echo', BIG), 60_000, '6 MiB up');
+  assert.equal(echo.toString(), `${BIG.length} ${createHash('sha256').update(BIG).digest('hex')}`, 'the 6 MiB body arrived intact');
+  await eventually(() => b.logs.of('access').filter((l) => l.event === 'forward' && l.method === 'CONNECT').length === 2, 'both tunnels logged');
+  const [first, second] = b.logs.of('access').filter((l) => l.event === 'forward' && l.method === 'CONNECT');
+  assert.ok((first?.bytesDown as number) > BIG.length, JSON.stringify(first));
+  assert.ok((second?.bytesUp as number) > BIG.length, JSON.stringify(second));
 });

@@ -195,6 +195,9 @@ test('refusals are coded: a destination outside the role\'s rules, a port outsid
   const https = await request(b.forwardPort, { id: partner, ca: pki.ca, path: `https://127.0.0.1:${counter.port}/` });
   assert.equal(https.status, 400);
   assert.equal(https.json().code, 'BRK_ERR_FORWARD_NOT_PROXY');
+  const upgrade = parseRaw(await rawExchange(b.forwardPort, { id: partner, ca: pki.ca, data: `GET http://127.0.0.1:${counter.port}/ws HTTP/1.1\r\nHost: 127.0.0.1:${counter.port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`, ms: 10_000 }));
+  assert.equal(upgrade.status, 400);
+  assert.equal(upgrade.body.code, 'BRK_ERR_FORWARD_NOT_PROXY');
   assert.equal(counter.connections(), 0, 'no refused request reached the destination');
   const line = await b.logs.waitFor((l) => l.event === 'forward' && l.code === 'BRK_ERR_FORWARD_PORT', 10_000);
   assert.equal(line.outcome, 'refused');

@@ -9,7 +9,7 @@ import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
-import type { AddressInfo, Socket } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import type { TestContext } from 'node:test';
 import { pino } from 'pino';
 import { WebSocketServer } from 'ws';
@@ -290,4 +290,13 @@ export async function openConnection(t: TestContext, port: number, ca: string, i
   const first = await get(path);
   if (first.status !== 200) throw new Error(`openConnection: the first GET ${path} answered ${first.status}, not 200`);
   return { agent, socket: first.socket, get: async (p) => (await get(p)).status };
+}
+
+/** A port that was just free on 127.0.0.1: bound, noted, released (an upstream with nothing listening). */
+export async function deadPort(): Promise<number> {
+  const s = createNetServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
 }

@@ -7,7 +7,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
-import { makePki, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
+import { makePki, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki, deadPort } from '../helpers/broker.ts';
 import { eventually } from '../helpers/within.ts';
 
 type Body = Record<string, unknown> & { alert: string; details: Record<string, unknown> };
@@ -32,14 +32,6 @@ async function startWebhook(t: TestContext): Promise<{ url: string; bodies: Body
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`, bodies };
 }
 
-/** A port that was just free: bound, noted, released (connections to it are refused). */
-async function deadPort(): Promise<number> {
-  const s = createNetServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 /** A server that accepts TCP connections and never answers; holds them until the test ends. */
 async function startSilent(t: TestContext): Promise<{ url: string; sockets: Set<Socket> }> {

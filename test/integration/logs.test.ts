@@ -7,9 +7,9 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { connect as netConnect, createServer as createNetServer, type AddressInfo } from 'node:net';
+import { connect as netConnect } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
-import { makePki, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
+import { makePki, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki, deadPort } from '../helpers/broker.ts';
 
 const STREAMS = new Set(['auth', 'access', 'error', 'audit']);
 /** A request id: the trace id and the broker span id of its traceparent. */
@@ -23,14 +23,6 @@ function assertStreams(b: RunningBroker): void {
   for (const l of b.logs.lines) assert.ok(STREAMS.has(String(l.log)), `line without a known stream: ${JSON.stringify(l)}`);
 }
 
-/** A port that was just free: bound, noted, released. */
-async function deadPort(): Promise<number> {
-  const s = createNetServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 /** The access line of the request with this reqId, or of the first request to `path`. */
 const accessLine = (b: RunningBroker, match: { reqId?: unknown; path?: string; status?: number }) =>

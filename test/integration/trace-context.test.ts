@@ -7,10 +7,10 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { Agent, request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
-import { makePki, request, startBroker, startUpstream, type Identity, type Response, type RunningBroker, type SeenRequest, type TestPki, type Upstream } from '../helpers/broker.ts';
+import { makePki, request, startBroker, startUpstream, type Identity, type Response, type RunningBroker, type SeenRequest, type TestPki, type Upstream, deadPort } from '../helpers/broker.ts';
 import { createKey } from '../../src/pki/credentials.ts';
 import { within } from '../helpers/within.ts';
 
@@ -20,14 +20,6 @@ const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])$/;
 const REQ_ID = /^[0-9a-f]{32}-[0-9a-f]{16}$/;
 const OPTIONAL = { listenCertOptional: { host: '127.0.0.1', port: 0 } };
 
-/** A port that was just free: bound, noted, released. */
-async function deadPort(): Promise<number> {
-  const s = createNetServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 interface Setup {
   pki: TestPki;

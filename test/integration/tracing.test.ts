@@ -12,8 +12,8 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
-import { makePki, request, startBroker, startUpstream, type Upstream } from '../helpers/broker.ts';
+import type { AddressInfo } from 'node:net';
+import { makePki, request, startBroker, startUpstream, type Upstream, deadPort } from '../helpers/broker.ts';
 import { tempDir } from '../helpers/cli.ts';
 import { eventually } from '../helpers/within.ts';
 import { validateConfig } from '../../src/config/index.ts';
@@ -79,13 +79,6 @@ async function startReceiver(t: TestContext): Promise<Receiver> {
   return { endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/traces`, spans, posts };
 }
 
-async function deadPort(): Promise<number> {
-  const s = createNetServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 const T = '4bf92f3577b34da6a3ce929d0e0e4736';
 const P = '00f067aa0ba902b7';

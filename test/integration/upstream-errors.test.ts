@@ -6,13 +6,13 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { createServer as createHttpsServer } from 'node:https';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request as httpsRequest } from 'node:https';
-import { makePki, request, startBroker, startUpstream, type Identity, type Response, type TestPki } from '../helpers/broker.ts';
+import { makePki, request, startBroker, startUpstream, type Identity, type Response, type TestPki, deadPort } from '../helpers/broker.ts';
 
 /** A request id: the trace id and the broker span id of its traceparent. */
 const REQ_ID = /^[0-9a-f]{32}-[0-9a-f]{16}$/;
@@ -25,14 +25,6 @@ function assertErrorBody(res: Response, status: number, code: string): void {
   assert.match(String(body.reqId), REQ_ID);
 }
 
-/** A port that was just free: bound, noted, released. */
-async function deadPort(): Promise<number> {
-  const s = createNetServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 test('an upstream with nothing listening is a 502; the broker logs it and keeps serving', async (t) => {
   const pki = await makePki(t);

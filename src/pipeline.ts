@@ -34,7 +34,7 @@ import { compileLimits, type SharedStore } from './ratelimit/index.ts';
 import { limitGate } from './ratelimit/gate.ts';
 import { anonymousChallenge, authGate, COUNTED_REFUSALS } from './auth/gate.ts';
 import { REVOKED_KEY_PREFIX, type Verifiers } from './auth/index.ts';
-import { isAdmitted, principalOf } from './tls/listener.ts';
+import { isAdmitted, principalOf, verifiedChainDer } from './tls/listener.ts';
 import type { LiveConnections } from './proxy/live.ts';
 import { FORMAT_HEADERS, FORMAT_XFCC, headerObject, rfc9440Values, upstreamHeaderList, type ForwardInfo, type IdentityHeaders } from './proxy/headers.ts';
 import type { AssertionSigner } from './proxy/assertion.ts';
@@ -117,24 +117,14 @@ function identityOf(caller: Caller): IdentityHeaders {
 /** RFC 9440 fields per certificate (the principal is shared by every connection with that certificate). */
 const certFieldCache = new WeakMap<Principal, readonly string[]>();
 
-/** The DER the client presented and the certificates that certify it, as the socket's peer certificate chain has them. */
 function certFields(p: Principal, socket: unknown): readonly string[] | undefined {
   let f = certFieldCache.get(p);
   if (f === undefined) {
-    const peer = (socket as { getPeerCertificate?(detailed: boolean): DetailedPeer }).getPeerCertificate?.(true);
-    if (peer?.raw === undefined || peer.fingerprint256?.replaceAll(':', '').toLowerCase() !== p.fingerprint) return undefined;
-    const chain: Buffer[] = [];
-    // up the verified chain; the self-signed trust anchor is left out (RFC 9440 §2.3 allows it)
-    for (let c = peer.issuerCertificate, n = 0; c !== undefined && c !== null && n < 8 && c.issuerCertificate !== c && c.fingerprint256 !== c.issuerCertificate?.fingerprint256; c = c.issuerCertificate, n++) chain.push(c.raw);
-    certFieldCache.set(p, (f = rfc9440Values(peer.raw, chain)));
+    const ders = verifiedChainDer(socket, p.fingerprint);
+    if (ders === undefined) return undefined;
+    certFieldCache.set(p, (f = rfc9440Values(ders.leaf, ders.chain)));
   }
   return f;
-}
-
-interface DetailedPeer {
-  raw: Buffer;
-  fingerprint256?: string;
-  issuerCertificate?: DetailedPeer | null;
 }
 
 /** Forwarding facts per connection (and Host), so that their checked header values are reused. */

@@ -127,6 +127,24 @@ function keepUnverified(this: unknown, _line: Buffer, socket: TLSSocket): void {
 
 const kRemoteIp = Symbol('broker.remoteIp');
 
+interface DetailedPeer {
+  raw: Buffer;
+  fingerprint256?: string;
+  issuerCertificate?: DetailedPeer | null;
+}
+
+/**
+ * The DER the client presented (when its SHA-256 is `fingerprint`) and the certificates that
+ * certify it as the handshake verified them, nearest first, the self-signed trust anchor left out.
+ */
+export function verifiedChainDer(socket: unknown, fingerprint: string): { leaf: Buffer; chain: Buffer[] } | undefined {
+  const peer = (socket as { getPeerCertificate?(detailed: boolean): DetailedPeer }).getPeerCertificate?.(true);
+  if (peer?.raw === undefined || peer.fingerprint256?.replaceAll(':', '').toLowerCase() !== fingerprint) return undefined;
+  const chain: Buffer[] = [];
+  for (let c = peer.issuerCertificate, n = 0; c !== undefined && c !== null && n < 8 && c.issuerCertificate !== c && c.fingerprint256 !== c.issuerCertificate?.fingerprint256; c = c.issuerCertificate, n++) chain.push(c.raw);
+  return { leaf: peer.raw, chain };
+}
+
 /** A principal the listener has seen, with its fields as they appear in the auth log, serialised once. */
 interface Known {
   principal: Principal;

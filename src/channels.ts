@@ -55,6 +55,18 @@ export interface ConnectionEvent {
   delta: 1 | -1;
 }
 
+/** A forward (egress) tunnel or request, when it is over or refused. */
+export interface ForwardEvent {
+  principal: string | null;
+  outcome: 'ok' | 'refused' | 'failed';
+  code?: string | undefined;
+  /** How an established exchange ended (closed, idle, max duration, error, upload/download quota spent). */
+  end?: string | undefined;
+  bytesUp: number;
+  bytesDown: number;
+  remoteIp?: string | undefined;
+}
+
 export const channels = {
   handshake: channel('broker:handshake'),
   credential: channel('broker:credential'),
@@ -64,4 +76,5 @@ export const channels = {
   store: channel('broker:store'),
   connection: channel('broker:connection'),
   reload: channel('broker:reload'),
+  forward: channel('broker:forward'),
 } as const;

@@ -16,6 +16,20 @@ export interface BucketNumbers {
   readonly burst: number;
 }
 
+/** A byte quota in one direction: `bytes` per fixed window of `windowMs`. */
+export interface QuotaNumbers {
+  readonly bytes: number;
+  readonly windowMs: number;
+}
+
+/** The forward listener's limits for one identity (or what one role sets). */
+export interface ForwardLimitNumbers {
+  readonly tunnels: BucketNumbers;
+  readonly maxTunnels: number;
+  readonly quotaUp: QuotaNumbers | undefined;
+  readonly quotaDown: QuotaNumbers | undefined;
+}
+
 export interface Settings {
   readonly bodySize: number;
   /** limits.websocket: largest message (either direction), bytes held per slow peer, sockets per identity. */
@@ -46,8 +60,17 @@ export interface Settings {
   readonly tracingTimeoutMs: number | undefined;
   /** enrollment: lifetime of renewed certificates, attempts per client address. */
   readonly enrollment: { readonly certTtlMs: number; readonly rate: BucketNumbers };
-  /** forward: connect, idle and maximum durations of tunnels and forwarded exchanges, when the forward listener is on. */
-  readonly forward: { readonly connectTimeoutMs: number; readonly idleTimeoutMs: number; readonly maxDurationMs: number } | undefined;
+  /** forward: connect, idle and maximum durations of tunnels and forwarded exchanges, and the per-identity limits, when the forward listener is on. */
+  readonly forward:
+    | {
+        readonly connectTimeoutMs: number;
+        readonly idleTimeoutMs: number;
+        readonly maxDurationMs: number;
+        readonly limits: ForwardLimitNumbers;
+        /** roles.NAME.forward: what each role sets, field by field. */
+        readonly roleLimits: ReadonlyMap<string, Partial<ForwardLimitNumbers>>;
+      }
+    | undefined;
   readonly alerts: {
     readonly dedupWindowMs: number;
     readonly windowMs: number;
@@ -60,6 +83,22 @@ export interface Settings {
 
 function bucket(b: { rate: number; per: string; burst?: number | undefined }, where: string): BucketNumbers {
   return Object.freeze({ rate: b.rate, perMs: parseDuration(b.per, `${where}.per`), burst: b.burst ?? b.rate });
+}
+
+type ForwardLimitsConfig = { tunnels?: { rate: number; per: string; burst?: number | undefined } | undefined; maxTunnels?: number | undefined; quota?: { window: string; up?: string | undefined; down?: string | undefined } | undefined };
+
+/** The fields `l` sets, in numbers. */
+function forwardLimits(l: ForwardLimitsConfig, where: string): Partial<ForwardLimitNumbers> {
+  const windowMs = l.quota ? parseDuration(l.quota.window, `${where}.quota.window`) : 0;
+  const quota = (v: string | undefined, dir: string): QuotaNumbers | undefined => (v === undefined ? undefined : Object.freeze({ bytes: parseSize(v, `${where}.quota.${dir}`), windowMs }));
+  const out: { -readonly [K in keyof ForwardLimitNumbers]?: ForwardLimitNumbers[K] } = {};
+  if (l.tunnels) out.tunnels = bucket(l.tunnels, `${where}.tunnels`);
+  if (l.maxTunnels !== undefined) out.maxTunnels = l.maxTunnels;
+  const up = quota(l.quota?.up, 'up');
+  const down = quota(l.quota?.down, 'down');
+  if (up) out.quotaUp = up;
+  if (down) out.quotaDown = down;
+  return Object.freeze(out);
 }
 
 function compile(c: BrokerConfig): Settings {
@@ -114,6 +153,8 @@ function compile(c: BrokerConfig): Settings {
           connectTimeoutMs: parseDuration(c.forward.connectTimeout, 'forward.connectTimeout'),
           idleTimeoutMs: parseDuration(c.forward.idleTimeout, 'forward.idleTimeout'),
           maxDurationMs: parseDuration(c.forward.maxDuration, 'forward.maxDuration'),
+          limits: Object.freeze({ quotaUp: undefined, quotaDown: undefined, ...forwardLimits(c.forward.limits, 'forward.limits') }) as ForwardLimitNumbers,
+          roleLimits: new Map(Object.entries(c.roles).flatMap(([role, r]) => (r.forward ? [[role, forwardLimits(r.forward, `roles.${role}.forward`)] as const] : []))),
         })
       : undefined,
     alerts: Object.freeze({

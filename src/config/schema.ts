@@ -76,12 +76,29 @@ export const BucketSchema = Type.Object(
 
 const Cidr = Type.String({ description: 'an IPv4 or IPv6 address or CIDR block' });
 
+/** Per-identity limits of the forward (egress) listener; `forward.limits` for everyone, `roles.NAME.forward` per role. */
+const forwardLimitsFields = {
+  tunnels: Type.Optional(Type.Object(BucketSchema.properties, { ...strict, description: 'new tunnels and forwarded requests per identity (429 BRK_ERR_RATE_LIMITED past it)' })),
+  maxTunnels: Type.Optional(Type.Integer({ minimum: 1, description: 'tunnels and forwarded requests open at once per identity (429 BRK_ERR_CONCURRENCY_LIMITED past it)' })),
+  quota: Type.Optional(
+    Type.Object(
+      {
+        window: Duration('1d', 'the quota window; windows start at multiples of it since the Unix epoch (1d: 00:00 UTC)'),
+        up: Type.Optional(Type.String({ pattern: '^\\d{1,12}\\s*([kKmMgG][bB]|[bB])?$', description: 'bytes an identity may send to destinations per window' })),
+        down: Type.Optional(Type.String({ pattern: '^\\d{1,12}\\s*([kKmMgG][bB]|[bB])?$', description: 'bytes an identity may receive from destinations per window' })),
+      },
+      { ...strict, description: 'bytes per window in each direction: once spent, open tunnels of the identity are cut and new ones get 429 BRK_ERR_FORWARD_QUOTA until the window ends' },
+    ),
+  ),
+};
+
 export const RoleSchema = Type.Object(
   {
     rateLimit: Type.Optional(BucketSchema),
     maxConcurrent: Type.Optional(Type.Integer({ minimum: 1, description: 'in-flight requests per identity holding this role' })),
     allowIps: Type.Optional(Type.Array(Cidr, { description: 'only these client addresses, for identities with this role' })),
     denyIps: Type.Optional(Type.Array(Cidr, { description: 'never these client addresses, for identities with this role' })),
+    forward: Type.Optional(Type.Object(forwardLimitsFields, { ...strict, description: 'forward listener limits for identities with this role, replacing forward.limits field by field; with several roles the strictest applies' })),
   },
   strict,
 );
@@ -365,6 +382,14 @@ export const ForwardSchema = Type.Object(
     connectTimeout: Duration('10s', 'resolving and connecting to a destination must finish within this (502 after)'),
     idleTimeout: Duration('5m', 'a tunnel or forwarded exchange with no bytes either way for this long is closed'),
     maxDuration: Duration('1h', 'a tunnel or forwarded exchange is closed after this long, busy or not'),
+    limits: Type.Object(
+      {
+        tunnels: Type.Object(BucketSchema.properties, { ...strict, default: { rate: 10, per: '1s', burst: 20 }, description: 'new tunnels and forwarded requests per identity (429 BRK_ERR_RATE_LIMITED past it)' }),
+        maxTunnels: Type.Integer({ minimum: 1, default: 32, description: 'tunnels and forwarded requests open at once per identity (429 BRK_ERR_CONCURRENCY_LIMITED past it)' }),
+        quota: forwardLimitsFields.quota,
+      },
+      { ...strict, default: {}, description: 'per-identity limits, shared between replicas through rateLimit.store; roles.NAME.forward overrides them per role' },
+    ),
   },
   { ...strict, description: 'the forward (egress) listener: CONNECT tunnels and absolute-form http requests to the destinations forward.rules allows, over mTLS with the main listener\'s certificates and client-certificate policy; off when absent' },
 );

@@ -5,7 +5,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Principal } from '../identity/index.ts';
+import { channels } from '../channels.ts';
 import { connectionId } from '../request/index.ts';
+import type { Meter } from './limits.ts';
 
 export type Outcome = 'ok' | 'refused' | 'failed';
 
@@ -23,6 +25,8 @@ export class Exchange {
   reason: string | undefined = undefined;
   /** How an established tunnel or exchange ended: closed, idle, max duration, error. */
   end: string | undefined = undefined;
+  /** The identity's byte counter and slot, once its limits admitted the exchange. */
+  meter: Meter | undefined = undefined;
   #logged = false;
 
   readonly method: string;
@@ -42,10 +46,11 @@ export class Exchange {
     this.reason = reason;
   }
 
-  /** Writes the access line (once). */
+  /** Frees the slot, counts the last bytes, writes the access line and reports the exchange (once). */
   log(access: Logger): void {
     if (this.#logged) return;
     this.#logged = true;
+    this.meter?.close();
     // nothing was answered: the client went away before the destination was checked or reached
     if (this.status === 0 && this.outcome === 'ok') {
       this.outcome = 'failed';
@@ -76,5 +81,6 @@ export class Exchange {
       },
       this.method === 'CONNECT' ? 'forward tunnel' : 'forward request',
     );
+    if (channels.forward.hasSubscribers) channels.forward.publish({ principal: p?.name ?? null, outcome: this.outcome, code: this.code, end: this.end, bytesUp: this.bytesUp, bytesDown: this.bytesDown, remoteIp: this.socket.remoteAddress });
   }
 }

@@ -12,10 +12,12 @@ import { settingsOf } from '../config/index.ts';
 import { ERRORS, httpErrorBody, type HttpErrorCode } from '../errors.ts';
 import type { ConnectionGuard } from '../filter/connection-guard.ts';
 import type { Loggers } from '../observability/loggers.ts';
+import type { SharedStore } from '../ratelimit/store.ts';
 import { answerRefused, createTlsServer, principalOf, refusalOf, type ListenerHooks, type TlsListener } from '../tls/listener.ts';
 import type { TlsMaterial } from '../tls/material.ts';
 import { resolveDestination, type LookupFn } from './destination.ts';
 import { Exchange } from './exchange.ts';
+import { ForwardLimiter } from './limits.ts';
 import { relayRequest } from './relay.ts';
 import { ForwardRules } from './rules.ts';
 import { absoluteTarget, connectTarget, type Target } from './target.ts';
@@ -30,6 +32,8 @@ export interface ForwardDeps {
   hooks: ListenerHooks;
   /** Name resolution for the SSRF guard (tests); default node:dns. */
   lookup?: LookupFn;
+  /** Where the per-identity limits are kept (shared between replicas when it is Redis). */
+  store: SharedStore;
 }
 
 export interface ForwardListener {
@@ -49,22 +53,33 @@ interface Policy {
 
 function policyOf(c: BrokerConfig): Policy {
   const f = settingsOf(c).forward;
-  return { rules: new ForwardRules(c), timing: f ?? { connectTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxDurationMs: 3_600_000 }, assertionHeader: c.assertion.header };
+  if (f === undefined) throw new Error('the forward listener needs a forward section');
+  return { rules: new ForwardRules(c), timing: f, assertionHeader: c.assertion.header };
+}
+
+function limitsOf(c: BrokerConfig) {
+  const f = settingsOf(c).forward;
+  if (f === undefined) throw new Error('the forward listener needs a forward section');
+  return { failOpen: c.rateLimit.failOpen, defaults: f.limits, byRole: f.roleLimits, maxDurationMs: f.maxDurationMs };
 }
 
 function ignore(): void {}
 
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 502: 'Bad Gateway' };
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable' };
 
 /** The error answer, in raw bytes (a CONNECT socket or an upgrade has no ServerResponse). */
-function rawAnswer(code: HttpErrorCode, reqId: string): string {
+function rawAnswer(code: HttpErrorCode, reqId: string, retryAfterSec?: number): string {
   const body = JSON.stringify(httpErrorBody(code, reqId));
   const status = ERRORS[code].status;
-  return `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+  const retry = retryAfterSec !== undefined ? `Retry-After: ${retryAfterSec}\r\n` : '';
+  return `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nConnection: close\r\n${retry}Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 }
+
+type Refusal = { code: HttpErrorCode; reason: string; retryAfterSec?: number };
 
 export function createForwardListener(c: BrokerConfig, material: TlsMaterial, deps: ForwardDeps): ForwardListener {
   let policy = policyOf(c);
+  const limiter = new ForwardLimiter(deps.store, limitsOf(c));
   const access = deps.loggers.access;
 
   /** Logs the exchange and counts a 400/403 toward bans. */
@@ -77,7 +92,7 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
    * The checks every proxy request passes, in order: a live certificate, a well-formed target,
    * the caller's rules, the SSRF guard. Resolves with the checked destination or a refusal.
    */
-  const check = async (x: Exchange, target: Target): Promise<{ code: HttpErrorCode; reason: string } | { address: string; family: 4 | 6; port: number; target: Extract<Target, { ok: true }> }> => {
+  const check = async (x: Exchange, target: Target): Promise<Refusal | { address: string; family: 4 | 6; port: number; target: Extract<Target, { ok: true }> }> => {
     const p = x.principal;
     if (p === undefined) return { code: 'BRK_ERR_AUTH_REQUIRED', reason: 'no verified client certificate on this connection' };
     if (deps.isRevoked(p.serial)) return { code: 'BRK_ERR_AUTH_REVOKED', reason: 'the client certificate is revoked' };
@@ -88,6 +103,10 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
     const now = policy;
     const decision = now.rules.decide(p.roles, target.host, target.port);
     if (!decision.ok) return decision;
+    // the identity's limits before any lookup: a caller over them costs no DNS query
+    const admission = await limiter.admit(p);
+    if (!admission.ok) return admission;
+    x.meter = admission.meter;
     const d = await resolveDestination(target.host, { allowPrivate: decision.allowPrivate, timeoutMs: now.timing.connectTimeoutMs, ...(deps.lookup ? { lookup: deps.lookup } : {}) });
     if (!d.ok) return { code: d.code, reason: d.reason };
     x.address = d.address;
@@ -102,15 +121,15 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
     if (refused !== undefined) return answerRefused(socket as Duplex & { writable: boolean }, refused);
     const tls = socket as Duplex & { remoteAddress?: string; remotePort?: number; setTimeout(ms: number): unknown; destroySoon?(): void };
     const x = new Exchange('CONNECT', principalOf(socket), tls);
-    const refuse = (code: HttpErrorCode, reason: string) => {
+    const refuse = (code: HttpErrorCode, reason: string, retryAfterSec?: number) => {
       x.refused(ERRORS[code].status, code, reason);
-      if (socket.writable) socket.end(rawAnswer(code, x.reqId));
+      if (socket.writable) socket.end(rawAnswer(code, x.reqId, retryAfterSec));
       tls.destroySoon?.();
       finish(x);
     };
     void check(x, connectTarget(req.url)).then(
       (r) => {
-        if ('code' in r) return refuse(r.code, r.reason);
+        if ('code' in r) return refuse(r.code, r.reason, r.retryAfterSec);
         if (socket.destroyed) {
           x.outcome = 'failed';
           x.end = 'client closed before the destination was checked';
@@ -125,17 +144,18 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     const x = new Exchange(req.method ?? '', principalOf(req.socket), req.socket);
     res.once('close', () => finish(x));
-    const refuse = (code: HttpErrorCode, reason: string) => {
+    const refuse = (code: HttpErrorCode, reason: string, retryAfterSec?: number) => {
       x.refused(ERRORS[code].status, code, reason);
       if (res.headersSent || res.destroyed) return void res.destroy();
       const body = JSON.stringify(httpErrorBody(code, x.reqId));
       // the request body is not read: the connection cannot be reused
+      if (retryAfterSec !== undefined) res.setHeader('retry-after', retryAfterSec);
       res.writeHead(ERRORS[code].status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
       res.end(body);
     };
     void check(x, absoluteTarget(req.url)).then(
       (r) => {
-        if ('code' in r) return refuse(r.code, r.reason);
+        if ('code' in r) return refuse(r.code, r.reason, r.retryAfterSec);
         if (res.destroyed) return;
         relayRequest(x, req, res, r.address, r.family, r.port, r.target.authority, r.target.path, policy.assertionHeader, policy.timing, { failed: (reason) => refuse('BRK_ERR_FORWARD_UPSTREAM', reason) });
       },
@@ -163,7 +183,9 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
   return {
     server,
     update(next) {
-      if (next.forward) policy = policyOf(next);
+      if (!next.forward) return;
+      policy = policyOf(next);
+      limiter.update(limitsOf(next));
     },
     listen(at) {
       return new Promise((resolve, reject) => {
@@ -177,6 +199,7 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
       });
     },
     close() {
+      limiter.close();
       return new Promise((resolve) => {
         server.close(() => resolve());
         server.closeClientConnections();

@@ -71,12 +71,24 @@ export function relayRequest(x: Exchange, req: IncomingMessage, res: ServerRespo
     x.end = 'idle';
     out.destroy(new Error('idle'));
   });
-  req.on('data', (c: Buffer) => (x.bytesUp += c.length));
+  const meter = x.meter !== undefined && x.meter.plan.quotas.length > 0 ? x.meter : undefined;
+  meter?.onCut((why) => {
+    x.end = why;
+    out.destroy();
+    res.destroy();
+  });
+  req.on('data', (c: Buffer) => {
+    x.bytesUp += c.length;
+    meter?.add(c.length, 0);
+  });
   req.pipe(out);
   out.on('response', (up) => {
     x.status = up.statusCode ?? 0;
     res.writeHead(x.status, up.statusMessage, answerHeaders(up.rawHeaders));
-    up.on('data', (c: Buffer) => (x.bytesDown += c.length));
+    up.on('data', (c: Buffer) => {
+      x.bytesDown += c.length;
+      meter?.add(0, c.length);
+    });
     up.pipe(res);
     up.on('error', () => res.destroy());
   });

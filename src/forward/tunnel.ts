@@ -54,6 +54,13 @@ export function openTunnel(x: Exchange, client: ClientSocket, head: Buffer, addr
     x.status = 200;
     client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     if (head.length > 0) upstream.write(head);
+    const meter = x.meter;
+    if (meter !== undefined && meter.plan.quotas.length > 0) {
+      client.on('data', (c: Buffer) => meter.add(c.length, 0));
+      upstream.on('data', (c: Buffer) => meter.add(0, c.length));
+      meter.add(head.length, 0);
+      meter.onCut((why) => closeBoth(why));
+    }
     client.pipe(upstream);
     upstream.pipe(client);
     client.setTimeout(t.idleTimeoutMs);

@@ -5,7 +5,7 @@
  * slow or dead webhook never slows a request.
  */
 import type { Logger } from 'pino';
-import { channels, type CredentialEvent, type HandshakeEvent, type RequestEvent } from '../channels.ts';
+import { channels, type CredentialEvent, type ForwardEvent, type HandshakeEvent, type RequestEvent } from '../channels.ts';
 
 export interface AlertRules {
   webhook?: string | undefined;
@@ -171,8 +171,20 @@ export function createAlerts(rules: AlertRules, log: Logger): AlertEngine {
       raise({ alert: 'upstream_down', severity: 'critical', key: `upstream:${e.route}`, message: `the upstream of route ${e.route} is failing`, details: { route: e.route, code: e.code } });
     }
   };
+  /** The forward listener: the same revocation and rate alerts, and a spent quota. */
+  const onForward = (m: unknown) => {
+    const e = m as ForwardEvent;
+    if (e.code === 'BRK_ERR_AUTH_REVOKED') raise({ alert: 'revoked_certificate_used', severity: 'critical', key: `revoked:${e.principal}`, message: 'a revoked certificate was used on an open connection', details: { principal: e.principal, remoteIp: e.remoteIp } });
+    if ((e.code === 'BRK_ERR_FORWARD_RATE_LIMITED' || e.code === 'BRK_ERR_FORWARD_TUNNELS') && e.principal && limited.add(e.principal, Date.now()) === rules.rateLimitHits) {
+      raise({ alert: 'rate_limit_repeated', severity: 'warning', key: `rl:${e.principal}`, message: `${e.principal} hit its rate limit ${rules.rateLimitHits} times`, details: { principal: e.principal, windowMs: rules.windowMs } });
+    }
+    if (e.principal && (e.code === 'BRK_ERR_FORWARD_QUOTA' || e.end?.endsWith('quota spent'))) {
+      raise({ alert: 'forward_quota_spent', severity: 'warning', key: `fq:${e.principal}`, message: `${e.principal} spent its forward traffic quota`, details: { principal: e.principal, end: e.end ?? null } });
+    }
+  };
   channels.handshake.subscribe(onHandshake);
   channels.credential.subscribe(onCredential);
+  channels.forward.subscribe(onForward);
   channels.request.subscribe(onRequest);
 
   return {
@@ -242,6 +254,7 @@ export function createAlerts(rules: AlertRules, log: Logger): AlertEngine {
       queue.length = 0;
       channels.handshake.unsubscribe(onHandshake);
       channels.credential.unsubscribe(onCredential);
+      channels.forward.unsubscribe(onForward);
       channels.request.unsubscribe(onRequest);
     },
   };

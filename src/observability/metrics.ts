@@ -5,7 +5,7 @@
  * gauges are computed when scraped.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { channels, type BanEvent, type ConnectionEvent, type CredentialEvent, type HandshakeEvent, type RejectEvent, type RequestEvent, type StoreEvent } from '../channels.ts';
+import { channels, type BanEvent, type ConnectionEvent, type CredentialEvent, type HandshakeEvent, type RejectEvent, type RequestEvent, type StoreEvent, type ForwardEvent } from '../channels.ts';
 
 export interface ExpirySource {
   /** [kind, name, notAfter] for every certificate and CRL worth watching. */
@@ -48,6 +48,8 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
   let bansActive: () => number = () => 0;
   new Gauge({ name: 'broker_bans_active', help: 'Addresses banned now', registers: [registry], collect() { this.set(bansActive()); } });
   const reloads = new Counter({ name: 'broker_reloads_total', help: 'Reloads of config and certificates, by outcome', labelNames: ['outcome'], registers: [registry] });
+  const forwards = new Counter({ name: 'broker_forward_total', help: 'Forward (egress) tunnels and requests, by identity, outcome (ok, refused, failed) and refusal code', labelNames: ['identity', 'outcome', 'code'], registers: [registry] });
+  const forwardBytes = new Counter({ name: 'broker_forward_bytes_total', help: 'Bytes the forward listener carried, by identity and direction (up: to destinations, down: from them)', labelNames: ['identity', 'direction'], registers: [registry] });
   const storeErrors = new Counter({ name: 'broker_redis_errors_total', help: 'Shared store (Redis) outages and errors', labelNames: ['outcome'], registers: [registry] });
   let pools: PoolSource = () => [];
   new Gauge({
@@ -117,6 +119,13 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
   const onStore = (m: unknown) => storeErrors.inc({ outcome: (m as StoreEvent).outcome });
   const onConnection = (m: unknown) => open.inc((m as ConnectionEvent).delta);
   const onReload = (m: unknown) => reloads.inc({ outcome: (m as { outcome: string }).outcome });
+  const onForward = (m: unknown) => {
+    const e = m as ForwardEvent;
+    const identity = e.principal ?? '';
+    forwards.inc({ identity, outcome: e.outcome, code: e.code ?? '' });
+    if (e.bytesUp > 0) forwardBytes.inc({ identity, direction: 'up' }, e.bytesUp);
+    if (e.bytesDown > 0) forwardBytes.inc({ identity, direction: 'down' }, e.bytesDown);
+  };
   const subs: Array<[keyof typeof channels, (m: unknown) => void]> = [
     ['handshake', onHandshake],
     ['credential', onCredential],
@@ -126,6 +135,7 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
     ['store', onStore],
     ['connection', onConnection],
     ['reload', onReload],
+    ['forward', onForward],
   ];
   for (const [name, fn] of subs) channels[name].subscribe(fn);
 

@@ -6,7 +6,7 @@
 import type { Worker } from 'node:cluster';
 import type { LimitCheck } from './policy.ts';
 import type { MemoryStore } from './memory-store.ts';
-import type { SharedStore, Verdict } from './store.ts';
+import type { ByteCount, ByteTotal, SharedStore, Verdict } from './store.ts';
 
 const TAG = 'broker-store';
 
@@ -14,6 +14,7 @@ type Op =
   | { op: 'take'; checks: LimitCheck[] }
   | { op: 'acquire'; key: string; max: number }
   | { op: 'release'; key: string }
+  | { op: 'bytes'; counts: ByteCount[] }
   | { op: 'failure'; ip: string; windowMs: number }
   | { op: 'ban'; ip: string; ms: number }
   | { op: 'bans' };
@@ -41,6 +42,7 @@ export function serveStore(store: MemoryStore, worker: Worker): void {
       case 'take': result = store.take(c.checks); break;
       case 'acquire': result = store.acquire(c.key, c.max); break;
       case 'release': store.release(c.key); return;
+      case 'bytes': result = store.addBytes(c.counts); break;
       case 'failure': result = store.countFailure(c.ip, c.windowMs); break;
       case 'ban': store.ban(c.ip, c.ms); result = true; break;
       case 'bans': result = store.activeBans(); break;
@@ -99,6 +101,10 @@ export class IpcStore implements SharedStore {
 
   release(key: string): void {
     process.send?.({ tag: TAG, id: 0, call: { op: 'release', key } } satisfies Request);
+  }
+
+  addBytes(counts: readonly ByteCount[]): Promise<ByteTotal[]> {
+    return this.#call({ op: 'bytes', counts: [...counts] });
   }
 
   countFailure(ip: string, windowMs: number): Promise<number> {

@@ -5,7 +5,7 @@
  */
 import { idleTtlMs, type BucketState } from './bucket.ts';
 import type { LimitCheck } from './policy.ts';
-import { takeAll, type SharedStore, type Verdict } from './store.ts';
+import { takeAll, type ByteCount, type ByteTotal, type SharedStore, type Verdict } from './store.ts';
 
 interface Entry extends BucketState {
   expires: number;
@@ -17,6 +17,8 @@ export class MemoryStore implements SharedStore {
   readonly #inflight = new Map<string, number>();
   readonly #failures = new Map<string, { count: number; resets: number }>();
   readonly #bans = new Map<string, number>();
+  /** Byte counters by `<key>:<windowMs>:<window index>`, dropped when their window is over. */
+  readonly #bytes = new Map<string, { total: number; ends: number }>();
   readonly #banListeners: Array<(ip: string, until: number) => void> = [];
   readonly #sweeper: NodeJS.Timeout;
   readonly #now: () => number;
@@ -51,6 +53,18 @@ export class MemoryStore implements SharedStore {
     else this.#inflight.set(key, n);
   }
 
+  addBytes(counts: readonly ByteCount[]): ByteTotal[] {
+    const now = this.#now();
+    return counts.map((c) => {
+      const index = Math.floor(now / c.windowMs);
+      const id = `${c.key}:${c.windowMs}:${index}`;
+      let e = this.#bytes.get(id);
+      if (e === undefined) this.#bytes.set(id, (e = { total: 0, ends: (index + 1) * c.windowMs }));
+      e.total += c.bytes;
+      return { total: e.total, resetMs: e.ends - now };
+    });
+  }
+
   countFailure(ip: string, windowMs: number): number {
     const now = this.#now();
     const f = this.#failures.get(ip);
@@ -82,10 +96,11 @@ export class MemoryStore implements SharedStore {
     for (const [k, e] of this.#buckets) if (e.expires <= now) this.#buckets.delete(k);
     for (const [k, f] of this.#failures) if (f.resets <= now) this.#failures.delete(k);
     for (const [k, until] of this.#bans) if (until <= now) this.#bans.delete(k);
+    for (const [k, e] of this.#bytes) if (e.ends <= now) this.#bytes.delete(k);
   }
 
-  get size(): { buckets: number; inflight: number; failures: number; bans: number } {
-    return { buckets: this.#buckets.size, inflight: this.#inflight.size, failures: this.#failures.size, bans: this.#bans.size };
+  get size(): { buckets: number; inflight: number; failures: number; bans: number; bytes: number } {
+    return { buckets: this.#buckets.size, inflight: this.#inflight.size, failures: this.#failures.size, bans: this.#bans.size, bytes: this.#bytes.size };
   }
 
   async close(): Promise<void> {

@@ -14,7 +14,7 @@ import type { BrokerConfig } from '../config/index.ts';
 import { settingsOf } from '../config/compile.ts';
 import { refillPerMs, type TakeResult } from './bucket.ts';
 import type { LimitCheck } from './policy.ts';
-import { combine, type SharedStore, type Verdict } from './store.ts';
+import { combine, type ByteCount, type ByteTotal, type SharedStore, type Verdict } from './store.ts';
 import { channels, type StoreEvent } from '../channels.ts';
 
 // KEYS: bucket keys. ARGV: per bucket (refill per ms, burst). Returns {allowed, tokens1, at, tokens2, ...}
@@ -67,6 +67,26 @@ if c <= 0 then redis.call('DEL', KEYS[1]) end
 return c
 `;
 
+// KEYS: counter names. ARGV: per counter (bytes, window ms). Each counter lives in fixed windows on
+// Redis's clock (key suffixed with the window's index) and expires a minute after its window.
+// Returns {total1, msLeft1, total2, msLeft2, ...}.
+const BYTES = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 1, #KEYS do
+  local n = tonumber(ARGV[2 * i - 1])
+  local w = tonumber(ARGV[2 * i])
+  local index = math.floor(now / w)
+  local k = KEYS[i] .. ':' .. w .. ':' .. index
+  local total = redis.call('INCRBY', k, n)
+  if redis.call('PTTL', k) < 0 then redis.call('PEXPIRE', k, (index + 1) * w - now + 60000) end
+  out[#out + 1] = total
+  out[#out + 1] = (index + 1) * w - now
+end
+return out
+`;
+
 const FAILURE = `
 local c = redis.call('INCR', KEYS[1])
 if c == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -81,6 +101,7 @@ type ScriptClient = Redis & {
   brokerAcquire(key: string, max: number, ttl: number): Promise<number>;
   brokerRelease(key: string): Promise<number>;
   brokerFailure(key: string, windowMs: number): Promise<number>;
+  brokerBytes(n: number, ...args: Array<string | number>): Promise<number[]>;
 };
 
 export function redisOptions(c: BrokerConfig): RedisOptions {
@@ -143,6 +164,7 @@ export class RedisStore implements SharedStore {
     this.#client.defineCommand('brokerAcquire', { numberOfKeys: 1, lua: ACQUIRE });
     this.#client.defineCommand('brokerRelease', { numberOfKeys: 1, lua: RELEASE });
     this.#client.defineCommand('brokerFailure', { numberOfKeys: 1, lua: FAILURE });
+    this.#client.defineCommand('brokerBytes', { lua: BYTES });
     this.#client.on('error', (err: Error) => this.#outage(err));
     this.#client.on('ready', () => this.#recovered());
     // Bans from every replica, on a connection of its own (a subscribed connection takes no commands).
@@ -238,9 +260,9 @@ export class RedisStore implements SharedStore {
     }
   }
 
-  async acquire(key: string, max: number): Promise<boolean> {
+  async acquire(key: string, max: number, ttlMs = INFLIGHT_TTL_MS): Promise<boolean> {
     try {
-      return (await this.#client.brokerAcquire(key, max, INFLIGHT_TTL_MS)) === 1;
+      return (await this.#client.brokerAcquire(key, max, ttlMs)) === 1;
     } catch (err) {
       this.#outage(err);
       return this.#failOpen;
@@ -249,6 +271,19 @@ export class RedisStore implements SharedStore {
 
   release(key: string): void {
     this.#client.brokerRelease(key).catch(() => {});
+  }
+
+  async addBytes(counts: readonly ByteCount[]): Promise<ByteTotal[] | undefined> {
+    const args: Array<string | number> = [counts.length, ...counts.map((c) => c.key)];
+    for (const c of counts) args.push(c.bytes, c.windowMs);
+    try {
+      const out = await this.#client.brokerBytes(...(args as [number, ...Array<string | number>]));
+      this.#recovered();
+      return counts.map((_, i) => ({ total: Number(out[2 * i]), resetMs: Number(out[2 * i + 1]) }));
+    } catch (err) {
+      this.#outage(err);
+      return undefined;
+    }
   }
 
   async countFailure(ip: string, windowMs: number): Promise<number> {

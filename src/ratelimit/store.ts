@@ -16,13 +16,35 @@ export interface Verdict {
   degraded?: boolean;
 }
 
+/** Bytes to count under `key` in the current fixed window of `windowMs` (a byte quota). */
+export interface ByteCount {
+  key: string;
+  bytes: number;
+  windowMs: number;
+}
+
+/** A window's total after the addition, and the ms until that window ends. */
+export interface ByteTotal {
+  total: number;
+  resetMs: number;
+}
+
 export interface SharedStore {
   readonly kind: 'memory' | 'redis';
   /** Takes one token from every bucket, or from none when any is empty. */
   take(checks: readonly LimitCheck[]): Verdict | Promise<Verdict>;
-  /** One more in-flight request for `key`, unless that would pass `max`. */
-  acquire(key: string, max: number): boolean | Promise<boolean>;
+  /**
+   * One more in-flight request for `key`, unless that would pass `max`. A shared store forgets the
+   * count `ttlMs` after its last change (a replica that died holding slots); default 5 min.
+   */
+  acquire(key: string, max: number, ttlMs?: number): boolean | Promise<boolean>;
   release(key: string): void;
+  /**
+   * Adds to byte counters kept per fixed window (windows start at multiples of `windowMs` since the
+   * Unix epoch, on the store's clock) and returns each window's total so far; `bytes: 0` reads.
+   * Undefined when a shared store cannot be asked.
+   */
+  addBytes(counts: readonly ByteCount[]): ByteTotal[] | undefined | Promise<ByteTotal[] | undefined>;
   /**
    * Counts a failure (refused handshake, 401/403) under `key` in a window; returns the count so far.
    * The key is `<kind>:<ip>`, or `handshake:cert:<fingerprint>@<ip>` for a certificate our CA issued.

@@ -8,94 +8,19 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer as createHttpsServer } from 'node:https';
 import { request as httpsRequest } from 'node:https';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-
-/** 6 MiB of random bytes: more than any socket buffer, so backpressure is exercised both ways. */
-const BIG = randomBytes(6 * 1024 * 1024);
-import { captureLoggers, LENIENT, makePki, rawExchange, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
+import { createHash } from 'node:crypto';
+import { captureLoggers, LENIENT, makePki, rawExchange, request, startBroker, startUpstream, type Identity } from '../helpers/broker.ts';
 import { validateConfig } from '../../src/config/index.ts';
 import { buildBroker } from '../../src/server.ts';
 import { tempDir } from '../helpers/cli.ts';
 import { eventually, within } from '../helpers/within.ts';
-
-/** An https destination with its own CA (not the broker's): answers "secret from <path>". */
-async function startTlsDestination(t: TestContext): Promise<{ port: number; ca: string; connections: () => number }> {
-  const own = await makePki(t);
-  let connections = 0;
-  const server = createHttpsServer({ cert: readFileSync(own.store.layout.serverCert('localhost')), key: readFileSync(own.store.layout.serverKey('localhost')) }, (req, res) => {
-    res.writeHead(200, { 'content-type': 'text/plain' });
-    if (req.url === '/big') return void res.end(BIG);
-    if (req.method === 'POST') {
-      // echoes the SHA-256 and length of the body it received
-      const h = createHash('sha256');
-      let n = 0;
-      req.on('data', (c: Buffer) => (h.update(c), (n += c.length)));
-      req.on('end', () => res.end(`${n} ${h.digest('hex')}`));
-      return;
-    }
-    res.end(`secret from ${req.url}`);
-  });
-  server.on('connection', () => connections++);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))));
-  return { port: (server.address() as AddressInfo).port, ca: own.ca, connections: () => connections };
-}
-
-/** A TCP server that only counts the connections it accepts. */
-async function startCounter(t: TestContext): Promise<{ port: number; connections: () => number }> {
-  let connections = 0;
-  const server = createNetServer((s) => (connections++, s.destroy()));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  return { port: (server.address() as AddressInfo).port, connections: () => connections };
-}
-
-async function startForward(t: TestContext, pki: TestPki, rules: unknown[]): Promise<RunningBroker & { forwardPort: number }> {
-  const b = await startBroker(t, pki, { forward: { listen: { host: '127.0.0.1', port: 0 }, rules } });
-  const a = b.broker.forwardServer?.address();
-  assert.ok(a && typeof a !== 'string', 'the forward listener listens');
-  return { ...b, forwardPort: a.port };
-}
-
-/** CONNECT over mTLS to the forward listener; resolves with the status and the tunnel socket. */
-function connectThrough(port: number, ca: string, id: Identity, authority: string): Promise<{ status: number; socket: Socket }> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port, method: 'CONNECT', path: authority, ca, cert: id.cert, key: id.key, agent: false, timeout: 15_000 });
-    req.on('connect', (res, socket) => resolve({ status: res.statusCode ?? 0, socket }));
-    req.on('timeout', () => req.destroy(new Error('client timeout')));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** A GET over TLS inside an established tunnel, verified against the destination's own CA. */
-function getInside(socket: Socket, ca: string, path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const inner = tlsConnect({ socket, servername: 'localhost', ca }, () => inner.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`));
-    const chunks: Buffer[] = [];
-    inner.on('data', (c: Buffer) => chunks.push(c));
-    inner.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    inner.on('error', reject);
-  });
-}
-
-/** Status and JSON body of a raw answer ("HTTP/1.1 403 …\r\n…\r\n\r\n{…}"). */
-function parseRaw(text: string): { status: number; body: Record<string, unknown> } {
-  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]);
-  const body = text.slice(text.indexOf('\r\n\r\n') + 4);
-  return { status, body: JSON.parse(body) as Record<string, unknown> };
-}
-
-function connectRaw(port: number, ca: string, id: Identity, authority: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  return rawExchange(port, { id, ca, data: `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`, ms: 10_000 }).then(parseRaw);
-}
+import { BIG, connectRaw, connectThrough, getInside, parseRaw, startCounter, startForward, startTlsDestination } from '../helpers/forward.ts';
 
 test('an allowed CONNECT carries a TLS session end to end, logged with identity, destination and bytes', async (t) => {
   const pki = await makePki(t);

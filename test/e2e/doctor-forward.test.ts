@@ -52,10 +52,10 @@ async function destination(t: TestContext): Promise<{ port: number; connections:
 }
 
 /** A broker whose forward listener lets role partner reach 127.0.0.1 on the destination's port. */
-async function forwardBroker(t: TestContext) {
+async function forwardBroker(t: TestContext, raw: Record<string, unknown> = {}) {
   const pki = await makePki(t);
   const dest = await destination(t);
-  const b = await startBroker(t, pki, { forward: { listen: { host: '127.0.0.1', port: 0 }, rules: [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [dest.port], allowPrivate: ['127.0.0.0/8'] }] } });
+  const b = await startBroker(t, pki, { ...raw, forward: { listen: { host: '127.0.0.1', port: 0 }, rules: [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [dest.port], allowPrivate: ['127.0.0.0/8'] }] } });
   const a = b.broker.forwardServer?.address();
   assert.ok(a && typeof a !== 'string', 'the forward listener listens');
   return { pki, dest, ...b, forwardUrl: `https://localhost:${a.port}` };
@@ -109,10 +109,20 @@ test('doctor --client --forward: a certificate from another CA is reported as re
   // the broker's CA to verify the server; a client certificate the broker's CA never issued
   const id = files(dir, 'stranger', await other.issue('stranger', ['partner']), b.pki.ca);
   const r = await doctor(['--url', b.forwardUrl, ...id, '--destination', `127.0.0.1:${b.dest.port}`], dir);
-  const f = assertProblem(r, 'certificate accepted', /^the broker refused your certificate: .+ \(495 BRK_ERR_TLS_CLIENT_CERT_REFUSED\)$/);
+  const f = assertProblem(r, 'certificate accepted', /^the broker refused your certificate: unknown CA \(495 BRK_ERR_TLS_CLIENT_CERT_REFUSED\)$/);
   assert.ok(f.fix, show(r));
   assert.deepEqual(checks(r), ['ok certificate', 'ok dns', 'ok tcp', 'ok tls', 'fail certificate accepted']);
   assert.equal(b.dest.connections(), 0);
+});
+
+test('doctor --client --forward: with tls.refusal: close the forward listener ends the connection: refused, reason unknown on this side', async (t) => {
+  const b = await forwardBroker(t, { tls: { server: 'localhost', refusal: 'close' } });
+  const other = await makePki(t);
+  const dir = tempDir(t);
+  const id = files(dir, 'stranger', await other.issue('stranger', ['partner']), b.pki.ca);
+  const r = await doctor(['--url', b.forwardUrl, ...id], dir);
+  const f = assertProblem(r, 'certificate accepted', /^the broker refused your certificate after the handshake: it (reset|closed) the connection without an answer/);
+  assert.match(f.fix ?? '', /auth log/);
 });
 
 test('doctor --client --forward: nothing listening on the port is "tcp" refused; the main listener in place of the forward one is named as such', async (t) => {

@@ -5,7 +5,8 @@
  * it has admitted the certificate; with a destination, one `CONNECT host:port` on a second
  * connection, closed as soon as the answer is in.
  */
-import { certificateRefused, codeOf, exchange, reachBroker, type Answer, type ClientDoctorOptions } from './client.ts';
+import { certificateRefused, codeOf, exchange, type Answer } from './answer.ts';
+import { reachBroker, type ClientDoctorOptions } from './client.ts';
 import { fail, ok, type Finding } from './finding.ts';
 
 /** The forward listener's port when the URL names none (forward.listen's default). */

@@ -18,6 +18,8 @@ interface Opts {
   resolve?: string;
   p12?: string;
   p12PasswordFile?: string;
+  forward?: boolean;
+  destination?: string;
   timeout: string;
 }
 
@@ -25,7 +27,7 @@ export function register(program: Command): void {
   program
     .command('doctor')
     .summary('find what blocks a connection, on the broker\'s host or the partner\'s')
-    .description('On the broker\'s host: config, listen and admin ports (and who holds them), admin exposure, local firewall rules, server certificate and key, chain, CA and CRL validity (a CRL for every CA level), key file permissions, and every upstream. With --client, on the partner\'s side: walks DNS, TCP (or the proxy\'s CONNECT), TLS (is it really the broker?) and one HTTP request, and names the first failure. Exit 0 when all is well, 3 when a problem was found.')
+    .description('On the broker\'s host: config, listen and admin ports (and who holds them), admin exposure, local firewall rules, server certificate and key, chain, CA and CRL validity (a CRL for every CA level), key file permissions, and every upstream. With --client, on the partner\'s side: walks DNS, TCP (or the proxy\'s CONNECT), TLS (is it really the broker?) and one HTTP request, and names the first failure. With --client --forward, the same walk to the forward (egress) listener (port 3129 unless --url names one): is the certificate admitted, and with --destination may it open a tunnel there. Exit 0 when all is well, 3 when a problem was found.')
     .option('-c, --config <file>', 'config file (server side)', 'broker.yaml')
     .option('--json', 'print the findings as JSON')
     .option('--firewall', 'print an nftables snippet for this config and exit')
@@ -42,11 +44,15 @@ export function register(program: Command): void {
     .option('--resolve <host:port:addr>', 'curl-style: connect to ADDR for HOST:PORT instead of asking DNS (test before DNS exists)')
     .option('--via <url>', 'an outbound HTTP proxy, e.g. http://user:pass@proxy:3128')
     .option('--path <path>', 'the path to request once connected', '/')
+    .option('--forward', 'with --client: check the forward (egress) listener at --url (port 3129 unless the URL names one)')
+    .option('--destination <host:port>', 'with --client --forward: ask for a tunnel (CONNECT) to this destination and report whether the broker allows it')
     .option('--timeout <duration>', 'per step', '5s')
-    .addHelpText('after', examples('broker doctor --config broker.yaml', 'broker doctor --firewall', 'broker doctor --client --url https://broker.acme.example:8443 --cert acme.crt --key acme.key --ca ca.crt --via http://proxy:3128', 'broker doctor --client --url https://broker.acme.example:8443 --p12 acme.p12 --ca ca.crt --resolve broker.acme.example:8443:203.0.113.7'))
+    .addHelpText('after', examples('broker doctor --config broker.yaml', 'broker doctor --firewall', 'broker doctor --client --url https://broker.acme.example:8443 --cert acme.crt --key acme.key --ca ca.crt --via http://proxy:3128', 'broker doctor --client --url https://broker.acme.example:8443 --p12 acme.p12 --ca ca.crt --resolve broker.acme.example:8443:203.0.113.7', 'broker doctor --client --forward --url https://broker.acme.example --cert acme.crt --key acme.key --ca ca.crt --destination api.partner.example:443'))
     .action(async (opts: Opts) => {
       const [{ BrokerError }, out, { formatFindings }, { parseDuration }] = await Promise.all([import('../errors.ts'), import('./output.ts'), import('../doctor/finding.ts'), import('../config/duration.ts')]);
       let findings;
+      if ((opts.forward || opts.destination !== undefined) && !opts.client) throw new BrokerError('BRK_ERR_USAGE', '--forward and --destination are for the partner\'s side: add --client');
+      if (opts.destination !== undefined && !opts.forward) throw new BrokerError('BRK_ERR_USAGE', '--destination needs --forward (it asks the forward listener for a tunnel)');
       if (opts.client) {
         if (!opts.url || !(opts.p12 || (opts.cert && opts.key))) throw new BrokerError('BRK_ERR_USAGE', '--client needs --url, and --cert with --key or --p12');
         if (opts.p12 && (opts.cert || opts.key)) throw new BrokerError('BRK_ERR_USAGE', 'give either --cert/--key or --p12, not both');
@@ -57,7 +63,13 @@ export function register(program: Command): void {
           const { readFileSync } = await import('node:fs');
           p12Password = opts.p12PasswordFile ? (readFileSync(opts.p12PasswordFile, 'utf8').split(/\r?\n/)[0] ?? '') : process.env.BROKER_P12_PASSWORD;
         }
-        findings = await doctorClient({ url: opts.url, cert: opts.cert, key: opts.key, p12: opts.p12, p12Password, ca: opts.ca, via: opts.via, servername: opts.servername, resolve: opts.resolve, path: opts.path ?? '/', timeoutMs: parseDuration(opts.timeout, '--timeout') });
+        const o = { url: opts.url, cert: opts.cert, key: opts.key, p12: opts.p12, p12Password, ca: opts.ca, via: opts.via, servername: opts.servername, resolve: opts.resolve, path: opts.path ?? '/', timeoutMs: parseDuration(opts.timeout, '--timeout') };
+        if (opts.forward) {
+          const [{ doctorForward }, { connectTarget }] = await Promise.all([import('../doctor/forward.ts'), import('../forward/target.ts')]);
+          // the forward listener's own reading of a CONNECT target, so a malformed one is a usage error here
+          if (opts.destination !== undefined && !connectTarget(opts.destination).ok) throw new BrokerError('BRK_ERR_USAGE', `--destination "${opts.destination}" is not HOST:PORT (a DNS name, an IPv4 address or a bracketed IPv6 address, and a port)`);
+          findings = await doctorForward({ ...o, destination: opts.destination });
+        } else findings = await doctorClient(o);
       } else {
         const [{ loadConfig }, doctor] = await Promise.all([import('../config/index.ts'), import('../doctor/server.ts')]);
         const { config } = loadConfig(opts.config);

@@ -26,8 +26,8 @@ async function when(value: string | undefined, flag: string): Promise<Date | und
 export function register(program: Command): void {
   program
     .command('usage')
-    .summary('per-identity usage from the access log: requests, errors, denials, 429s, bytes')
-    .description('Summarise access-log lines (JSON, as the broker writes them; other streams are ignored) per identity over a time range. Reads the --log files, or standard input.')
+    .summary('per-identity usage from the access log: requests, errors, denials, 429s, bytes; tunnels and egress bytes')
+    .description('Summarise access-log lines (JSON, as the broker writes them; other streams are ignored) per identity over a time range: requests through the routes, and tunnels and forwarded requests through the forward listener (counted apart, with their refusals, failures and egress bytes). Reads the --log files, or standard input.')
     .option('--log <file>', 'access log file (repeat for rotated files); default: standard input', (v: string, p: string[] = []) => [...p, v], [])
     .option('--from <when>', 'start: a date, an ISO time, or a duration ago (7d)')
     .option('--to <when>', 'end (exclusive): a date, an ISO time, or a duration ago')
@@ -56,10 +56,12 @@ export function register(program: Command): void {
       const rows = agg.rows();
       if (opts.json) return out.printJson(rows);
       if (!rows.length) return out.printLines('no access-log lines in that range');
+      // the egress columns only when the range has forward-listener lines: a reverse-only table reads as before
+      const egress = agg.forwardLines > 0;
       out.printLines(
         out.table(
-          ['IDENTITY', 'REQUESTS', 'ALLOWED', 'ERRORS', 'DENIED', '429', 'BYTES IN', 'BYTES OUT', 'FIRST', 'LAST'],
-          rows.map((r) => [r.principal, r.requests, r.allowed, r.errors, r.denials, r.rateLimited, r.bytesIn, r.bytesOut, r.first, r.last].map(String)),
+          ['IDENTITY', 'REQUESTS', 'ALLOWED', 'ERRORS', 'DENIED', '429', 'BYTES IN', 'BYTES OUT', ...(egress ? ['TUNNELS', 'FWD REQS', 'FWD REFUSED', 'FWD FAILED', 'BYTES UP', 'BYTES DOWN'] : []), 'FIRST', 'LAST'],
+          rows.map((r) => [r.principal, r.requests, r.allowed, r.errors, r.denials, r.rateLimited, r.bytesIn, r.bytesOut, ...(egress ? [r.tunnels, r.forwardRequests, r.forwardRefused, r.forwardFailed, r.bytesUp, r.bytesDown] : []), r.first, r.last].map(String)),
         ),
       );
     });

@@ -9,6 +9,7 @@ import { lookup } from 'node:dns/promises';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fail, ok, type Finding } from './finding.ts';
+import { ALERTS, certificateRefused, codeOf, exchange } from './answer.ts';
 
 export interface ClientDoctorOptions {
   url: string;
@@ -64,19 +65,6 @@ function connectThrough(socket: Socket, target: string, auth: string | undefined
   });
 }
 
-/** TLS alerts from the broker (or what stands in its place): a sentence and its fix each. */
-const ALERTS: Array<[RegExp, string, string | undefined]> = [
-  [/CERTIFICATE_REQUIRED|certificate required/i, 'the broker requires a client certificate and none was sent', 'give --cert and --key (or --p12) with the identity the broker operator handed over'],
-  [/ALERT_UNKNOWN_CA|unknown ca/i, 'the broker does not know the CA of your certificate (alert unknown_ca)', 'use the certificate this broker\'s operator issued; a certificate from another CA is refused'],
-  [/CERTIFICATE_EXPIRED|certificate expired/i, 'the broker says a certificate has expired (alert certificate_expired): yours, or the broker\'s own CRL', 'check your certificate\'s end date above; if it is still valid, tell the broker operator (an expired CRL on the broker gives the same alert)'],
-  [/CERTIFICATE_REVOKED|certificate revoked/i, 'the broker says your certificate is revoked (alert certificate_revoked)', 'ask the broker operator for a new certificate'],
-  [/UNSUPPORTED_CERTIFICATE|unsupported certificate/i, 'the broker refuses your certificate\'s key usage (alert unsupported_certificate)', 'ask the broker operator for a client certificate (broker pki issue)'],
-  [/BAD_CERTIFICATE|bad certificate/i, 'the broker could not use your certificate (alert bad_certificate)', 'ask the broker operator to check it (broker pki inspect)'],
-  [/WRONG_VERSION_NUMBER|packet length too long|http request/i, 'the other side does not speak TLS on this port (plain HTTP, or another service)', 'check the URL\'s port'],
-  [/PROTOCOL_VERSION|unsupported protocol|version too low/i, 'no TLS version in common (the broker accepts TLS 1.2 and 1.3)', undefined],
-  [/HANDSHAKE_FAILURE|no shared cipher|sslv3 alert handshake failure/i, 'the handshake failed: no cipher or group in common, or the certificate was refused', undefined],
-];
-
 /** Names in an issuer that mark a TLS-inspecting product's CA (matched case-insensitively, whole words). */
 const INSPECTION_VENDORS = ['Zscaler', 'Palo Alto', 'Fortinet', 'FortiGate', 'Netskope', 'Blue Coat', 'Symantec Web', 'Cisco Umbrella', 'Forcepoint', 'Sophos', 'Check Point', 'Barracuda', 'McAfee Web Gateway', 'Skyhigh', 'WatchGuard', 'Kaspersky', 'Avast', 'ESET', 'Bitdefender', 'mitmproxy', 'Fiddler', 'Charles Proxy', 'Burp'];
 
@@ -125,18 +113,6 @@ function endsInCa(chain: DetailedPeerCertificate[], caPem: string): boolean {
     }
   }
   return false;
-}
-
-/** The broker's HTTP refusal of a certificate (495/496 with `{code, reason, hint}`), when the body is one. */
-function refusalBody(body: string): { code?: string; reason?: string; hint?: string } | undefined {
-  try {
-    const j = JSON.parse(body) as Record<string, unknown>;
-    if (typeof j !== 'object' || j === null) return undefined;
-    const pick = (k: string) => (typeof j[k] === 'string' ? { [k]: j[k] as string } : {});
-    return { ...pick('code'), ...pick('reason'), ...pick('hint') };
-  } catch {
-    return undefined;
-  }
 }
 
 /** The local identity: PEM files, or a PKCS#12 file read by OpenSSL (through a secure context). */
@@ -192,20 +168,40 @@ export function parseResolve(value: string): { host: string; port: number; addr:
   return { host: (m[1] as string).toLowerCase(), port: Number(m[2]), addr: m[3] as string };
 }
 
-export async function doctorClient(o: ClientDoctorOptions): Promise<Finding[]> {
-  const out: Finding[] = [];
+/** The port in `url` as written (an explicit `:443` counts: WHATWG URL drops a scheme's default port). */
+function portOf(url: string, fallback: number): number {
+  const m = /^[a-z][a-z0-9+.-]*:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^/:?#]*):(\d{1,5})(?:[/?#]|$)/i.exec(url);
+  return m ? Number(m[1]) : fallback;
+}
+
+/** Where the walk got to: the verified TLS connection, and the address as the findings name it. */
+export interface Reached {
+  socket: TLSSocket;
+  /** The Host header: the URL's host, with the port when it is not the URL's own. */
+  authority: string;
+  host: string;
+  port: number;
+}
+
+/**
+ * Steps 1 to 4, shared by `doctor --client` and `doctor --client --forward`: the partner's own
+ * certificate, DNS (or --resolve), TCP (or the proxy's CONNECT), TLS against the broker's CA.
+ * Each step adds its finding to `out`; the first failure ends the walk (undefined).
+ */
+export async function reachBroker(o: ClientDoctorOptions, defaultPort: number, out: Finding[]): Promise<Reached | undefined> {
   const ms = o.timeoutMs ?? 5_000;
   const url = new URL(o.url);
   const host = url.hostname.replace(/^\[|\]$/g, '');
-  const port = Number(url.port || 443);
+  const port = portOf(o.url, defaultPort);
+  const authority = `${url.hostname}:${port}`;
 
   // 1. the partner's own certificate
   const id = loadIdentity(o);
-  if ('status' in id) return [id];
+  if ('status' in id) return void out.push(id);
   const { leaf } = id;
   const now = Date.now();
-  if (new Date(leaf.validTo).getTime() <= now) return [...out, fail('certificate', `your certificate expired on ${leaf.validTo}`, 'ask the broker operator for a renewed one (broker pki renew)')];
-  if (new Date(leaf.validFrom).getTime() > now) return [...out, fail('certificate', `your certificate is not valid before ${leaf.validFrom} (check this machine's clock)`)];
+  if (new Date(leaf.validTo).getTime() <= now) return void out.push(fail('certificate', `your certificate expired on ${leaf.validTo}`, 'ask the broker operator for a renewed one (broker pki renew)'));
+  if (new Date(leaf.validFrom).getTime() > now) return void out.push(fail('certificate', `your certificate is not valid before ${leaf.validFrom} (check this machine's clock)`));
   out.push(ok('certificate', `${leaf.subject.replace(/\n/g, ', ')}, valid until ${leaf.validTo}`));
 
   // 2. DNS (or --resolve), 3. TCP or the proxy's CONNECT
@@ -222,27 +218,26 @@ export async function doctorClient(o: ClientDoctorOptions): Promise<Finding[]> {
       const addr = await lookup(dialHost);
       out.push(ok('dns', `${dialHost} is ${addr.address}`));
     } catch {
-      return [...out, fail('dns', `${dialHost} does not resolve`, 'check the name, or this machine\'s DNS; to test before DNS exists, add --resolve HOST:PORT:ADDRESS')];
+      return void out.push(fail('dns', `${dialHost} does not resolve`, 'check the name, or this machine\'s DNS; to test before DNS exists, add --resolve HOST:PORT:ADDRESS'));
     }
   }
   const t = await tcp(dialHost, dialPort, ms);
   if (!t.socket) {
     const what = via ? 'proxy' : 'tcp';
     const shown = usePin ? `${host}:${port} (${dialHost})` : `${dialHost}:${dialPort}`;
-    if (t.error === 'refused') return [...out, fail(what, `${shown} refused the connection: the port is closed or nothing listens there`, via ? 'check the proxy address' : 'check the URL and port; ask the operator whether the broker runs')];
-    if (t.error === 'timeout') return [...out, fail(what, `no answer from ${shown} within ${ms} ms: the traffic is dropped, most likely by a firewall`, 'ask your network team to allow outbound TCP to this address and port (or use --via with your proxy)')];
-    return [...out, fail(what, `cannot connect to ${shown}: ${t.error}`)];
+    if (t.error === 'refused') return void out.push(fail(what, `${shown} refused the connection: the port is closed or nothing listens there`, via ? 'check the proxy address' : 'check the URL and port; ask the operator whether the broker runs'));
+    if (t.error === 'timeout') return void out.push(fail(what, `no answer from ${shown} within ${ms} ms: the traffic is dropped, most likely by a firewall`, 'ask your network team to allow outbound TCP to this address and port (or use --via with your proxy)'));
+    return void out.push(fail(what, `cannot connect to ${shown}: ${t.error}`));
   }
-  let socket: Socket = t.socket;
+  const socket: Socket = t.socket;
   if (via) {
     const auth = via.username ? `${decodeURIComponent(via.username)}:${decodeURIComponent(via.password)}` : process.env.BROKER_PROXY_AUTH;
-    const target = `${url.hostname}:${port}`;
-    const status = await connectThrough(socket, target, auth, ms);
+    const status = await connectThrough(socket, authority, auth, ms);
     if (!/^HTTP\/1\.[01] 200/.test(status)) {
       socket.destroy();
-      return [...out, fail('proxy', `the proxy refused CONNECT to ${target} (${status})`, status.includes('407') ? 'give proxy credentials (user:pass@ in --via, or BROKER_PROXY_AUTH)' : 'ask your network team to allow CONNECT to the broker\'s host and port')];
+      return void out.push(fail('proxy', `the proxy refused CONNECT to ${authority} (${status})`, status.includes('407') ? 'give proxy credentials (user:pass@ in --via, or BROKER_PROXY_AUTH)' : 'ask your network team to allow CONNECT to the broker\'s host and port'));
     }
-    out.push(ok('proxy', `CONNECT to ${url.hostname}:${port} through ${via.host} accepted`));
+    out.push(ok('proxy', `CONNECT to ${authority} through ${via.host} accepted`));
   } else {
     out.push(ok('tcp', `${host}:${port} accepts connections`));
   }
@@ -268,71 +263,32 @@ export async function doctorClient(o: ClientDoctorOptions): Promise<Finding[]> {
   });
   if (!tls.socket) {
     const e = tls.error as Error & { code?: string };
-    if (e.code === 'TIMEOUT') return [...out, fail('tls', `the server at ${host}:${port} accepted TCP but never answered the TLS handshake`, 'something other than the broker listens there, or a middlebox holds the traffic')];
+    if (e.code === 'TIMEOUT') return void out.push(fail('tls', `the server at ${host}:${port} accepted TCP but never answered the TLS handshake`, 'something other than the broker listens there, or a middlebox holds the traffic'));
     const known = ALERTS.find(([re]) => re.test(`${e.code ?? ''} ${e.message}`));
-    return [...out, fail('tls', known ? known[1] : `the TLS handshake failed: ${e.code ?? e.message}`, known?.[2])];
+    return void out.push(fail('tls', known ? known[1] : `the TLS handshake failed: ${e.code ?? e.message}`, known?.[2]));
   }
   const s = tls.socket;
   if (!s.authorized) {
-    const finding = serverProblem(s, name, ca, o.ca);
+    out.push(serverProblem(s, name, ca, o.ca));
     s.destroy();
-    return [...out, finding];
+    return undefined;
   }
   out.push(ok('tls', `${s.getProtocol()} ${s.getCipher().name}, the server certificate names ${name} and comes from ${ca ? 'the broker\'s CA (--ca)' : 'a CA this system trusts'}`));
+  return { socket: s, authority: port === Number(url.port || 443) ? url.host : authority, host, port };
+}
+
+export async function doctorClient(o: ClientDoctorOptions): Promise<Finding[]> {
+  const out: Finding[] = [];
+  const reached = await reachBroker(o, 443, out);
+  if (!reached) return out;
 
   // 5. one request: the broker says whether it took the certificate and what the ACL decides
   const path = o.path ?? '/';
-  const answer = await new Promise<{ status?: number; body?: string; error?: string }>((resolve) => {
-    let data = Buffer.alloc(0);
-    let done = false;
-    const finish = (r: { status?: number; body?: string; error?: string }) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      s.destroy();
-      resolve(r);
-    };
-    const parsed = () => {
-      const text = data.toString('utf8');
-      const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
-      const end = text.indexOf('\r\n\r\n');
-      if (!m || end < 0) return undefined;
-      return { status: Number(m[1]), body: text.slice(end + 4), length: /\r\ncontent-length:\s*(\d+)/i.exec(text.slice(0, end))?.[1] };
-    };
-    const timer = setTimeout(() => finish({ ...(parsed() ?? { error: 'timeout' }) }), ms);
-    s.on('data', (d: Buffer) => {
-      data = Buffer.concat([data, d]);
-      const p = parsed();
-      if (p && p.length !== undefined && Buffer.byteLength(p.body) >= Number(p.length)) finish({ status: p.status, body: p.body });
-    });
-    s.once('error', (e: NodeJS.ErrnoException) => {
-      const p = parsed();
-      finish(p ? { status: p.status, body: p.body } : { error: e.code ?? e.message });
-    });
-    s.once('close', () => {
-      const p = parsed();
-      finish(p ? { status: p.status, body: p.body } : { error: data.length ? 'an answer that is not HTTP' : 'closed' });
-    });
-    s.write(`GET ${path} HTTP/1.1\r\nHost: ${url.host}\r\nConnection: close\r\n\r\n`);
-  });
-  if (answer.status === undefined) {
-    const alert = ALERTS.find(([re]) => re.test(answer.error ?? ''));
-    if (alert) return [...out, fail('certificate accepted', alert[1], alert[2])];
-    const how = answer.error === 'ECONNRESET' ? 'reset the connection' : answer.error === 'closed' ? 'closed the connection' : `ended the connection (${answer.error})`;
-    return [...out, fail('certificate accepted', `the broker refused your certificate after the handshake: it ${how} without an answer, so the reason is not known on this side`, 'ask the broker operator to look up your certificate in the broker\'s auth log (it names the reason), or to run broker pki inspect on it')];
-  }
-  const body = refusalBody(answer.body ?? '');
-  const code = body?.code;
-  const st = answer.status;
-  if (st === 495 || st === 496) {
-    const reason = body?.reason ?? (st === 496 ? 'no certificate was sent' : 'the certificate failed verification');
-    const brokerSide = /\bCRL\b|not your fault/i.test(reason) || /CRL/.test(code ?? '');
-    out.push(fail('certificate accepted', brokerSide
-      ? `the broker refused your certificate because of a problem on the broker's side: ${reason} (${st}${code ? ` ${code}` : ''}); this is not your fault`
-      : `the broker refused your certificate: ${reason} (${st}${code ? ` ${code}` : ''})`,
-    brokerSide ? `tell the broker operator${body?.hint ? `: ${body.hint}` : ' (the broker\'s CRL must be renewed: broker pki crl)'}` : (body?.hint ?? 'ask the broker operator to look up your certificate in the broker\'s auth log')));
-    return out;
-  }
+  const answer = await exchange(reached.socket, `GET ${path} HTTP/1.1\r\nHost: ${reached.authority}\r\nConnection: close\r\n\r\n`, o.timeoutMs ?? 5_000);
+  const refused = certificateRefused(answer);
+  if (refused) return [...out, refused];
+  const st = answer.status as number;
+  const code = codeOf(answer);
   if (st < 400) out.push(ok('http', `GET ${path}: ${st}`));
   else if (st === 403) out.push(fail('http', `GET ${path}: 403 (${code ?? 'denied'}): your identity holds no role this route allows (or your address is not allowed for it)`, 'ask the broker operator which roles the route needs'));
   else if (st === 404) out.push(fail('http', `GET ${path}: 404: the broker has no route for this path`, 'check the path'));

@@ -161,10 +161,10 @@ export interface ForwardRow {
   rounds: number;
   cpuUs: number;
   cpuUsPerRound: number[];
-  /** CPU per request ÷ the broker's reverse row of the same rounds (median ÷ median, and round by round). */
+  /** A broker's CPU per request ÷ the forward broker's reverse row of the same rounds (median ÷ median, and round by round); NaN for nginx. */
   cpuVsReverse: number;
   cpuVsReversePerRound: number[];
-  /** CPU per request ÷ nginx's forward row (the absolute-form load only). */
+  /** A forward listener's CPU per request ÷ nginx's forward row (the absolute-form load only; NaN for the other rows). */
   cpuVsNginxForward: number;
   rate: number;
   p50ms: number;
@@ -455,18 +455,21 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
     return labelsOf('forward', variant).map((label) => {
       const rows = byLabel('forward', variant, label);
       const cpu = med(rows, cpuOfRound);
+      const kind = (rows[0] as RoundResult).kind;
+      // a ratio to the broker's reverse row says what forwarding costs that broker; nginx is not that broker
+      const broker = kind !== 'nginx-forward';
       return {
         target: label,
-        kind: (rows[0] as RoundResult).kind,
+        kind,
         rounds: rows.length,
         cpuUs: cpu,
         cpuUsPerRound: rows.map(cpuOfRound),
-        cpuVsReverse: cpu / med(ref, cpuOfRound),
+        cpuVsReverse: broker ? cpu / med(ref, cpuOfRound) : NaN,
         cpuVsReversePerRound: rows.map((x) => {
           const y = ref.find((z) => z.round === x.round);
-          return y ? x.proxyCpuUsPerReq / y.proxyCpuUsPerReq : NaN;
+          return broker && y ? x.proxyCpuUsPerReq / y.proxyCpuUsPerReq : NaN;
         }),
-        cpuVsNginxForward: ngf.length ? cpu / med(ngf, cpuOfRound) : NaN,
+        cpuVsNginxForward: ngf.length && kind !== 'broker' ? cpu / med(ngf, cpuOfRound) : NaN,
         rate: med(rows, (r) => r.rps),
         p50ms: med(rows, (r) => r.p50ms),
         p99ms: med(rows, (r) => r.p99ms),
@@ -487,7 +490,7 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
     const out: string[] = [''];
     if (f.skipped) return [...out, `**Forward listener**: ${f.skipped}.`];
     out.push(
-      `**Forward (egress) listener**: one broker with every feature on and \`forward:\` on (a rule for role bench to 127.0.0.1 on the upstream's port, \`allowPrivate: [127.0.0.0/8]\`), measured on its forward listener and, as the reference, on its own main listener, with nginx as a plain forward proxy for the absolute-form load (nginx has no CONNECT), in the same ${f.rounds} rounds of ${f.seconds} s (A B C … A B C …). Both forward paths open a new connection to the destination per request (the broker's forward path keeps no upstream pool; nginx's forward server has none either), the reverse rows reuse pooled ones. CPU: the target's process tree (the broker's both listeners are one process).${f.notes.length ? ` ${f.notes.join('; ')}.` : ''}`,
+      `**Forward (egress) listener** (\`--scenarios forward\`): one broker with every feature on and \`forward:\` on (a rule for role bench to 127.0.0.1 on the upstream's port, \`allowPrivate: [127.0.0.0/8]\`), measured on its forward listener and, as the reference, on its own main listener, with nginx as a plain forward proxy for the absolute-form load (nginx has no CONNECT), in the same ${f.rounds} round${f.rounds === 1 ? "" : "s"} of ${f.seconds} s (A B C … A B C …). Both forward paths open a new connection to the destination per request (the broker's forward path keeps no upstream pool; nginx's forward server has none either), the reverse rows reuse pooled ones. CPU: the target's process tree (the broker's two listeners are one process); "÷ …": CPU per request or tunnel ÷ that row's, median ÷ median and round by round.${results.some((r) => r.scenario === 'forward' && r.target.includes('(before)')) ? ' The "(before)" rows are the --baseline build\'s forward listener: their ratio is to this build\'s reverse row; set them against the "broker forward" rows for what the change costs.' : ''}${f.notes.length ? ` ${f.notes.join(' ')}` : ''}`,
     );
     for (const spec of forwardSpecs()) {
       const rows = forwardRows(spec.variant);

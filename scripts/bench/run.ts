@@ -54,7 +54,7 @@
  * absolute-form load beside them; --other-rounds rounds; `--scenarios forward` runs only these).
  *
  * Options besides those above: --rounds (the ladder's; default 5, quick 2), --other-rounds
- * (identities and crl; default 3, or --rounds when given), --seconds, --warmup, --ladder
+ * (identities, crl and forward; default 3, or --rounds when given), --seconds, --warmup, --ladder
  * node-bare,fastify-stock|none, --ablations all|none|NAME,… , --ablation-scenarios (default
  * ka64,handshake; ka16k too when named), --no-control, --fixed-rate auto|N|0, --alloc-seconds
  * (default 10, quick 5), --ladder-warmup (seconds of unreported load per target before the first

@@ -7,8 +7,12 @@
  */
 import type { CalibrationPhase, WindowAllocation } from './gc-alloc.ts';
 
-/** broker: every feature on; broker-ablated: one feature off, or the control; node-tls: tls-server.ts; fastify: fastify-proxy.ts. */
-export type TargetKind = 'broker' | 'broker-ablated' | 'nginx' | 'node-tls' | 'fastify';
+/**
+ * broker: every feature on; broker-ablated: one feature off, or the control; node-tls:
+ * tls-server.ts; fastify: fastify-proxy.ts; broker-forward: a broker's forward listener;
+ * nginx-forward: nginx as a forward proxy (the forward scenario).
+ */
+export type TargetKind = 'broker' | 'broker-ablated' | 'nginx' | 'node-tls' | 'fastify' | 'broker-forward' | 'nginx-forward';
 
 export interface RoundResult {
   scenario: string;
@@ -137,6 +141,35 @@ export interface LadderContext {
   baselineLabel?: string | undefined;
   brokerChecks: BrokerCheck[];
   alloc?: AllocInfo | undefined;
+  /** The forward scenario: its rounds, and why it or some of its rows did not run. */
+  forward?: ForwardInfo | undefined;
+}
+
+export interface ForwardInfo {
+  rounds: number;
+  seconds: number;
+  /** host:port of the destination (the upstream). */
+  destination?: string;
+  skipped?: string;
+  notes: string[];
+}
+
+/** One row of a forward table: a target against the broker's own reverse row of the same load (and nginx's forward row). */
+export interface ForwardRow {
+  target: string;
+  kind: TargetKind;
+  rounds: number;
+  cpuUs: number;
+  cpuUsPerRound: number[];
+  /** A broker's CPU per request ÷ the forward broker's reverse row of the same rounds (median ÷ median, and round by round); NaN for nginx. */
+  cpuVsReverse: number;
+  cpuVsReversePerRound: number[];
+  /** A forward listener's CPU per request ÷ nginx's forward row (the absolute-form load only; NaN for the other rows). */
+  cpuVsNginxForward: number;
+  rate: number;
+  p50ms: number;
+  p99ms: number;
+  errors: number;
 }
 
 // ---------------------------------------------------------------- formatting
@@ -394,5 +427,90 @@ export function ladderReport(results: readonly RoundResult[], ctx: LadderContext
     return v;
   }
 
-  return { ladderSpecs, ladderRows, ladderMarkdown, featureCosts, featureCostMarkdown, allocMarkdown, targetVerdicts };
+  /** The forward scenario's two tables: absolute-form keep-alive (variant ka64) and a CONNECT tunnel per request (variant handshake). */
+  function forwardSpecs(): Array<{ variant: string; title: string; per: string; rateName: string; reference: string }> {
+    const f = ctx.forward;
+    const dest = f?.destination ?? '127.0.0.1:UPSTREAM';
+    return [
+      {
+        variant: 'ka64',
+        title: `Forward listener, absolute-form keep-alive \`GET http://${dest}/64\` (64 B answers), ${ctx.connections} connections, closed loop; reference: the same broker's main listener, keep-alive GET /64`,
+        per: 'request',
+        rateName: 'requests/s',
+        reference: 'broker, reverse keep-alive',
+      },
+      {
+        variant: 'handshake',
+        title: `Forward listener, a CONNECT tunnel per request: new connection, full mTLS handshake, \`CONNECT ${dest}\`, one GET /64 through the tunnel, close; ${ctx.handshakeConcurrency} at once; reference: the same broker's main listener, new connection and full mTLS handshake per GET /64`,
+        per: 'tunnel',
+        rateName: 'tunnels/s',
+        reference: 'broker, reverse handshake',
+      },
+    ];
+  }
+
+  function forwardRows(variant: string): ForwardRow[] {
+    const ref = byLabel('forward', variant, 'broker');
+    const ngf = results.filter((r) => r.scenario === 'forward' && r.variant === variant && r.kind === 'nginx-forward');
+    return labelsOf('forward', variant).map((label) => {
+      const rows = byLabel('forward', variant, label);
+      const cpu = med(rows, cpuOfRound);
+      const kind = (rows[0] as RoundResult).kind;
+      // a ratio to the broker's reverse row says what forwarding costs that broker; nginx is not that broker
+      const broker = kind !== 'nginx-forward';
+      return {
+        target: label,
+        kind,
+        rounds: rows.length,
+        cpuUs: cpu,
+        cpuUsPerRound: rows.map(cpuOfRound),
+        cpuVsReverse: broker ? cpu / med(ref, cpuOfRound) : NaN,
+        cpuVsReversePerRound: rows.map((x) => {
+          const y = ref.find((z) => z.round === x.round);
+          return broker && y ? x.proxyCpuUsPerReq / y.proxyCpuUsPerReq : NaN;
+        }),
+        cpuVsNginxForward: ngf.length && kind !== 'broker' ? cpu / med(ngf, cpuOfRound) : NaN,
+        rate: med(rows, (r) => r.rps),
+        p50ms: med(rows, (r) => r.p50ms),
+        p99ms: med(rows, (r) => r.p99ms),
+        errors: rows.reduce((n, r) => n + r.errors + r.non2xx, 0),
+      };
+    });
+  }
+
+  function forwardSummary(): Record<string, unknown> | undefined {
+    const f = ctx.forward;
+    if (!f) return undefined;
+    return { ...f, tables: forwardSpecs().map((s) => ({ variant: s.variant, title: s.title, per: s.per, rate: s.rateName, reference: s.reference, rows: forwardRows(s.variant) })) };
+  }
+
+  function forwardMarkdown(): string[] {
+    const f = ctx.forward;
+    if (!f) return [];
+    const out: string[] = [''];
+    if (f.skipped) return [...out, `**Forward listener**: ${f.skipped}.`];
+    out.push(
+      `**Forward (egress) listener** (\`--scenarios forward\`): one broker with every feature on and \`forward:\` on (a rule for role bench to 127.0.0.1 on the upstream's port, \`allowPrivate: [127.0.0.0/8]\`), measured on its forward listener and, as the reference, on its own main listener, with nginx as a plain forward proxy for the absolute-form load (nginx has no CONNECT), in the same ${f.rounds} round${f.rounds === 1 ? "" : "s"} of ${f.seconds} s (A B C … A B C …). Both forward paths open a new connection to the destination per request (the broker's forward path keeps no upstream pool; nginx's forward server has none either), the reverse rows reuse pooled ones. CPU: the target's process tree (the broker's two listeners are one process); "÷ …": CPU per request or tunnel ÷ that row's, median ÷ median and round by round.${results.some((r) => r.scenario === 'forward' && r.target.includes('(before)')) ? ' The "(before)" rows are the --baseline build\'s forward listener: their ratio is to this build\'s reverse row; set them against the "broker forward" rows for what the change costs.' : ''}${f.notes.length ? ` ${f.notes.join(' ')}` : ''}`,
+    );
+    for (const spec of forwardSpecs()) {
+      const rows = forwardRows(spec.variant);
+      if (!rows.length) continue;
+      const ka = spec.variant === 'ka64';
+      out.push('');
+      out.push(`**${spec.title}**`);
+      out.push('');
+      out.push(`| target | CPU µs/${spec.per} | ÷ ${spec.reference} | CPU ÷ reference, per round |${ka ? ' ÷ nginx forward |' : ''} ${spec.rateName} | p50 ms | p99 ms |`);
+      out.push(`| --- | ---: | ---: | --- |${ka ? ' ---: |' : ''} ---: | ---: | ---: |`);
+      for (const r of rows) {
+        const all = byLabel('forward', spec.variant, r.target);
+        const name = r.target === 'broker' ? `${spec.reference} (reference)` : r.target;
+        out.push(
+          `| ${name}${r.errors ? ` (${fmt(r.errors)} errors or non-200)` : ''} | ${cell(all, cpuOfRound)} | ${times(r.cpuVsReverse)} | ${r.cpuVsReversePerRound.map((x) => fmt(x, 2)).join(' / ')} |${ka ? ` ${times(r.cpuVsNginxForward)} |` : ''} ${cell(all, (x) => x.rps)} | ${fmt(r.p50ms, 2)} | ${cell(all, (x) => x.p99ms, 2)} |`,
+        );
+      }
+    }
+    return out;
+  }
+
+  return { ladderSpecs, ladderRows, ladderMarkdown, featureCosts, featureCostMarkdown, allocMarkdown, targetVerdicts, forwardSpecs, forwardRows, forwardSummary, forwardMarkdown };
 }

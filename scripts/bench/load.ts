@@ -13,6 +13,11 @@
  * - handshake: a new connection with a full mTLS handshake per request (agent: false; no
  *   resumption: no session is ever offered), `concurrency` at once.
  * - idle: opens `connections` connections (one GET each, then idle) and keeps them open.
+ * - tunnel: as handshake, but each new connection is a forward proxy's tunnel: `CONNECT
+ *   <connect>`, then (answered 200) one GET with `Connection: close` in plain HTTP through it to
+ *   the destination, read to its end. A non-200 answer to the CONNECT counts as non-200.
+ * `hostHeader` replaces the Host header (keepalive with an absolute-form `path` is a forward
+ * proxy's absolute-form load).
  *
  * Driven over the IPC channel: {cmd:'prepare'} → {type:'prepared'}; {cmd:'run', startAt, endAt}
  * (epoch ms; requests count when they start and finish inside the window) → {type:'result'};
@@ -26,13 +31,17 @@ import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tl
 import { Histogram, type HistogramJson } from './hist.ts';
 
 export interface LoadConfig {
-  mode: 'keepalive' | 'handshake' | 'idle';
+  mode: 'keepalive' | 'handshake' | 'idle' | 'tunnel';
   host: string;
   port: number;
   servername: string;
   path: string;
   /** PEM file the client trusts for the server. */
   caFile: string;
+  /** tunnel mode: the CONNECT target (host:port), also the Host of the GET inside. */
+  connect?: string;
+  /** The Host header's value instead of servername:port. */
+  hostHeader?: string;
   /** Client identities (PEM files: chain and key); connection i uses identities[(offset + i) % n]. */
   identities: Array<{ cert: string; key: string }>;
   offset: number;
@@ -94,7 +103,7 @@ interface Answer {
   resumed: boolean;
 }
 
-const HEADERS = { host: `${cfg.servername}:${cfg.port}`, 'user-agent': 'broker-bench' };
+const HEADERS = { host: cfg.hostHeader ?? `${cfg.servername}:${cfg.port}`, 'user-agent': 'broker-bench' };
 
 function get(o: RequestOptions): Promise<Answer> {
   return new Promise((resolve, reject) => {
@@ -109,6 +118,36 @@ function get(o: RequestOptions): Promise<Answer> {
       const tls = s as TLSSocket;
       // only a new socket handshakes; a reused keep-alive socket has nothing to report
       if (tls.connecting && typeof tls.isSessionReused === 'function') tls.once('secureConnect', () => (resumed = tls.isSessionReused()));
+    });
+    req.on('timeout', () => req.destroy(new Error('request timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** tunnel mode: a new mTLS connection, CONNECT, then one GET through the tunnel, read until the destination closes. */
+function tunnel(i: number): Promise<Answer> {
+  const authority = cfg.connect as string;
+  return new Promise((resolve, reject) => {
+    const req = request({ host: cfg.host, port: cfg.port, method: 'CONNECT', path: authority, headers: { host: authority, 'user-agent': 'broker-bench' }, agent: false, secureContext: contextFor(i), servername: cfg.servername, timeout: cfg.requestTimeoutMs } as RequestOptions);
+    req.on('connect', (res, socket) => {
+      res.resume();
+      if (res.statusCode !== 200) {
+        socket.destroy();
+        return resolve({ status: res.statusCode ?? 0, bytes: 0, resumed: false });
+      }
+      const chunks: Buffer[] = [];
+      socket.on('data', (c: Buffer) => chunks.push(c));
+      socket.on('error', reject);
+      socket.on('end', () => {
+        const all = Buffer.concat(chunks);
+        const headEnd = all.indexOf('\r\n\r\n');
+        const status = Number(/^HTTP\/1\.\d (\d{3})/.exec(all.subarray(0, Math.max(0, headEnd)).toString('latin1'))?.[1] ?? 0);
+        socket.destroy();
+        if (headEnd < 0) return reject(new Error('tunnel closed before the answer'));
+        resolve({ status, bytes: all.length - headEnd - 4, resumed: false });
+      });
+      socket.write(`GET ${cfg.path} HTTP/1.1\r\nhost: ${authority}\r\nuser-agent: broker-bench\r\nconnection: close\r\n\r\n`);
     });
     req.on('timeout', () => req.destroy(new Error('request timeout')));
     req.on('error', reject);
@@ -162,10 +201,10 @@ async function prepare(): Promise<{ type: 'prepared'; open: number; errors: numb
   const t0 = now();
   let errors = 0;
   const samples: string[] = [];
-  if (cfg.mode === 'handshake') {
+  if (cfg.mode === 'handshake' || cfg.mode === 'tunnel') {
     // warm the client's contexts and check that one request gets through
     try {
-      const a = await get({ agent: false, secureContext: contextFor(cfg.offset), servername: cfg.servername } as RequestOptions);
+      const a = cfg.mode === 'tunnel' ? await tunnel(cfg.offset) : await get({ agent: false, secureContext: contextFor(cfg.offset), servername: cfg.servername } as RequestOptions);
       if (a.status !== 200) throw new Error(`status ${a.status}`);
     } catch (e) {
       errors++;
@@ -221,12 +260,12 @@ async function run(startAt: number, endAt: number): Promise<LoadResult> {
     }
   };
   let loops: Array<Promise<void>>;
-  if (cfg.mode === 'handshake') {
+  if (cfg.mode === 'handshake' || cfg.mode === 'tunnel') {
     let k = cfg.offset;
     loops = Array.from({ length: cfg.concurrency }, async () => {
       while (now() < endAt) {
         const i = k++;
-        await one(() => get({ agent: false, secureContext: contextFor(i), servername: cfg.servername } as RequestOptions));
+        await one(() => (cfg.mode === 'tunnel' ? tunnel(i) : get({ agent: false, secureContext: contextFor(i), servername: cfg.servername } as RequestOptions)));
       }
     });
   } else if (cfg.rate && cfg.rate > 0) {

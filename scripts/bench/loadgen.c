@@ -6,8 +6,9 @@
  *   cc -O2 -o loadgen loadgen.c -lssl -lcrypto -lm
  *   loadgen CONFIG      CONFIG: key=value lines written by loadgen.ts (writeLoadgenConfig): mode,
  *                       host, port, servername, path, ca, offset, connections, concurrency, rate,
- *                       groups, open_concurrency, timeout_ms, max_life_ms, shortcuts, and one
- *                       `id=CERT<TAB>KEY` line per client identity (PEM: certificate and chain; key).
+ *                       groups, open_concurrency, timeout_ms, max_life_ms, shortcuts, connect and
+ *                       host_header (optional), and one `id=CERT<TAB>KEY` line per client identity
+ *                       (PEM: certificate and chain; key).
  *
  * Commands, one a line on stdin: `prepare`, `run START_MS END_MS` (epoch ms), `status`, `close`.
  * Answers, one JSON object a line on stdout, the messages load.ts sends over IPC: {"type":"hello"},
@@ -25,6 +26,13 @@
  *   request, inside that request's latency.
  * - handshake: `concurrency` slots, each request on a new connection with a full handshake (no
  *   session is ever offered: no tickets, no cache) and `Connection: close`.
+ * - tunnel: as handshake, but each new connection first sends `CONNECT <connect> HTTP/1.1` (a
+ *   forward proxy's tunnel) and, once answered 2xx, the GET (with `Connection: close`) goes
+ *   through the tunnel in plain HTTP to the destination; one request is the whole exchange, from
+ *   the TCP connect to the GET's last byte. A non-2xx answer to the CONNECT counts as non-2xx.
+ * `host_header` replaces the Host header's value (default servername:port; in tunnel mode the
+ * CONNECT authority): with an absolute-form path (`http://127.0.0.1:P/64`) a keepalive load is a
+ * forward proxy's absolute-form load.
  * Requests count when they start (scheduled start in rate mode) and end inside the window; those
  * that end after it are `late`. No loop starts a request after the window end; what is still in
  * flight then gets at most min(timeout, 3 s). The process exits when stdin reaches EOF, its parent
@@ -144,7 +152,7 @@ static void die(const char *fmt, ...) {
 
 /* ------------------------------------------------------------------ configuration */
 
-enum { M_KEEPALIVE, M_HANDSHAKE };
+enum { M_KEEPALIVE, M_HANDSHAKE, M_TUNNEL };
 
 static struct {
   int mode;
@@ -152,6 +160,8 @@ static struct {
   int port;
   char servername[256];
   char path[2048];
+  char connect_to[300];
+  char host_header[300];
   char ca[4096];
   int offset, connections, concurrency, open_concurrency;
   double rate;
@@ -188,11 +198,13 @@ static void read_config(const char *file) {
     continue;                                                                 \
   }
     STR("host", host) STR("servername", servername) STR("path", path) STR("ca", ca) STR("groups", groups)
+    STR("connect", connect_to) STR("host_header", host_header)
 #undef STR
     if (!strcmp(k, "mode")) {
       if (!strcmp(v, "keepalive")) cfg.mode = M_KEEPALIVE;
       else if (!strcmp(v, "handshake")) cfg.mode = M_HANDSHAKE;
-      else die("config: mode %s (keepalive or handshake)", v);
+      else if (!strcmp(v, "tunnel")) cfg.mode = M_TUNNEL;
+      else die("config: mode %s (keepalive, handshake or tunnel)", v);
     } else if (!strcmp(k, "port")) cfg.port = atoi(v);
     else if (!strcmp(k, "offset")) cfg.offset = atoi(v);
     else if (!strcmp(k, "connections")) cfg.connections = atoi(v);
@@ -221,10 +233,14 @@ static void read_config(const char *file) {
   if (cfg.nids == 0) die("config: no identity");
   if (cfg.port <= 0 || cfg.port > 65535) die("config: port %d", cfg.port);
   if (cfg.mode == M_KEEPALIVE && cfg.connections <= 0) die("config: keepalive needs connections > 0");
+  if (cfg.mode == M_TUNNEL && !cfg.connect_to[0]) die("config: tunnel needs connect=HOST:PORT");
   if (cfg.concurrency <= 0) die("config: concurrency %d", cfg.concurrency);
   if (cfg.open_concurrency <= 0) cfg.open_concurrency = 1;
   if (cfg.offset < 0) cfg.offset = 0;
 }
+
+/* handshake and tunnel: a new connection (full handshake) per request, `concurrency` at once */
+static int per_request_conn(void) { return cfg.mode != M_KEEPALIVE; }
 
 /* ------------------------------------------------------------------ TLS */
 
@@ -418,6 +434,7 @@ struct conn {
   int ident;
   int inflight;
   int resumed;
+  int stage; /* tunnel: 0 while the CONNECT is sent and answered, then 1 (the request itself) */
   double t0;     /* latency counts from here (the scheduled start when behind schedule) */
   double tstart; /* when the request really started (for its timeout) */
   size_t wpos;
@@ -449,6 +466,9 @@ static int stdin_kind = K_STDIN;
 static char rbuf[65536];
 static char *req;
 static size_t req_len;
+/* tunnel mode: the CONNECT request sent first on every connection */
+static char *creq;
+static size_t creq_len;
 
 enum { PH_IDLE, PH_PREPARE, PH_RUN, PH_DRAIN };
 static int phase = PH_IDLE;
@@ -681,7 +701,7 @@ static void finish(struct conn *c, int ok, const char *err) {
     else after_completion(c);
     return;
   }
-  if (c->close_after || cfg.mode == M_HANDSHAKE) {
+  if (c->close_after || per_request_conn()) {
     if (cfg.mode == M_KEEPALIVE) closed_by_peer++;
     linger_close(c);
   } else {
@@ -739,6 +759,12 @@ static int head_parse(struct conn *c) {
     l = next;
   }
   if (minor == 0 && !keepalive) c->close_after = 1;
+  if (c->stage == 0 && c->status >= 200 && c->status < 300) {
+    /* the tunnel is up: a 2xx answer to CONNECT has no body, the destination's bytes follow */
+    c->close_after = 0;
+    c->ps = P_DONE;
+    return 0;
+  }
   if (c->status < 200) { /* 1xx: the real answer follows */
     c->hlen = 0;
     c->ps = P_HEAD;
@@ -907,12 +933,14 @@ static void drive(struct conn *c) {
       return fail_ssl(c, "TLS handshake", e);
     }
     case S_SEND: {
+      const char *out = c->stage == 0 ? creq : req;
+      size_t out_len = c->stage == 0 ? creq_len : req_len;
       ERR_clear_error();
       errno = 0;
-      int r = SSL_write(c->ssl, req + c->wpos, (int)(req_len - c->wpos));
+      int r = SSL_write(c->ssl, out + c->wpos, (int)(out_len - c->wpos));
       if (r > 0) {
         c->wpos += (size_t)r;
-        if (c->wpos < req_len) continue;
+        if (c->wpos < out_len) continue;
         c->state = S_READ;
         set_ev(c, EPOLLIN);
         continue;
@@ -929,6 +957,17 @@ static void drive(struct conn *c) {
       if (r > 0) {
         int p = parse(c, rbuf, (size_t)r);
         if (p < 0) return fail(c, "bad response", NULL);
+        if (p == 1 && c->stage == 0 && c->status >= 200 && c->status < 300) {
+          /* tunnel established: the request goes through it (nothing else is sent before it) */
+          c->stage = 1;
+          c->ps = P_HEAD;
+          c->hlen = c->llen = 0;
+          c->rem = c->body = 0;
+          c->status = 0;
+          c->wpos = 0;
+          c->state = S_SEND;
+          continue;
+        }
         if (p == 1) return finish(c, 1, NULL);
         continue;
       }
@@ -958,7 +997,8 @@ static void start_request(struct conn *c, double t0) {
   c->status = 0;
   c->close_after = 0;
   c->wpos = 0;
-  if (cfg.mode == M_HANDSHAKE) {
+  c->stage = cfg.mode == M_TUNNEL ? 0 : 1;
+  if (per_request_conn()) {
     c->ident = (int)(hs_next++ % (unsigned long long)cfg.nids);
     if (c->fd >= 0) hard_close(c);
   }
@@ -973,7 +1013,7 @@ enum { L_CLOSED, L_POOL, L_RATE };
 static double interval_us;
 
 static int loop_kind(void) {
-  if (cfg.mode == M_HANDSHAKE) return L_CLOSED;
+  if (per_request_conn()) return L_CLOSED;
   if (cfg.rate > 0) return L_RATE;
   if (cfg.concurrency >= cfg.connections) return L_CLOSED;
   return L_POOL;
@@ -1025,7 +1065,7 @@ static void on_timer(struct conn *c, int a) {
 
 static void emit_prepared(void) {
   struct sb b = {0};
-  int open = cfg.mode == M_HANDSHAKE ? 0 : pr.total - pr.errors;
+  int open = per_request_conn() ? 0 : pr.total - pr.errors;
   sb_add(&b, "{\"type\":\"prepared\",\"open\":%d,\"errors\":%d,\"errorSamples\":[", open, pr.errors);
   for (int i = 0; i < pr.nsamples; i++) {
     if (i) sb_add(&b, ",");
@@ -1042,7 +1082,7 @@ static void cmd_prepare(void) {
   pr.t0 = mono_us();
   phase = PH_PREPARE;
   /* handshake: one request on a new connection checks the way through; keepalive: open them all */
-  pr.total = cfg.mode == M_HANDSHAKE ? 1 : nconns;
+  pr.total = per_request_conn() ? 1 : nconns;
   hs_next = (unsigned long long)cfg.offset;
   int width = cfg.open_concurrency < pr.total ? cfg.open_concurrency : pr.total;
   while (pr.started < width && phase == PH_PREPARE) {
@@ -1061,7 +1101,7 @@ static void cmd_run(double start_ms, double end_ms) {
   getrusage(RUSAGE_SELF, &ru0);
   phase = PH_RUN;
   hs_next = (unsigned long long)cfg.offset;
-  int active = cfg.mode == M_HANDSHAKE ? cfg.concurrency : nconns;
+  int active = per_request_conn() ? cfg.concurrency : nconns;
   switch (loop_kind()) {
   case L_CLOSED:
     for (int i = 0; i < active && now < win_end; i++) start_request(&conns[i], mono_us());
@@ -1188,13 +1228,23 @@ int main(int argc, char **argv) {
   hist_init();
   hist_reset();
   setup_tls();
-  const char *how = cfg.mode == M_HANDSHAKE ? "close" : "keep-alive";
-  int rl = snprintf(NULL, 0, "GET %s HTTP/1.1\r\nhost: %s:%d\r\nuser-agent: broker-bench\r\nConnection: %s\r\n\r\n", cfg.path, cfg.servername, cfg.port, how);
+  const char *how = per_request_conn() ? "close" : "keep-alive";
+  char host[320];
+  if (cfg.host_header[0]) snprintf(host, sizeof host, "%s", cfg.host_header);
+  else if (cfg.mode == M_TUNNEL) snprintf(host, sizeof host, "%s", cfg.connect_to);
+  else snprintf(host, sizeof host, "%s:%d", cfg.servername, cfg.port);
+  int rl = snprintf(NULL, 0, "GET %s HTTP/1.1\r\nhost: %s\r\nuser-agent: broker-bench\r\nConnection: %s\r\n\r\n", cfg.path, host, how);
   req = xcalloc((size_t)rl + 1, 1);
-  snprintf(req, (size_t)rl + 1, "GET %s HTTP/1.1\r\nhost: %s:%d\r\nuser-agent: broker-bench\r\nConnection: %s\r\n\r\n", cfg.path, cfg.servername, cfg.port, how);
+  snprintf(req, (size_t)rl + 1, "GET %s HTTP/1.1\r\nhost: %s\r\nuser-agent: broker-bench\r\nConnection: %s\r\n\r\n", cfg.path, host, how);
   req_len = (size_t)rl;
+  if (cfg.mode == M_TUNNEL) {
+    int cl = snprintf(NULL, 0, "CONNECT %s HTTP/1.1\r\nhost: %s\r\nuser-agent: broker-bench\r\n\r\n", cfg.connect_to, cfg.connect_to);
+    creq = xcalloc((size_t)cl + 1, 1);
+    snprintf(creq, (size_t)cl + 1, "CONNECT %s HTTP/1.1\r\nhost: %s\r\nuser-agent: broker-bench\r\n\r\n", cfg.connect_to, cfg.connect_to);
+    creq_len = (size_t)cl;
+  }
 
-  nconns = cfg.mode == M_HANDSHAKE ? cfg.concurrency : cfg.connections;
+  nconns = per_request_conn() ? cfg.concurrency : cfg.connections;
   conns = xcalloc((size_t)nconns, sizeof *conns);
   heap = xcalloc((size_t)nconns, sizeof *heap);
   q = xcalloc((size_t)nconns, sizeof *q);

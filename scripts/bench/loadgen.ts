@@ -101,6 +101,8 @@ export function writeLoadgenConfig(file: string, cfg: LoadConfig): void {
     clean('max_life_ms', cfg.maxLifeMs),
     // BENCH_LOADGEN_SHORTCUTS=0: no client-side handshake shortcuts (see loadgen.c), for comparison
     clean('shortcuts', process.env.BENCH_LOADGEN_SHORTCUTS === '0' ? 0 : 1),
+    ...(cfg.connect !== undefined ? [clean('connect', cfg.connect)] : []),
+    ...(cfg.hostHeader !== undefined ? [clean('host_header', cfg.hostHeader)] : []),
   ];
   for (const id of cfg.identities) {
     if (/[\t\n\r]/.test(id.cert + id.key)) throw new Error('loadgen config: identity paths with tabs or line breaks');

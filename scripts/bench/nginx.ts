@@ -5,6 +5,14 @@
  * certificate's OU, a per-identity request and connection limit, identity headers upstream,
  * upstream keep-alive and an access log to a file. One worker process (one process against the
  * broker's one), never a daemon, everything (pid, temp paths, logs) inside its own prefix.
+ *
+ * With `forward`, the same server is instead a forward proxy for absolute-form http requests, the
+ * counterpart of the broker's forward listener: nginx accepts `GET http://host:port/path` request
+ * lines, a map on the request line lets only http://127.0.0.1:UPSTREAM/ through (the broker's
+ * forward rule: one host, one port), and the request goes to that fixed address (proxy_pass
+ * http://$host… would need a resolver) with Host 127.0.0.1:UPSTREAM and nothing added, on a new
+ * connection per request like the broker's forward path (no upstream keep-alive pool). nginx
+ * has no CONNECT.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -51,7 +59,24 @@ export interface NginxFiles {
 /** nginx's spelling of the broker's groups: OpenSSL 3.0 has no X25519MLKEM768, the rest is the same. */
 export const NGINX_GROUPS = 'X25519:P-256:P-384';
 
-export function writeNginxConfig(prefix: string, o: { port: number; upstreamPort: number; files: NginxFiles; maxConnections: number; role: string; nofile: number }): string {
+/** The forward server's location: the ACL, the destination check, the fixed destination, no identity headers. */
+function forwardLocation(upstreamPort: number): string {
+  return `    # absolute-form requests to the one allowed destination only (origin-form and others: 403)
+    set $forward_ok 0;
+    if ($request ~ "^[A-Z]+ http://127\\.0\\.0\\.1:${upstreamPort}/") { set $forward_ok 1; }
+    location / {
+      if ($acl_ok = 0) { return 403; }
+      if ($forward_ok = 0) { return 403; }
+      limit_req zone=per_identity burst=1000000 nodelay;
+      limit_conn conn_identity 60000;
+      proxy_pass http://127.0.0.1:${upstreamPort};
+      proxy_http_version 1.1;
+      proxy_set_header Connection close;
+      proxy_read_timeout 30s;
+    }`;
+}
+
+export function writeNginxConfig(prefix: string, o: { port: number; upstreamPort: number; files: NginxFiles; maxConnections: number; role: string; nofile: number; forward?: boolean }): string {
   mkdirSync(join(prefix, 'logs'), { recursive: true });
   mkdirSync(join(prefix, 'tmp'), { recursive: true });
   // the worker (nobody when started as root) must reach its temp folders
@@ -110,7 +135,7 @@ http {
     ssl_client_certificate ${o.files.clientCa};
     ssl_crl ${o.files.crl};
 
-    location / {
+${o.forward ? forwardLocation(o.upstreamPort) : `    location / {
       if ($acl_ok = 0) { return 403; }
       limit_req zone=per_identity burst=1000000 nodelay;
       limit_conn conn_identity 60000;
@@ -126,7 +151,7 @@ http {
       proxy_set_header X-Forwarded-Proto https;
       proxy_set_header X-Forwarded-Host $http_host;
       proxy_read_timeout 30s;
-    }
+    }`}
   }
 }
 `;

@@ -2,8 +2,9 @@
  * The proxy benchmark: the broker against nginx and a ladder of Node servers, on loopback, in the
  * same interleaved run.
  *
- *   npm run bench                 # every scenario: the ladder in 5 rounds of 5 s per target, identities and crl in 3; under 25 minutes on 2 cores
+ *   npm run bench                 # every scenario: the ladder in 5 rounds of 5 s per target, identities, crl and forward in 3; under 30 minutes on 2 cores
  *   npm run bench -- --quick      # 2 rounds of 2 s: ka64, ka16k, handshake and alloc only; about 4 minutes
+ *   npm run bench -- --scenarios forward               # the forward listener's rows only (about 2.5 minutes; with --quick under 1)
  *   npm run bench -- --scenarios ka64,crl --rounds 5 --seconds 10
  *   npm run bench -- --ablations accessLog,metrics --ablation-scenarios ka64,ka16k,handshake
  *   npm run bench -- --ablations none --ladder none     # the broker against nginx alone, as before
@@ -45,10 +46,15 @@
  * crl (a CRL with 100,000 revoked serials: handshake rate and the broker's reload time), idle
  * (10,000 idle mTLS connections: memory per connection), syscalls (strace -c on each proxy under
  * ka64: syscalls per request), profile (a --cpu-prof run of the broker under ka64, summarised;
- * --profile-load handshake or ka16k profiles that load instead).
+ * --profile-load handshake or ka16k profiles that load instead), forward (the forward (egress)
+ * listener, src/forward/: a broker with `forward:` on, measured in the same rounds on its main
+ * listener (ka64, handshake: the reference) and on its forward listener: absolute-form keep-alive
+ * `GET http://127.0.0.1:UPSTREAM/64` and a CONNECT tunnel per request (new mTLS connection,
+ * CONNECT 127.0.0.1:UPSTREAM, one GET /64 through it, close); nginx as a forward proxy for the
+ * absolute-form load beside them; --other-rounds rounds; `--scenarios forward` runs only these).
  *
  * Options besides those above: --rounds (the ladder's; default 5, quick 2), --other-rounds
- * (identities and crl; default 3, or --rounds when given), --seconds, --warmup, --ladder
+ * (identities, crl and forward; default 3, or --rounds when given), --seconds, --warmup, --ladder
  * node-bare,fastify-stock|none, --ablations all|none|NAME,… , --ablation-scenarios (default
  * ka64,handshake; ka16k too when named), --no-control, --fixed-rate auto|N|0, --alloc-seconds
  * (default 10, quick 5), --ladder-warmup (seconds of unreported load per target before the first
@@ -83,7 +89,7 @@ import { ensureNginx, nginxVersion, writeNginxConfig } from './nginx.ts';
 import { bigCrl, makePki, mintIdentities, type BenchPki, type IdentityFiles } from './pki.ts';
 import { summarise, profileMarkdown, type CpuProfile } from './profile.ts';
 import { allocationInWindow, calibrate, parseTraceGcNvp } from './gc-alloc.ts';
-import { cell, fmt, ladderReport, median, verdict, type AllocInfo, type AllocRow, type BrokerCheck, type LadderContext, type RoundResult, type TargetKind } from './ladder.ts';
+import { cell, fmt, ladderReport, median, verdict, type AllocInfo, type AllocRow, type BrokerCheck, type ForwardInfo, type LadderContext, type RoundResult, type TargetKind } from './ladder.ts';
 import type { LoadConfig, LoadResult } from './load.ts';
 import { ensureLoadgen, writeLoadgenConfig } from './loadgen.ts';
 
@@ -98,7 +104,7 @@ function knowsKey(main: string, key: string): boolean {
 /** The broker's entry: dist (this build), src (run from source), or the main.js of another build (e.g. the one before a change, for a before/after run). */
 const brokerMain = (): string => (a.broker === 'src' ? join(ROOT, 'src', 'main.ts') : a.broker === 'dist' ? join(ROOT, 'dist', 'main.js') : resolve(a.broker as string));
 const NODE = process.execPath;
-const ALL = ['ka64', 'ka16k', 'handshake', 'alloc', 'identities', 'crl', 'idle', 'syscalls', 'profile'] as const;
+const ALL = ['ka64', 'ka16k', 'handshake', 'alloc', 'identities', 'crl', 'idle', 'syscalls', 'profile', 'forward'] as const;
 /** The features the broker can switch off one at a time (env BROKER_ABLATE, comma-separated). */
 const FEATURES = ['accessLog', 'authLog', 'metrics', 'limits', 'identityHeaders', 'guard', 'hostCheck', 'upstreamShare', 'traceContext'] as const;
 /**
@@ -107,6 +113,10 @@ const FEATURES = ['accessLog', 'authLog', 'metrics', 'limits', 'identityHeaders'
  * also as a signed JWT assertion, and spans exported over OTLP/HTTP (to a sink in this process).
  */
 const PLUS = ['rfc9440', 'jwt', 'tracing'] as const;
+/** The forward scenario's rows (the broker's own reverse rows keep the label "broker"). */
+const FORWARD_LABEL = 'broker forward';
+const FORWARD_CONNECT_LABEL = 'broker forward CONNECT';
+const NGINX_FORWARD_LABEL = 'nginx forward';
 /** The ladder's reference rows besides nginx and the broker. */
 const LADDER_EXTRAS = ['node-bare', 'fastify-stock'] as const;
 type Scenario = (typeof ALL)[number];
@@ -151,7 +161,7 @@ const SCENARIOS = (a.scenarios ?? (QUICK ? 'ka64,ka16k,handshake,alloc' : ALL.jo
 for (const s of SCENARIOS) if (!ALL.includes(s)) throw new Error(`unknown scenario ${s}; one of ${ALL.join(', ')}`);
 /** Rounds of the ladder scenarios (ka64, its fixed-rate part, ka16k, handshake): issue 13's targets are medians of 5. */
 const ROUNDS = Number(a.rounds ?? (QUICK ? 2 : 5));
-/** Rounds of the identities and crl scenarios (broker and nginx only): 3 keeps the full run near 25 minutes. */
+/** Rounds of the identities, crl and forward scenarios: 3 keeps the full run near 25 minutes. */
 const OTHER_ROUNDS = Number(a['other-rounds'] ?? a.rounds ?? (QUICK ? 2 : 3));
 const csv = (x: string) => x.split(',').map((s) => s.trim()).filter(Boolean);
 const LADDER = a.ladder === 'none' ? [] : csv(a.ladder as string);
@@ -194,7 +204,7 @@ if (GEN_PROCS_ARG !== undefined && !Number.isFinite(GEN_PROCS_ARG)) throw new Er
 /** The C generator's binary once built (main); undefined: the Node generator everywhere. */
 let loadgenBin: string | undefined;
 const useC = (mode: LoadConfig['mode']) => loadgenBin !== undefined && mode !== 'idle';
-const genProcs = (mode: LoadConfig['mode']) => GEN_PROCS_ARG ?? (useC(mode) ? (mode === 'handshake' ? 2 : 1) : 2);
+const genProcs = (mode: LoadConfig['mode']) => GEN_PROCS_ARG ?? (useC(mode) ? (mode === 'handshake' || mode === 'tunnel' ? 2 : 1) : 2);
 const genDescription = () =>
   loadgenBin
     ? `C (scripts/bench/loadgen.c: epoll, ${loadgenHello.openssl ?? 'OpenSSL'}${loadgenHello.fastCertDecode || loadgenHello.verifyCache ? `, client-side handshake shortcuts: ${[loadgenHello.fastCertDecode ? 'legacy EC key decoding' : '', loadgenHello.verifyCache ? 'server chain verdict cached per identical chain' : ''].filter(Boolean).join(', ')}` : ''}), ${GEN_PROCS_ARG ?? 1} process${(GEN_PROCS_ARG ?? 1) > 1 ? 'es' : ''} for keep-alive and ${GEN_PROCS_ARG ?? 2} for handshakes; idle connections from the Node one`
@@ -335,6 +345,8 @@ interface Target {
   added?: string;
   /** The broker's own folder (config, logs). */
   dir?: string;
+  /** The broker's forward listener (started with `forward`). */
+  forwardPort?: number;
   /** Wall clock (epoch ms) when the process was started: about when its V8 isolate's clock starts. */
   startedAt: number;
   /** Everything it wrote to stdout, once it has exited (only when started with captureStdout). */
@@ -372,7 +384,7 @@ async function startUpstream(): Promise<Env['upstream']> {
   return { pid: child.pid as number, port, child };
 }
 
-async function startBroker(env: Env, label: string, o: { crlFile: string; nodeArgs?: string[]; ablate?: string; plus?: string; control?: boolean; captureStdout?: boolean; main?: string }): Promise<Target> {
+async function startBroker(env: Env, label: string, o: { crlFile: string; nodeArgs?: string[]; ablate?: string; plus?: string; control?: boolean; captureStdout?: boolean; main?: string; forward?: boolean }): Promise<Target> {
   const main = o.main ?? brokerMain();
   const dir = join(env.work, label.replace(/[^\w.-]+/g, '_'));
   mkdirSync(dir, { recursive: true });
@@ -400,6 +412,8 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
     // reloads are triggered (and timed) through POST /reload, not by the file watcher
     reload: { watch: false },
     // "broker +tracing": a span per request (server + client), every one sampled, exported to the bench's sink
+    // the forward scenario: the forward listener, allowed to reach the upstream and nothing else
+    ...(o.forward ? { forward: { listen: { host: '127.0.0.1', port: 0 }, rules: [{ roles: [ROLE], hosts: ['127.0.0.1'], ports: [env.upstream.port], allowPrivate: ['127.0.0.0/8'] }] } } : {}),
   };
   const file = join(dir, 'broker.json');
   writeFileSync(file, JSON.stringify(config, null, 2));
@@ -414,7 +428,7 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
   const stdout = o.captureStdout ? captureStdout(child) : undefined;
   child.stderr?.pipe(createWriteStream(join(dir, 'error.log')));
   child.stdout?.pipe(createWriteStream(join(dir, 'stdout.log')));
-  const ready = await firstJsonLine<{ port: number; adminPort: number }>(child, 'stderr', (j) => j.event === 'listening', 30_000, `broker ${label}`).catch((e: Error) => {
+  const ready = await firstJsonLine<{ port: number; adminPort: number; forwardPort?: number | null }>(child, 'stderr', (j) => j.event === 'listening', 30_000, `broker ${label}`).catch((e: Error) => {
     throw new Error(`${e.message}; see ${join(dir, 'error.log')}`);
   });
   return {
@@ -423,6 +437,7 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
     pid: child.pid as number,
     port: ready.port,
     adminPort: ready.adminPort,
+    ...(typeof ready.forwardPort === 'number' ? { forwardPort: ready.forwardPort } : {}),
     child,
     ...(o.ablate ? { ablate: o.ablate } : {}),
     ...(o.plus ? { added: o.plus } : {}),
@@ -433,7 +448,7 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
   };
 }
 
-async function startNginx(env: Env, label: string, crlFile: string, maxConnections: number): Promise<Target> {
+async function startNginx(env: Env, label: string, crlFile: string, maxConnections: number, o: { forward?: boolean } = {}): Promise<Target> {
   const prefix = join(env.work, label);
   mkdirSync(prefix, { recursive: true });
   const port = await freePort();
@@ -444,6 +459,7 @@ async function startNginx(env: Env, label: string, crlFile: string, maxConnectio
     maxConnections,
     role: ROLE,
     nofile: NOFILE,
+    ...(o.forward ? { forward: true } : {}),
   });
   const t = spawnSync(env.nginxBin, ['-t', '-p', prefix, '-c', conf, '-g', 'daemon off;'], { encoding: 'utf8', timeout: 60_000 });
   if (t.status !== 0) throw new Error(`nginx -t failed:\n${t.stderr}`);
@@ -526,6 +542,10 @@ interface LoadSpec {
   identities: IdentityFiles[];
   /** Requests per second in total (keepalive only); none: closed loop, as fast as answers come. */
   rate?: number;
+  /** tunnel mode: the CONNECT target (host:port). */
+  connect?: string;
+  /** The Host header instead of localhost:PORT (absolute-form requests name their destination). */
+  hostHeader?: string;
 }
 
 interface Gen {
@@ -544,7 +564,7 @@ function loadgenCommand(m: { cmd: string; startAt?: number; endAt?: number }): s
 }
 
 async function startGens(env: Env, target: Target, spec: LoadSpec): Promise<Gen[]> {
-  const procs = Math.min(genProcs(spec.mode), Math.max(1, spec.mode === 'handshake' ? spec.concurrency : spec.connections));
+  const procs = Math.min(genProcs(spec.mode), Math.max(1, spec.mode === 'handshake' || spec.mode === 'tunnel' ? spec.concurrency : spec.connections));
   const c = useC(spec.mode);
   const gens: Gen[] = [];
   let offset = 0;
@@ -562,6 +582,8 @@ async function startGens(env: Env, target: Target, spec: LoadSpec): Promise<Gen[
       connections: share(spec.connections),
       concurrency: share(spec.concurrency),
       ...(spec.rate ? { rate: (spec.rate * share(spec.connections)) / spec.connections } : {}),
+      ...(spec.connect !== undefined ? { connect: spec.connect } : {}),
+      ...(spec.hostHeader !== undefined ? { hostHeader: spec.hostHeader } : {}),
       groups: GROUPS,
       openConcurrency: 32,
       requestTimeoutMs: 30_000,
@@ -1055,6 +1077,78 @@ async function allocScenario(env: Env, spec: LoadSpec): Promise<void> {
   extra.alloc = { ...info, seconds: ALLOC_SECONDS, rows };
 }
 
+/**
+ * The forward (egress) listener: one broker with every feature on and `forward:` on, measured in
+ * the same rounds on its main listener (the reverse rows: keep-alive 64 B and a handshake per
+ * request, the references) and on its forward listener (absolute-form keep-alive GETs to the
+ * upstream, and a CONNECT tunnel per request with one GET through it), beside nginx as a forward
+ * proxy for the absolute-form load (nginx has no CONNECT). With --baseline, the build before the
+ * change runs its forward rows too when it has the forward listener; builds without one (their
+ * config schema has no forward rules) are left out with a note, as is the whole scenario when the
+ * broker under test has none.
+ */
+async function forwardScenario(env: Env): Promise<void> {
+  const info: { skipped?: string; notes: string[]; destination?: string } = { notes: [] };
+  extra.forward = info;
+  // forward.rules[].allowPrivate came with the forward listener: a build without it refuses the config
+  const hasForward = (main: string) => knowsKey(main, 'allowPrivate');
+  if (!hasForward(brokerMain())) {
+    info.skipped = `the broker under test (${brokerMain()}) has no forward listener (its config schema has no forward rules): scenario skipped`;
+    log(`  ${info.skipped}`);
+    return;
+  }
+  const dest = `127.0.0.1:${env.upstream.port}`;
+  info.destination = dest;
+  const one = [env.pki.client];
+  const reverseKa: LoadSpec = { mode: 'keepalive', path: '/64', connections: CONNS, concurrency: CONNS, identities: one };
+  const absoluteKa: LoadSpec = { ...reverseKa, path: `http://${dest}/64`, hostHeader: dest };
+  const reverseHs: LoadSpec = { mode: 'handshake', path: '/64', connections: 0, concurrency: HS_CONC, identities: one };
+  const tunnel: LoadSpec = { ...reverseHs, mode: 'tunnel', connect: dest };
+  const started: Target[] = [];
+  /** The broker's forward listener as a target of its own (same process, so the same CPU counter). */
+  const forwardOf = (b: Target, label: string): Target => {
+    if (b.forwardPort === undefined) throw new Error(`${b.label} did not report a forward listener (no forwardPort in its "listening" line)`);
+    return { ...b, kind: 'broker-forward', label, port: b.forwardPort };
+  };
+  try {
+    const b = await startBroker(env, 'broker-forward', { crlFile: env.pki.emptyCrl, forward: true });
+    started.push(b);
+    const n = await startNginx(env, 'nginx-forward', env.pki.emptyCrl, 2_000, { forward: true });
+    started.push(n);
+    const bf = forwardOf(b, FORWARD_LABEL);
+    // its main listener, the reference of both loads (label "broker" in this scenario's rounds)
+    const reverse: Target = { ...b, label: 'broker' };
+    const plan: Parameters<typeof alternate>[2] = [
+      { variant: 'ka64', target: reverse, spec: reverseKa },
+      { variant: 'ka64', target: bf, spec: absoluteKa },
+      { variant: 'ka64', target: { ...n, kind: 'nginx-forward', label: NGINX_FORWARD_LABEL }, spec: absoluteKa },
+      { variant: 'handshake', target: reverse, spec: reverseHs },
+      { variant: 'handshake', target: { ...bf, label: FORWARD_CONNECT_LABEL }, spec: tunnel },
+    ];
+    if (a.baseline) {
+      const main = resolve(a.baseline as string);
+      if (hasForward(main)) {
+        const before = await startBroker(env, 'broker-forward-before', { crlFile: env.pki.emptyCrl, forward: true, main });
+        started.push(before);
+        const bb = forwardOf(before, `${BASELINE_LABEL} forward`);
+        plan.splice(3, 0, { variant: 'ka64', target: bb, spec: absoluteKa });
+        plan.push({ variant: 'handshake', target: { ...bb, label: `${BASELINE_LABEL} forward CONNECT` }, spec: tunnel });
+      } else {
+        info.notes.push(`The --baseline build (${main}) has no forward listener: its forward rows are left out.`);
+        log(`  ${info.notes[info.notes.length - 1]}`);
+      }
+    }
+    log(`  targets: ${plan.map((p) => `${p.target.label} (${p.variant})`).join(', ')}; ${OTHER_ROUNDS} rounds`);
+    if (LADDER_WARMUP > 0) {
+      // fresh processes and a code path not run yet: one unreported round of each load first
+      for (const p of plan) await round(env, 'forward-warmup', 'warm-up', p.target, p.spec, 1, LADDER_WARMUP);
+    }
+    await alternate(env, 'forward', plan, OTHER_ROUNDS);
+  } finally {
+    for (const t of started) await t.stop();
+  }
+}
+
 // ---------------------------------------------------------------- report
 
 function pick(scenario: string, variant: string, kind: string): RoundResult[] {
@@ -1206,6 +1300,7 @@ function report() {
     baselineLabel: a.baseline ? BASELINE_LABEL : undefined,
     brokerChecks: (extra.brokerChecks ?? []) as BrokerCheck[],
     alloc: extra.alloc as AllocInfo | undefined,
+    forward: extra.forward ? { rounds: OTHER_ROUNDS, seconds: SECONDS, ...(extra.forward as Omit<ForwardInfo, 'rounds' | 'seconds'>) } : undefined,
   };
   return ladderReport(results, ctx);
 }
@@ -1215,6 +1310,7 @@ function summaryJson(): Record<string, unknown> {
   return {
     ladder: r.ladderSpecs().map((s) => ({ scenario: s.scenario, variant: s.variant, title: s.title, per: s.per, rate: s.rateName, rows: r.ladderRows(s) })),
     featureCosts: r.featureCosts(),
+    forward: r.forwardSummary(),
     fixedRate: { rate: fixedRate, how: fixedRateHow },
     targets: r.targetVerdicts(),
     earlierTargets: buildLines().verdicts,
@@ -1224,7 +1320,7 @@ function summaryJson(): Record<string, unknown> {
 function markdown(meta: Record<string, unknown>): string {
   const { lines, verdicts } = buildLines();
   const ladderScenarios = SCENARIOS.filter((x) => x === 'ka64' || x === 'ka16k' || x === 'handshake');
-  const otherScenarios = SCENARIOS.filter((x) => x === 'identities' || x === 'crl');
+  const otherScenarios = SCENARIOS.filter((x) => x === 'identities' || x === 'crl' || x === 'forward');
   const out: string[] = [];
   out.push(`- Date: ${meta.date}, ${meta.startTime}–${meta.endTime} UTC (${fmt((meta.totalSeconds as number) / 60, 1)} min)`);
   out.push(`- Machine: ${meta.cpu}, ${meta.cores} cores, ${meta.kernel}, ${fmt(meta.memGiB as number, 1)} GiB`);
@@ -1252,6 +1348,7 @@ function markdown(meta: Record<string, unknown>): string {
   out.push(...r.ladderMarkdown());
   out.push(...r.featureCostMarkdown());
   out.push(...r.allocMarkdown());
+  out.push(...r.forwardMarkdown());
   if (tv.length || verdicts.length) {
     out.push('');
     out.push('**Targets** (issue 13: the broker with every feature on; then the earlier targets that must not get worse)');
@@ -1453,6 +1550,10 @@ async function main(): Promise<void> {
       await nginx?.stop();
       if (broker) extra.brokerChecks = [broker, ...ablated].map(brokerCheck);
       await otlpSink.close();
+    }
+    if (SCENARIOS.includes('forward')) {
+      log(`scenario forward: the forward listener, absolute-form keep-alive GET 64 B and a CONNECT tunnel per request, against the broker's main listener and nginx as a forward proxy; ${OTHER_ROUNDS} rounds`);
+      await forwardScenario(env);
     }
     if (SCENARIOS.includes('alloc')) {
       log(`scenario alloc: bytes allocated on the V8 heap per request under keep-alive 64 B (--trace-gc-nvp, ${ALLOC_SECONDS} s)`);

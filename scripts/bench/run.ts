@@ -413,7 +413,16 @@ async function startBroker(env: Env, label: string, o: { crlFile: string; nodeAr
     reload: { watch: false },
     // "broker +tracing": a span per request (server + client), every one sampled, exported to the bench's sink
     // the forward scenario: the forward listener, allowed to reach the upstream and nothing else
-    ...(o.forward ? { forward: { listen: { host: '127.0.0.1', port: 0 }, rules: [{ roles: [ROLE], hosts: ['127.0.0.1'], ports: [env.upstream.port], allowPrivate: ['127.0.0.0/8'] }] } } : {}),
+    // (its per-identity limits far above the load, like the reverse ones, for builds that have them: the counting still runs)
+    ...(o.forward
+      ? {
+          forward: {
+            listen: { host: '127.0.0.1', port: 0 },
+            rules: [{ roles: [ROLE], hosts: ['127.0.0.1'], ports: [env.upstream.port], allowPrivate: ['127.0.0.0/8'] }],
+            ...(knowsKey(main, 'maxTunnels') ? { limits: { tunnels: { rate: 1_000_000, per: '1s', burst: 1_000_000 }, maxTunnels: 100_000 } } : {}),
+          },
+        }
+      : {}),
   };
   const file = join(dir, 'broker.json');
   writeFileSync(file, JSON.stringify(config, null, 2));

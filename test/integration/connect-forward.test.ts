@@ -1,0 +1,231 @@
+/**
+ * `broker connect --forward`: a local plain HTTP proxy whose traffic reaches the broker's forward
+ * listener over mutual TLS. Real tools that only know HTTPS_PROXY / HTTP_PROXY (curl, Python
+ * requests) reach an https destination (CONNECT) and an http one (absolute-form) through
+ * connect → broker → destination; a destination the broker's rules refuse gives the tool the
+ * broker's 403 and code; an origin-form request to the proxy port is refused with its code; an
+ * unreachable broker is a coded 502; a reloaded certificate is used by the next tunnel.
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { connect as netConnect, type AddressInfo } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startConnect, parseListen, parseTarget, type Connector } from '../../src/connect/index.ts';
+import { captureLoggers, deadPort, makePki, startBroker, startUpstream, type Identity, type LogSink, type TestPki } from '../helpers/broker.ts';
+import { tempDir } from '../helpers/cli.ts';
+import { within } from '../helpers/within.ts';
+
+/** An https destination with its own CA: records the paths it serves, answers "secret from <path>". */
+async function startTlsDestination(t: TestContext): Promise<{ port: number; ca: string; seen: string[] }> {
+  const own = await makePki(t);
+  const seen: string[] = [];
+  const server = createHttpsServer({ cert: readFileSync(own.store.layout.serverCert('localhost')), key: readFileSync(own.store.layout.serverKey('localhost')) }, (req, res) => {
+    seen.push(req.url ?? '');
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end(`secret from ${req.url}`);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))));
+  return { port: (server.address() as AddressInfo).port, ca: own.ca, seen };
+}
+
+interface World {
+  pki: TestPki;
+  dir: string;
+  proxy: string;
+  connector: Connector;
+  logs: LogSink;
+  brokerLogs: LogSink;
+  files: { cert: string; key: string; ca: string };
+  file(name: string, text: string): string;
+}
+
+/** A broker with a forward listener and `rules`, and `broker connect --forward` in front of it as `id`. */
+async function setup(t: TestContext, rules: (pki: TestPki) => unknown[], id = 'partner-a', o: { forwardPort?: number } = {}): Promise<World & { partner: Identity }> {
+  const pki = await makePki(t);
+  const partner = await pki.issue(id, ['partner']);
+  const b = await startBroker(t, pki, { forward: { listen: { host: '127.0.0.1', port: 0 }, rules: rules(pki) } });
+  const a = b.broker.forwardServer?.address();
+  assert.ok(a && typeof a !== 'string', 'the forward listener listens');
+  const dir = tempDir(t, 'broker-connect-forward-');
+  const file = (name: string, text: string) => (writeFileSync(join(dir, name), text), join(dir, name));
+  const files = { cert: file('client.crt', partner.cert), key: file('client.key', partner.key), ca: file('ca.crt', pki.ca) };
+  const { loggers, sink } = captureLoggers();
+  const connector = await startConnect({ target: parseTarget(`https://localhost:${o.forwardPort ?? a.port}`), listen: parseListen('127.0.0.1:0', false), forward: true, files, debounceMs: 50 }, loggers);
+  t.after(() => connector.close(1_000));
+  return { pki, dir, proxy: `http://127.0.0.1:${connector.port}`, connector, logs: sink, brokerLogs: b.logs, files, file, partner };
+}
+
+/** A tool run with only the proxy environment (no NO_PROXY from the host). */
+function tool(cmd: string, args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(no|https?|all)_proxy$/i.test(k)));
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: 30_000, env: { ...clean, ...env } }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+const curl = (args: string[], env: Record<string, string>) => tool('curl', ['-sS', '--max-time', '20', ...args], env);
+
+/** One raw exchange with the local proxy port: everything it answers until it closes. */
+function raw(port: number, data: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  return within(
+    new Promise((resolve, reject) => {
+      const s = netConnect({ host: '127.0.0.1', port }, () => s.write(data));
+      let text = '';
+      s.setEncoding('utf8').on('data', (d: string) => (text += d));
+      s.on('end', () => {
+        s.destroy();
+        resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]), body: JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as Record<string, unknown> });
+      });
+      s.on('error', reject);
+    }),
+    15_000,
+    'a raw exchange with the local proxy',
+  );
+}
+
+const hasRequests = (() => {
+  try {
+    execFileSync('python3', ['-c', 'import requests'], { stdio: 'ignore', timeout: 20_000 });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+test('curl with HTTPS_PROXY reaches an https destination and with http_proxy an http one, through connect and the broker, as the partner', async (t) => {
+  const dest = await startTlsDestination(t);
+  const up = await startUpstream(t, (_req, res) => (res.writeHead(200, { 'content-type': 'text/plain', 'x-from': 'up' }), res.end('plain hello')));
+  const w = await setup(t, () => [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [dest.port, up.port], allowPrivate: ['127.0.0.0/8'] }]);
+  const destCa = w.file('dest-ca.pem', dest.ca);
+
+  const tls = await curl(['--cacert', destCa, `https://127.0.0.1:${dest.port}/vault?x=1`], { HTTPS_PROXY: w.proxy });
+  assert.equal(tls.code, 0, tls.stderr);
+  assert.equal(tls.stdout, 'secret from /vault?x=1');
+  assert.deepEqual(dest.seen, ['/vault?x=1']);
+  const tunnel = await w.logs.waitFor((l) => l.log === 'access' && l.method === 'CONNECT', 10_000);
+  assert.equal(tunnel.host, '127.0.0.1');
+  assert.equal(tunnel.port, dest.port);
+  assert.equal(tunnel.status, 200);
+  assert.ok((tunnel.bytesUp as number) > 0 && (tunnel.bytesDown as number) > 0, JSON.stringify(tunnel));
+  assert.equal(typeof tunnel.durationMs, 'number');
+  const atBroker = await w.brokerLogs.waitFor((l) => l.event === 'forward' && l.method === 'CONNECT', 10_000);
+  assert.equal(atBroker.principal, 'partner-a');
+  assert.equal(atBroker.outcome, 'ok');
+
+  // curl reads http_proxy in lower case only (HTTP_PROXY is ignored: CGI's httpoxy)
+  const plain = await curl(['-i', `http://127.0.0.1:${up.port}/hello?a=b`], { http_proxy: w.proxy });
+  assert.equal(plain.code, 0, plain.stderr);
+  assert.match(plain.stdout, /^HTTP\/1\.1 200 /);
+  assert.match(plain.stdout, /\r\nx-from: up\r\n/i);
+  assert.match(plain.stdout, /\r\n\r\nplain hello$/);
+  assert.equal(up.seen.length, 1);
+  assert.equal(up.seen[0]?.url, '/hello?a=b');
+  assert.equal(up.seen[0]?.headers.host, `127.0.0.1:${up.port}`);
+  assert.equal(up.seen[0]?.headers['proxy-connection'], undefined, 'hop-by-hop headers stay behind');
+  const line = await w.logs.waitFor((l) => l.log === 'access' && l.method === 'GET', 10_000);
+  assert.deepEqual([line.host, line.port, line.status, line.bytesDown], ['127.0.0.1', up.port, 200, 'plain hello'.length]);
+});
+
+test('Python requests with proxies= reaches both destinations through connect', { skip: hasRequests ? false : 'python3 with the requests module is not installed' }, async (t) => {
+  const dest = await startTlsDestination(t);
+  const up = await startUpstream(t, (_req, res) => (res.writeHead(200, { 'content-type': 'text/plain' }), res.end('plain hello')));
+  const w = await setup(t, () => [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [dest.port, up.port], allowPrivate: ['127.0.0.0/8'] }]);
+  const destCa = w.file('dest-ca.pem', dest.ca);
+  const script = [
+    'import sys, requests',
+    'proxy, ca, tls_url, plain_url = sys.argv[1:5]',
+    'p = {"http": proxy, "https": proxy}',
+    'a = requests.get(tls_url, proxies=p, verify=ca, timeout=20)',
+    'b = requests.get(plain_url, proxies=p, timeout=20)',
+    'print(a.status_code, a.text)',
+    'print(b.status_code, b.text)',
+  ].join('\n');
+  const r = await tool('python3', ['-c', script, w.proxy, destCa, `https://127.0.0.1:${dest.port}/py`, `http://127.0.0.1:${up.port}/py-plain`], {});
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, '200 secret from /py\n200 plain hello\n');
+  assert.deepEqual(dest.seen, ['/py']);
+  assert.equal(up.seen[0]?.url, '/py-plain');
+});
+
+test('a destination the rules refuse: the tool gets the broker\'s 403 and its code, nothing is reached', async (t) => {
+  const dest = await startTlsDestination(t);
+  const up = await startUpstream(t);
+  // the rules name the host, on a port that is neither destination's
+  const w = await setup(t, () => [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [1], allowPrivate: ['127.0.0.0/8'] }]);
+
+  const tunnel = await raw(w.connector.port, `CONNECT 127.0.0.1:${dest.port} HTTP/1.1\r\nHost: 127.0.0.1:${dest.port}\r\n\r\n`);
+  assert.equal(tunnel.status, 403);
+  assert.equal(tunnel.body.code, 'BRK_ERR_FORWARD_PORT');
+  const denied = await raw(w.connector.port, `CONNECT elsewhere.example:443 HTTP/1.1\r\nHost: elsewhere.example:443\r\n\r\n`);
+  assert.equal(denied.status, 403);
+  assert.equal(denied.body.code, 'BRK_ERR_FORWARD_DENIED');
+  const line = await w.logs.waitFor((l) => l.log === 'access' && l.method === 'CONNECT' && l.code === 'BRK_ERR_FORWARD_DENIED', 10_000);
+  assert.deepEqual([line.host, line.port, line.status], ['elsewhere.example', 443, 403]);
+
+  const viaCurl = await curl(['--cacert', w.file('dest-ca.pem', dest.ca), `https://127.0.0.1:${dest.port}/`], { HTTPS_PROXY: w.proxy });
+  assert.notEqual(viaCurl.code, 0);
+  assert.match(viaCurl.stderr, /403/);
+  const plain = await curl([`http://127.0.0.1:${up.port}/x`], { http_proxy: w.proxy });
+  assert.equal(plain.code, 0, plain.stderr);
+  assert.equal((JSON.parse(plain.stdout) as { code: string }).code, 'BRK_ERR_FORWARD_PORT');
+  assert.deepEqual(dest.seen, []);
+  assert.equal(up.seen.length, 0);
+});
+
+test('an origin-form request to the proxy port is refused with BRK_ERR_CONNECT_NOT_PROXY', async (t) => {
+  const w = await setup(t, () => []);
+  const got = await within(
+    new Promise<{ status: number; body: Record<string, unknown> }>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port: w.connector.port, path: '/orders/1', agent: false }, (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (d: string) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }));
+      });
+      req.on('error', reject);
+      req.end();
+    }),
+    15_000,
+    'GET /orders/1',
+  );
+  assert.equal(got.status, 400);
+  assert.equal(got.body.code, 'BRK_ERR_CONNECT_NOT_PROXY');
+  assert.match(String(got.body.message), /HTTPS_PROXY/);
+  const line = await w.logs.waitFor((l) => l.log === 'access' && l.status === 400, 10_000);
+  assert.equal(line.code, 'BRK_ERR_CONNECT_NOT_PROXY');
+});
+
+test('an unreachable broker is a 502 BRK_ERR_CONNECT_UPSTREAM for the tunnel', async (t) => {
+  const w = await setup(t, () => [], 'partner-a', { forwardPort: await deadPort() });
+  const r = await raw(w.connector.port, 'CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n');
+  assert.equal(r.status, 502);
+  assert.equal(r.body.code, 'BRK_ERR_CONNECT_UPSTREAM');
+  assert.match(String(r.body.message), /ECONNREFUSED/);
+});
+
+test('after a certificate reload, new tunnels go out with the new certificate', async (t) => {
+  const dest = await startTlsDestination(t);
+  const w = await setup(t, () => [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [dest.port], allowPrivate: ['127.0.0.0/8'] }]);
+  const destCa = w.file('dest-ca.pem', dest.ca);
+  const before = await curl(['--cacert', destCa, `https://127.0.0.1:${dest.port}/one`], { HTTPS_PROXY: w.proxy });
+  assert.equal(before.code, 0, before.stderr);
+  // another identity, whose role no rule names: the broker must now refuse
+  const bob = await w.pki.issue('bob', ['other']);
+  writeFileSync(w.files.cert, bob.cert);
+  writeFileSync(w.files.key, bob.key);
+  w.connector.reload('test');
+  await w.logs.waitFor((l) => l.event === 'reload' && l.outcome === 'ok', 10_000);
+  const after = await raw(w.connector.port, `CONNECT 127.0.0.1:${dest.port} HTTP/1.1\r\nHost: 127.0.0.1:${dest.port}\r\n\r\n`);
+  assert.equal(after.status, 403);
+  assert.equal(after.body.code, 'BRK_ERR_FORWARD_DENIED');
+  const refused = await w.brokerLogs.waitFor((l) => l.event === 'forward' && l.outcome === 'refused', 10_000);
+  assert.equal(refused.principal, 'bob');
+  assert.deepEqual(dest.seen, ['/one']);
+});

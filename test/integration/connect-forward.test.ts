@@ -9,6 +9,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -18,7 +19,11 @@ import { join } from 'node:path';
 import { startConnect, parseListen, parseTarget, type Connector } from '../../src/connect/index.ts';
 import { captureLoggers, deadPort, makePki, startBroker, startUpstream, type Identity, type LogSink, type TestPki } from '../helpers/broker.ts';
 import { tempDir } from '../helpers/cli.ts';
-import { within } from '../helpers/within.ts';
+import { eventually, within } from '../helpers/within.ts';
+
+/** 6 MiB of random bytes: more than any socket buffer, so backpressure is exercised both ways. */
+const BIG = randomBytes(6 * 1024 * 1024);
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** An https destination with its own CA: records the paths it serves, answers "secret from <path>". */
 async function startTlsDestination(t: TestContext): Promise<{ port: number; ca: string; seen: string[] }> {
@@ -27,6 +32,15 @@ async function startTlsDestination(t: TestContext): Promise<{ port: number; ca: 
   const server = createHttpsServer({ cert: readFileSync(own.store.layout.serverCert('localhost')), key: readFileSync(own.store.layout.serverKey('localhost')) }, (req, res) => {
     seen.push(req.url ?? '');
     res.writeHead(200, { 'content-type': 'text/plain' });
+    if (req.url === '/big') return void res.end(BIG);
+    if (req.method === 'POST') {
+      // answers the length and SHA-256 of the body it received
+      const h = createHash('sha256');
+      let n = 0;
+      req.on('data', (c: Buffer) => (h.update(c), (n += c.length)));
+      req.on('end', () => res.end(`${n} ${h.digest('hex')}`));
+      return;
+    }
     res.end(`secret from ${req.url}`);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -172,7 +186,7 @@ test('a destination the rules refuse: the tool gets the broker\'s 403 and its co
 
   const viaCurl = await curl(['--cacert', w.file('dest-ca.pem', dest.ca), `https://127.0.0.1:${dest.port}/`], { HTTPS_PROXY: w.proxy });
   assert.notEqual(viaCurl.code, 0);
-  assert.match(viaCurl.stderr, /403/);
+  assert.match(viaCurl.stderr, /CONNECT tunnel failed, response 403/);
   const plain = await curl([`http://127.0.0.1:${up.port}/x`], { http_proxy: w.proxy });
   assert.equal(plain.code, 0, plain.stderr);
   assert.equal((JSON.parse(plain.stdout) as { code: string }).code, 'BRK_ERR_FORWARD_PORT');
@@ -228,4 +242,38 @@ test('after a certificate reload, new tunnels go out with the new certificate', 
   const refused = await w.brokerLogs.waitFor((l) => l.event === 'forward' && l.outcome === 'refused', 10_000);
   assert.equal(refused.principal, 'bob');
   assert.deepEqual(dest.seen, ['/one']);
+});
+
+test('a tunnel carries 6 MiB each way intact (backpressure), counted in its access line', async (t) => {
+  const dest = await startTlsDestination(t);
+  const w = await setup(t, () => [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [dest.port], allowPrivate: ['127.0.0.0/8'] }]);
+  const destCa = w.file('dest-ca.pem', dest.ca);
+  const out = join(w.dir, 'big.out');
+  const down = await curl(['--cacert', destCa, '-o', out, `https://127.0.0.1:${dest.port}/big`], { HTTPS_PROXY: w.proxy });
+  assert.equal(down.code, 0, down.stderr);
+  assert.equal(sha(readFileSync(out)), sha(BIG));
+  const upload = w.file('big.in', '');
+  writeFileSync(upload, BIG);
+  const up = await curl(['--cacert', destCa, '--data-binary', `@${upload}`, `https://127.0.0.1:${dest.port}/upload`], { HTTPS_PROXY: w.proxy });
+  assert.equal(up.code, 0, up.stderr);
+  assert.equal(up.stdout, `${BIG.length} ${sha(BIG)}`);
+  const tunnels = () => w.logs.of('access').filter((x) => x.method === 'CONNECT');
+  await eventually(() => tunnels().length === 2, 'two tunnel lines', 10_000);
+  const lines = tunnels();
+  assert.ok((lines[0]?.bytesDown as number) > BIG.length, JSON.stringify(lines[0]));
+  assert.ok((lines[1]?.bytesUp as number) > BIG.length, JSON.stringify(lines[1]));
+});
+
+test('shutdown cuts tunnels still open after the grace period', async (t) => {
+  const dest = await startTlsDestination(t);
+  const w = await setup(t, () => [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [dest.port], allowPrivate: ['127.0.0.0/8'] }]);
+  const s = netConnect({ host: '127.0.0.1', port: w.connector.port }, () => s.write(`CONNECT 127.0.0.1:${dest.port} HTTP/1.1\r\nHost: x\r\n\r\n`));
+  t.after(() => s.destroy());
+  s.on('error', () => {});
+  await within(new Promise<void>((resolve) => s.once('data', () => resolve())), 10_000, 'the tunnel is established');
+  const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
+  await within(w.connector.close(200), 10_000, 'connect stops');
+  await within(closed, 10_000, 'the tunnel is closed');
+  const line = await w.logs.waitFor((l) => l.log === 'access' && l.method === 'CONNECT', 10_000);
+  assert.equal(line.status, 200);
 });

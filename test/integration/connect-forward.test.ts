@@ -60,17 +60,22 @@ interface World {
 }
 
 /** A broker with a forward listener and `rules`, and `broker connect --forward` in front of it as `id`. */
-async function setup(t: TestContext, rules: (pki: TestPki) => unknown[], id = 'partner-a', o: { forwardPort?: number } = {}): Promise<World & { partner: Identity }> {
+async function setup(
+  t: TestContext,
+  rules: (pki: TestPki) => unknown[],
+  id = 'partner-a',
+  o: { forwardPort?: number; broker?: Record<string, unknown>; ttlMs?: number; renewAt?: number } = {},
+): Promise<World & { partner: Identity }> {
   const pki = await makePki(t);
-  const partner = await pki.issue(id, ['partner']);
-  const b = await startBroker(t, pki, { forward: { listen: { host: '127.0.0.1', port: 0 }, rules: rules(pki) } });
+  const partner = await pki.issue(id, ['partner'], o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs });
+  const b = await startBroker(t, pki, { forward: { listen: { host: '127.0.0.1', port: 0 }, rules: rules(pki) }, ...o.broker });
   const a = b.broker.forwardServer?.address();
   assert.ok(a && typeof a !== 'string', 'the forward listener listens');
   const dir = tempDir(t, 'broker-connect-forward-');
   const file = (name: string, text: string) => (writeFileSync(join(dir, name), text), join(dir, name));
   const files = { cert: file('client.crt', partner.cert), key: file('client.key', partner.key), ca: file('ca.crt', pki.ca) };
   const { loggers, sink } = captureLoggers();
-  const connector = await startConnect({ target: parseTarget(`https://localhost:${o.forwardPort ?? a.port}`), listen: parseListen('127.0.0.1:0', false), forward: true, files, debounceMs: 50 }, loggers);
+  const connector = await startConnect({ target: parseTarget(`https://localhost:${o.forwardPort ?? a.port}`), listen: parseListen('127.0.0.1:0', false), forward: true, files, debounceMs: 50, renewAt: o.renewAt, renewOrigin: `https://localhost:${b.port}` }, loggers);
   t.after(() => connector.close(1_000));
   return { pki, dir, proxy: `http://127.0.0.1:${connector.port}`, connector, logs: sink, brokerLogs: b.logs, files, file, partner };
 }
@@ -276,4 +281,22 @@ test('shutdown cuts tunnels still open after the grace period', async (t) => {
   await within(closed, 10_000, 'the tunnel is closed');
   const line = await w.logs.waitFor((l) => l.log === 'access' && l.method === 'CONNECT', 10_000);
   assert.equal(line.status, 200);
+});
+
+test('with renewOrigin (--renew-url), the certificate is renewed at the main listener and the next tunnel uses it', async (t) => {
+  const dest = await startTlsDestination(t);
+  // a 60 s certificate valid from a minute back: half its lifetime is gone, so renewal at 0.5 is due at once
+  const w = await setup(t, () => [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [dest.port], allowPrivate: ['127.0.0.0/8'] }], 'partner-a', {
+    broker: { listenCertOptional: { host: '127.0.0.1', port: 0 }, enrollment: { enabled: true, certTtl: '1h', renewAfter: 0.5 } },
+    ttlMs: 60_000,
+    renewAt: 0.5,
+  });
+  const renewed = await w.logs.waitFor((l) => l.event === 'renew' && l.outcome === 'ok', 30_000);
+  await w.logs.waitFor((l) => l.event === 'reload' && l.outcome === 'ok' && l.serial === renewed.serial, 10_000);
+  const got = await curl(['--cacert', w.file('dest-ca.pem', dest.ca), `https://127.0.0.1:${dest.port}/renewed`], { HTTPS_PROXY: w.proxy });
+  assert.equal(got.code, 0, got.stderr);
+  assert.equal(got.stdout, 'secret from /renewed');
+  const atBroker = await w.brokerLogs.waitFor((l) => l.event === 'forward' && l.method === 'CONNECT', 10_000);
+  assert.equal(atBroker.serial, renewed.serial);
+  assert.notEqual(atBroker.serial, w.partner.serial);
 });

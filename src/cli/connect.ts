@@ -40,7 +40,8 @@ export function register(program: Command): void {
         'becomes a tunnel through the broker and absolute-form http:// requests are sent on in absolute form, both over ' +
         'mutual TLS; the broker\'s rules decide which destinations may be reached, and its refusals (403 with a code) ' +
         'reach the tool. Origin-form requests are refused (400 BRK_ERR_CONNECT_NOT_PROXY). The forward listener does ' +
-        'not renew certificates: give --renew-url (the broker\'s main listener) to keep renewing.',
+        'not renew certificates: give --renew-url (the broker\'s main listener) to keep renewing. --via works as without ' +
+        '--forward (the TLS connections to the broker go through the proxy); --api-key-file does not apply.',
     )
     .requiredOption('--url <url>', 'the broker: https://HOST[:PORT][/base]')
     .requiredOption('--cert <file>', 'client certificate (PEM, leaf first, chain after it)')
@@ -78,8 +79,6 @@ export function register(program: Command): void {
       const listen = parseListen(opts.listen ?? (forward ? '127.0.0.1:3128' : '127.0.0.1:8080'), Boolean(opts.allowRemote));
       if (forward) {
         if (target.basePath !== '') throw new BrokerError('BRK_ERR_CONNECT_URL', `with --forward, --url is the broker's forward listener (https://HOST:PORT): a path (${target.basePath}) has no meaning there`);
-        // Not yet: tunnels would need a CONNECT through the proxy before the one to the broker.
-        if (opts.via) throw new BrokerError('BRK_ERR_USAGE', '--via does not work with --forward yet');
         if (opts.apiKeyFile) throw new BrokerError('BRK_ERR_USAGE', '--api-key-file does not apply with --forward: the forward listener takes the certificate only');
       } else if (opts.renewUrl) {
         throw new BrokerError('BRK_ERR_USAGE', '--renew-url is for --forward (without it, --url is where the certificate is renewed)');

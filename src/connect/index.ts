@@ -70,7 +70,7 @@ export async function startConnect(o: ConnectOptions, loggers: Loggers): Promise
 
   let closing: Promise<void> | undefined;
   const draining = () => closing !== undefined;
-  const proxy: LocalProxy | undefined = o.forward ? localProxy({ target: o.target, dispatcher: () => current, tls: () => tls, access: loggers.access, draining }) : undefined;
+  const proxy: LocalProxy | undefined = o.forward ? localProxy({ target: o.target, via: o.via, dispatcher: () => current, tls: () => tls, access: loggers.access, draining }) : undefined;
   const server: Server = createServer(proxy ? proxy.request : forwarder({ target: o.target, via: o.via, apiKey: o.apiKey, dispatcher: () => current, access: loggers.access, draining }));
   // Without --forward, a CONNECT gets no listener: Node closes the connection.
   if (proxy) server.on('connect', proxy.connect);

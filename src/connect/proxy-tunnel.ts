@@ -5,14 +5,17 @@
  * are piped both ways with backpressure; the end of one side is passed on, and when one side is
  * closed the other follows. A refusal is relayed as the broker wrote it (status and JSON body with
  * its code), so the tool shows why; a broker that cannot be reached answers 502
- * BRK_ERR_CONNECT_UPSTREAM. One access line per tunnel.
+ * BRK_ERR_CONNECT_UPSTREAM. With --via, the TLS connection to the broker runs inside a CONNECT
+ * tunnel through that proxy. One access line per tunnel.
  */
-import type { IncomingMessage } from 'node:http';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import type { Logger } from 'pino';
 import type { ClientTls } from './client-tls.ts';
 import { describe } from './forward.ts';
+import type { Via } from './options.ts';
 import type { BrokerAddress } from './proxy.ts';
 
 /** How long the broker may take to answer a CONNECT (its own check includes a DNS lookup). */
@@ -49,24 +52,56 @@ function readBody(res: IncomingMessage, socket: Socket, head: Buffer): Promise<B
   });
 }
 
-/** `CONNECT authority` at the broker's forward listener, over mTLS with `tls`. */
-export function openAtBroker(broker: BrokerAddress, tls: ClientTls, authority: string): Promise<Opened> {
+/** A TCP connection to the broker through the --via proxy (its own CONNECT), for the TLS on top. */
+function throughVia(via: Via, broker: BrokerAddress): Promise<Socket> {
+  const u = new URL(via.uri);
+  const authority = `${isIP(broker.host) === 6 ? `[${broker.host}]` : broker.host}:${broker.port}`;
   return new Promise((resolve, reject) => {
-    const req = httpsRequest({
-      host: broker.host,
-      port: broker.port,
-      ...(broker.servername === undefined ? {} : { servername: broker.servername }),
+    const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)({
+      host: u.hostname.replace(/^\[|\]$/g, ''),
+      port: u.port === '' ? (u.protocol === 'https:' ? 443 : 80) : Number(u.port),
       method: 'CONNECT',
       path: authority,
-      headers: { host: authority },
-      cert: tls.cert,
-      key: tls.key,
-      ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+      headers: { host: authority, ...(via.token ? { 'proxy-authorization': via.token } : {}) },
       agent: false,
       timeout: ANSWER_MS,
     });
-    req.once('timeout', () => req.destroy(new Error(`no answer to CONNECT within ${ANSWER_MS / 1000} s`)));
+    req.once('timeout', () => req.destroy(new Error(`the proxy ${via.uri} did not answer CONNECT within ${ANSWER_MS / 1000} s`)));
     req.once('error', reject);
+    req.once('connect', (res: IncomingMessage, socket: Socket) => {
+      socket.setTimeout(0);
+      if (res.statusCode === 200) return resolve(socket);
+      socket.destroy();
+      reject(new Error(`the proxy ${via.uri} refused the CONNECT tunnel with status ${res.statusCode}${res.statusCode === 407 ? ' (proxy authentication required or wrong)' : ''}`));
+    });
+    req.end();
+  });
+}
+
+/** `CONNECT authority` at the broker's forward listener, over mTLS with `tls` (through `via` if given). */
+export async function openAtBroker(broker: BrokerAddress, tls: ClientTls, authority: string, via?: Via): Promise<Opened> {
+  const carrier = via === undefined ? undefined : await throughVia(via, broker);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({
+      method: 'CONNECT',
+      path: authority,
+      headers: { host: authority },
+      // no agent (agent: false would make one): the connection is the one createConnection gives
+      timeout: ANSWER_MS,
+      // the mutual TLS to the broker, on a fresh TCP connection or inside the proxy's tunnel
+      createConnection: () =>
+        tlsConnect({
+          // with a carrier, host only names whom the certificate must be for (when there is no servername)
+          host: broker.host,
+          ...(carrier === undefined ? { port: broker.port } : { socket: carrier }),
+          ...(broker.servername === undefined ? {} : { servername: broker.servername }),
+          cert: tls.cert,
+          key: tls.key,
+          ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+        }),
+    });
+    req.once('timeout', () => req.destroy(new Error(`no answer to CONNECT within ${ANSWER_MS / 1000} s`)));
+    req.once('error', (err) => (carrier?.destroy(), reject(err)));
     // Node hands every answer to a CONNECT over here, with the raw socket: a refusal's body is still on it.
     req.once('connect', (res: IncomingMessage, socket: Socket, head: Buffer) => {
       socket.setTimeout(0);
@@ -96,6 +131,7 @@ function codeOf(body: Buffer): string | undefined {
 
 export interface TunnelDeps {
   broker: BrokerAddress;
+  via?: Via | undefined;
   /** The certificate of the moment. */
   tls(): ClientTls;
   access: Logger;
@@ -119,7 +155,7 @@ export function tunnel(deps: TunnelDeps): (req: IncomingMessage, socket: Socket,
     deps.open.add(local);
     local.once('close', () => deps.open.delete(local));
 
-    openAtBroker(deps.broker, deps.tls(), authority).then(
+    openAtBroker(deps.broker, deps.tls(), authority, deps.via).then(
       (r) => {
         if (!r.ok) {
           if (local.writable) local.end(rawAnswer(r.status, r.statusText, r.contentType, r.body));
@@ -158,7 +194,7 @@ export function tunnel(deps: TunnelDeps): (req: IncomingMessage, socket: Socket,
         up.pipe(local);
       },
       (err: unknown) => {
-        const message = `cannot open a tunnel through the broker at ${deps.broker.origin}: ${describe(err)}`;
+        const message = `cannot open a tunnel through the broker at ${deps.broker.origin}${deps.via ? ` via the proxy ${deps.via.uri}` : ''}: ${describe(err)}`;
         if (local.writable) local.end(rawAnswer(502, 'Bad Gateway', 'application/json; charset=utf-8', JSON.stringify({ code: 'BRK_ERR_CONNECT_UPSTREAM', message })));
         log(502, { code: 'BRK_ERR_CONNECT_UPSTREAM', detail: message });
       },

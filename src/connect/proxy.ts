@@ -18,7 +18,7 @@ import type { Dispatcher } from 'undici';
 import type { ClientTls } from './client-tls.ts';
 import { describe, answer } from './forward.ts';
 import { requestHeaders, responseHeaders } from './headers.ts';
-import type { Target } from './options.ts';
+import type { Target, Via } from './options.ts';
 import { tunnel } from './proxy-tunnel.ts';
 
 /** Where the broker's forward listener is, for tunnels. */
@@ -38,6 +38,7 @@ export function brokerAddress(target: Target): BrokerAddress {
 
 export interface ProxyDeps {
   target: Target;
+  via?: Via | undefined;
   dispatcher(): Dispatcher;
   tls(): ClientTls;
   access: Logger;
@@ -64,7 +65,7 @@ function counter(add: (n: number) => void): Transform {
 
 export function localProxy(deps: ProxyDeps): LocalProxy {
   const open = new Set<Socket>();
-  const where = `the broker at ${deps.target.origin}`;
+  const where = `the broker at ${deps.target.origin}${deps.via ? ` via the proxy ${deps.via.uri}` : ''}`;
 
   const request = (req: IncomingMessage, res: ServerResponse) => {
     const started = performance.now();
@@ -79,7 +80,7 @@ export function localProxy(deps: ProxyDeps): LocalProxy {
       deps.access.info({ method, host, port, status, bytesUp, bytesDown, durationMs: Math.round((performance.now() - started) * 1000) / 1000, ...extra }, 'request');
     let dest: URL | undefined;
     try {
-      dest = url.startsWith('/') || url === '*' ? undefined : new URL(url);
+      dest = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(url) ? new URL(url) : undefined;
     } catch {
       dest = undefined;
     }
@@ -146,7 +147,7 @@ export function localProxy(deps: ProxyDeps): LocalProxy {
 
   return {
     request,
-    connect: tunnel({ broker: brokerAddress(deps.target), tls: deps.tls, access: deps.access, open }),
+    connect: tunnel({ broker: brokerAddress(deps.target), via: deps.via, tls: deps.tls, access: deps.access, open }),
     closeTunnels() {
       for (const s of open) s.destroy();
     },

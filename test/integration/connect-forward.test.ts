@@ -16,9 +16,10 @@ import { createServer as createHttpsServer } from 'node:https';
 import { connect as netConnect, type AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startConnect, parseListen, parseTarget, type Connector } from '../../src/connect/index.ts';
+import { startConnect, parseListen, parseTarget, parseVia, type Connector } from '../../src/connect/index.ts';
 import { captureLoggers, deadPort, makePki, startBroker, startUpstream, type Identity, type LogSink, type TestPki } from '../helpers/broker.ts';
 import { tempDir } from '../helpers/cli.ts';
+import { startConnectProxy } from '../helpers/connect-proxy.ts';
 import { eventually, within } from '../helpers/within.ts';
 
 /** 6 MiB of random bytes: more than any socket buffer, so backpressure is exercised both ways. */
@@ -64,7 +65,7 @@ async function setup(
   t: TestContext,
   rules: (pki: TestPki) => unknown[],
   id = 'partner-a',
-  o: { forwardPort?: number; broker?: Record<string, unknown>; ttlMs?: number; renewAt?: number } = {},
+  o: { forwardPort?: number; broker?: Record<string, unknown>; ttlMs?: number; renewAt?: number; via?: string } = {},
 ): Promise<World & { partner: Identity }> {
   const pki = await makePki(t);
   const partner = await pki.issue(id, ['partner'], o.ttlMs === undefined ? {} : { ttlMs: o.ttlMs });
@@ -75,7 +76,7 @@ async function setup(
   const file = (name: string, text: string) => (writeFileSync(join(dir, name), text), join(dir, name));
   const files = { cert: file('client.crt', partner.cert), key: file('client.key', partner.key), ca: file('ca.crt', pki.ca) };
   const { loggers, sink } = captureLoggers();
-  const connector = await startConnect({ target: parseTarget(`https://localhost:${o.forwardPort ?? a.port}`), listen: parseListen('127.0.0.1:0', false), forward: true, files, debounceMs: 50, renewAt: o.renewAt, renewOrigin: `https://localhost:${b.port}` }, loggers);
+  const connector = await startConnect({ target: parseTarget(`https://localhost:${o.forwardPort ?? a.port}`), listen: parseListen('127.0.0.1:0', false), forward: true, via: o.via === undefined ? undefined : parseVia(o.via), files, debounceMs: 50, renewAt: o.renewAt, renewOrigin: `https://localhost:${b.port}` }, loggers);
   t.after(() => connector.close(1_000));
   return { pki, dir, proxy: `http://127.0.0.1:${connector.port}`, connector, logs: sink, brokerLogs: b.logs, files, file, partner };
 }
@@ -299,4 +300,31 @@ test('with renewOrigin (--renew-url), the certificate is renewed at the main lis
   const atBroker = await w.brokerLogs.waitFor((l) => l.event === 'forward' && l.method === 'CONNECT', 10_000);
   assert.equal(atBroker.serial, renewed.serial);
   assert.notEqual(atBroker.serial, w.partner.serial);
+});
+
+test('with --via, tunnels and absolute-form requests reach the broker through the outbound proxy; a proxy refusal is a 502', async (t) => {
+  const dest = await startTlsDestination(t);
+  const up = await startUpstream(t, (_req, res) => (res.writeHead(200, { 'content-type': 'text/plain' }), res.end('plain hello')));
+  const proxy = await startConnectProxy(t, { auth: 'partner:s3cret' });
+  const w = await setup(t, () => [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [dest.port, up.port], allowPrivate: ['127.0.0.0/8'] }], 'partner-a', { via: proxy.url.replace('http://', 'http://partner:s3cret@') });
+  const tls = await curl(['--cacert', w.file('dest-ca.pem', dest.ca), `https://127.0.0.1:${dest.port}/via`], { HTTPS_PROXY: w.proxy });
+  assert.equal(tls.code, 0, tls.stderr);
+  assert.equal(tls.stdout, 'secret from /via');
+  const plain = await curl([`http://127.0.0.1:${up.port}/via-plain`], { http_proxy: w.proxy });
+  assert.equal(plain.code, 0, plain.stderr);
+  assert.equal(plain.stdout, 'plain hello');
+  // both went to the broker's forward listener through the proxy, with its credentials
+  assert.equal(proxy.seen.length, 2, JSON.stringify(proxy.seen));
+  for (const s of proxy.seen) {
+    assert.match(s.target, /^localhost:\d+$/);
+    assert.equal(s.proxyAuthorization, `Basic ${Buffer.from('partner:s3cret').toString('base64')}`);
+  }
+
+  const wrong = await startConnectProxy(t, { auth: 'partner:other' });
+  const w2 = await setup(t, () => [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [dest.port], allowPrivate: ['127.0.0.0/8'] }], 'partner-a', { via: wrong.url.replace('http://', 'http://partner:s3cret@') });
+  const r = await raw(w2.connector.port, `CONNECT 127.0.0.1:${dest.port} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  assert.equal(r.status, 502);
+  assert.equal(r.body.code, 'BRK_ERR_CONNECT_UPSTREAM');
+  assert.match(String(r.body.message), /407/);
+  assert.deepEqual(dest.seen, ['/via']);
 });

@@ -83,7 +83,13 @@ export function register(program: Command): void {
       } else if (opts.renewUrl) {
         throw new BrokerError('BRK_ERR_USAGE', '--renew-url is for --forward (without it, --url is where the certificate is renewed)');
       }
-      const renewOrigin = opts.renewUrl ? parseTarget(opts.renewUrl).origin : undefined;
+      let renewOrigin: string | undefined;
+      try {
+        renewOrigin = opts.renewUrl ? parseTarget(opts.renewUrl).origin : undefined;
+      } catch (err) {
+        // the same rules as --url, said of --renew-url
+        throw new BrokerError('BRK_ERR_CONNECT_URL', (err as Error).message.replace(/^--url/, '--renew-url'), { cause: err });
+      }
       if (opts.viaAuthFile && !opts.via) throw new BrokerError('BRK_ERR_USAGE', '--via-auth-file needs --via');
       let via;
       if (opts.via) {
@@ -107,7 +113,7 @@ export function register(program: Command): void {
       // The forward listener has no renewal endpoint: with --forward, renewal needs --renew-url.
       const renews = opts.renew && !via && (!forward || renewOrigin !== undefined);
       const connector = await startConnect({ target, listen, via, apiKey, forward, renewOrigin, files: { cert: opts.cert, key: opts.key, ca: opts.ca }, renewAt: renews ? renewAt : undefined }, loggers);
-      if (forward && opts.renew && renewOrigin === undefined) {
+      if (forward && opts.renew && !via && renewOrigin === undefined) {
         loggers.error.warn({ event: 'renew', outcome: 'off' }, 'the certificate is not renewed by itself with --forward unless --renew-url names the broker\'s main listener');
       }
       await new Promise<void>((done) => {

@@ -74,6 +74,7 @@ test('flags that do not fit --forward are refused with their codes', async (t) =
     { args: [...base, '--forward', '--url', 'https://broker.example:3129', '--listen', '0.0.0.0:0'], code: 'BRK_ERR_CONNECT_LISTEN_REMOTE' },
     { args: [...base, '--forward', '--url', 'https://broker.example:3129', '--api-key-file', join(dir, 'key')], code: 'BRK_ERR_USAGE' },
     { args: [...base, '--url', 'https://broker.example', '--renew-url', 'https://broker.example'], code: 'BRK_ERR_USAGE' },
+    { args: [...base, '--forward', '--url', 'https://broker.example:3129', '--renew-url', 'http://broker.example:8443'], code: 'BRK_ERR_CONNECT_URL' },
   ];
   const results = await Promise.all(cases.map((c) => brokerAsync(c.args)));
   results.forEach((r, i) => {

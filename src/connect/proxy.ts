@@ -112,6 +112,8 @@ export function localProxy(deps: ProxyDeps): LocalProxy {
         });
       } catch (err) {
         if (abort.signal.aborted) return log(499, { detail: 'the local client went away' });
+        // drain what is left of the body, so the connection can serve the next request
+        if (body) req.unpipe(body);
         req.resume();
         const message = `cannot forward to ${where}: ${describe(err)}`;
         answer(res, 502, { code: 'BRK_ERR_CONNECT_UPSTREAM', message });

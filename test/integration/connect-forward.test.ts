@@ -4,7 +4,9 @@
  * requests) reach an https destination (CONNECT) and an http one (absolute-form) through
  * connect → broker → destination; a destination the broker's rules refuse gives the tool the
  * broker's 403 and code; an origin-form request to the proxy port is refused with its code; an
- * unreachable broker is a coded 502; a reloaded certificate is used by the next tunnel.
+ * unreachable broker is a coded 502; a reloaded or renewed (--renew-url) certificate is used by
+ * the next tunnel; 6 MiB cross a tunnel each way intact; shutdown cuts open tunnels; with --via
+ * everything reaches the broker through the outbound proxy.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -152,6 +154,13 @@ test('curl with HTTPS_PROXY reaches an https destination and with http_proxy an 
   assert.equal(up.seen[0]?.headers['proxy-connection'], undefined, 'hop-by-hop headers stay behind');
   const line = await w.logs.waitFor((l) => l.log === 'access' && l.method === 'GET', 10_000);
   assert.deepEqual([line.host, line.port, line.status, line.bytesDown], ['127.0.0.1', up.port, 200, 'plain hello'.length]);
+
+  const posted = await curl(['--data-binary', 'order=42', `http://127.0.0.1:${up.port}/orders`], { http_proxy: w.proxy });
+  assert.equal(posted.code, 0, posted.stderr);
+  assert.equal(up.seen[1]?.method, 'POST');
+  assert.equal(up.seen[1]?.body.toString(), 'order=42');
+  const postLine = await w.logs.waitFor((l) => l.log === 'access' && l.method === 'POST', 10_000);
+  assert.equal(postLine.bytesUp, 'order=42'.length);
 });
 
 test('Python requests with proxies= reaches both destinations through connect', { skip: hasRequests ? false : 'python3 with the requests module is not installed' }, async (t) => {

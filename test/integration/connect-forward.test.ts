@@ -176,10 +176,14 @@ test('Python requests with proxies= reaches both destinations through connect', 
     'b = requests.get(plain_url, proxies=p, timeout=20)',
     'print(a.status_code, a.text)',
     'print(b.status_code, b.text)',
+    'try:',
+    '    requests.get("https://127.0.0.1:1/", proxies=p, verify=ca, timeout=20)',
+    'except requests.exceptions.ProxyError as e:',
+    '    print("refused:", "Tunnel connection failed: 403 Forbidden" in str(e))',
   ].join('\n');
   const r = await tool('python3', ['-c', script, w.proxy, destCa, `https://127.0.0.1:${dest.port}/py`, `http://127.0.0.1:${up.port}/py-plain`], {});
   assert.equal(r.code, 0, r.stderr);
-  assert.equal(r.stdout, '200 secret from /py\n200 plain hello\n');
+  assert.equal(r.stdout, '200 secret from /py\n200 plain hello\nrefused: True\n');
   assert.deepEqual(dest.seen, ['/py']);
   assert.equal(up.seen[0]?.url, '/py-plain');
 });

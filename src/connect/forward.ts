@@ -37,7 +37,7 @@ export function describe(err: unknown): string {
   return `${parts.join(': ') || String(err)}${cause}${refused}`;
 }
 
-function answer(res: ServerResponse, status: number, body: { code: string; message: string }): void {
+export function answer(res: ServerResponse, status: number, body: { code: string; message: string }): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
   res.end(text);

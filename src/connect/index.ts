@@ -5,6 +5,8 @@
  * takes over; the old one finishes its requests and closes. A failed reload keeps the old
  * certificate (and says so); the next change tries again. With `renewAt`, the certificate is
  * renewed over mTLS inside its window (connect/auto-renew.ts) and swapped the same way.
+ * With `forward`, the listener is a local HTTP proxy to the broker's forward listener instead
+ * (connect/proxy.ts); tunnels opened after a reload use the new certificate.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -16,6 +18,7 @@ import { watchFiles } from '../tls/watch.ts';
 import { loadClientTls, type ClientTls, type ClientTlsFiles } from './client-tls.ts';
 import { buildDispatcher } from './dispatcher.ts';
 import { forwarder } from './forward.ts';
+import { localProxy, type LocalProxy } from './proxy.ts';
 import { autoRenew, type AutoRenew } from './auto-renew.ts';
 import type { ListenAddress, Target, Via } from './options.ts';
 
@@ -32,6 +35,13 @@ export interface ConnectOptions {
   debounceMs?: number;
   /** Renew the certificate over mTLS once this fraction of its lifetime has passed (undefined: never). */
   renewAt?: number | undefined;
+  /** Where to renew when `target` is not the broker's main listener (with `forward`); default the target. */
+  renewOrigin?: string | undefined;
+  /**
+   * A local HTTP proxy (CONNECT and absolute-form) to the broker's forward listener at `target`,
+   * instead of a gateway for origin-form requests (connect/proxy.ts).
+   */
+  forward?: boolean | undefined;
 }
 
 export interface Connector {
@@ -59,7 +69,11 @@ export async function startConnect(o: ConnectOptions, loggers: Loggers): Promise
   warnExpiry(tls);
 
   let closing: Promise<void> | undefined;
-  const server: Server = createServer(forwarder({ target: o.target, via: o.via, apiKey: o.apiKey, dispatcher: () => current, access: loggers.access, draining: () => closing !== undefined }));
+  const draining = () => closing !== undefined;
+  const proxy: LocalProxy | undefined = o.forward ? localProxy({ target: o.target, via: o.via, dispatcher: () => current, tls: () => tls, access: loggers.access, draining }) : undefined;
+  const server: Server = createServer(proxy ? proxy.request : forwarder({ target: o.target, via: o.via, apiKey: o.apiKey, dispatcher: () => current, access: loggers.access, draining }));
+  // Without --forward, a CONNECT gets no listener: Node closes the connection.
+  if (proxy) server.on('connect', proxy.connect);
   await new Promise<void>((done, fail) => {
     server.once('error', (cause: NodeJS.ErrnoException) =>
       fail(new BrokerError('BRK_ERR_LISTEN', `cannot listen on ${o.listen.host}:${o.listen.port}: ${cause.code ?? cause.message}`, { cause, hint: 'the address is taken or not allowed; pick another --listen' })),
@@ -94,7 +108,7 @@ export async function startConnect(o: ConnectOptions, loggers: Loggers): Promise
   const watcher = watchFiles(Object.values(files), o.debounceMs ?? 300, (what) => reload(`file change: ${what}`));
   // Renewal goes straight to the broker's origin (not through --via, which only carries the forwarded traffic).
   const renewer: AutoRenew | undefined =
-    o.renewAt === undefined ? undefined : autoRenew({ origin: o.target.origin, files, at: o.renewAt, current: () => tls, renewed: (serial) => reload(`renewed: ${serial}`), log: loggers.audit });
+    o.renewAt === undefined ? undefined : autoRenew({ origin: o.renewOrigin ?? o.target.origin, files, at: o.renewAt, current: () => tls, renewed: (serial) => reload(`renewed: ${serial}`), log: loggers.audit });
 
   return {
     host: addr.address,
@@ -103,8 +117,10 @@ export async function startConnect(o: ConnectOptions, loggers: Loggers): Promise
     announce() {
       const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
       loggers.error.info(
-        { event: 'listening', host: addr.address, port: addr.port, url, broker: o.target.origin + o.target.basePath, via: o.via?.uri ?? null, ...identity(tls), pid: process.pid },
-        `forwarding ${url} to ${o.target.origin}${o.target.basePath}${o.via ? ` via ${o.via.uri}` : ''} as ${tls.principal}`,
+        { event: 'listening', host: addr.address, port: addr.port, url, mode: o.forward ? 'forward' : 'gateway', broker: o.target.origin + o.target.basePath, via: o.via?.uri ?? null, ...identity(tls), pid: process.pid },
+        o.forward
+          ? `HTTP proxy on ${url} (HTTPS_PROXY=${url}) through the broker's forward listener at ${o.target.origin} as ${tls.principal}`
+          : `forwarding ${url} to ${o.target.origin}${o.target.basePath}${o.via ? ` via ${o.via.uri}` : ''} as ${tls.principal}`,
       );
       if (!o.listen.loopback) {
         loggers.error.warn({ event: 'listening', host: addr.address, port: addr.port }, 'listening beyond loopback (--allow-remote): anyone who reaches this port acts as this identity at the broker');
@@ -116,7 +132,8 @@ export async function startConnect(o: ConnectOptions, loggers: Loggers): Promise
         renewer?.close();
         const stopped = new Promise<void>((done) => server.close(() => done()));
         server.closeIdleConnections();
-        const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+        // tunnels are cut with the rest once the grace period is over
+        const timer = setTimeout(() => (server.closeAllConnections(), proxy?.closeTunnels()), graceMs);
         await stopped;
         clearTimeout(timer);
         const pool: Dispatcher = current;

@@ -18,7 +18,7 @@ import type { TlsMaterial } from '../tls/material.ts';
 import { resolveDestination, type LookupFn } from './destination.ts';
 import { Exchange } from './exchange.ts';
 import { ForwardLimiter } from './limits.ts';
-import { relayRequest } from './relay.ts';
+import { destinationPool, relayRequest } from './relay.ts';
 import { ForwardRules } from './rules.ts';
 import { absoluteTarget, connectTarget, type Target } from './target.ts';
 import { openTunnel, type TunnelTiming } from './tunnel.ts';
@@ -80,6 +80,7 @@ type Refusal = { code: HttpErrorCode; reason: string; retryAfterSec?: number };
 export function createForwardListener(c: BrokerConfig, material: TlsMaterial, deps: ForwardDeps): ForwardListener {
   let policy = policyOf(c);
   const limiter = new ForwardLimiter(deps.store, limitsOf(c));
+  const pool = destinationPool();
   const access = deps.loggers.access;
 
   /** Logs the exchange and counts a 400/403 toward bans. */
@@ -157,7 +158,7 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
       (r) => {
         if ('code' in r) return refuse(r.code, r.reason, r.retryAfterSec);
         if (res.destroyed) return;
-        relayRequest(x, req, res, r.address, r.family, r.port, r.target.authority, r.target.path, policy.assertionHeader, policy.timing, { failed: (reason) => refuse('BRK_ERR_FORWARD_UPSTREAM', reason) });
+        relayRequest(x, req, res, r.address, r.family, r.port, r.target.authority, r.target.path, policy.assertionHeader, policy.timing, pool, { failed: (reason) => refuse('BRK_ERR_FORWARD_UPSTREAM', reason) });
       },
       (err: Error) => refuse('BRK_ERR_FORWARD_UPSTREAM', `checking the destination: ${err.message}`),
     );
@@ -200,6 +201,7 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
     },
     close() {
       limiter.close();
+      pool.destroy();
       return new Promise((resolve) => {
         server.close(() => resolve());
         server.closeClientConnections();

@@ -5,8 +5,11 @@
  * Proxy-Authorization, without every identity and forwarding header the reverse side strips
  * (src/proxy/headers.ts isDroppedHeader) and without the identity assertion header; the broker
  * adds none of its own (no x-client-*, no x-forwarded-*, no Via, no request id).
+ *
+ * Connections to destinations are kept alive and reused, per checked address and port (the pool
+ * never resolves a name: it is handed the address the SSRF guard checked), whoever the caller.
  */
-import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Agent, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isDroppedHeader } from '../proxy/headers.ts';
 import type { Exchange } from './exchange.ts';
 import type { TunnelTiming } from './tunnel.ts';
@@ -52,13 +55,22 @@ function answerHeaders(raw: readonly string[]): string[] {
   return out;
 }
 
+/** Idle connections kept per destination address and port, and how long one may stay idle. */
+const POOL_IDLE_PER_DESTINATION = 32;
+const POOL_IDLE_MS = 4_000;
+
+/** The keep-alive pool of destination connections (one per forward listener; destroy it on close). */
+export function destinationPool(): Agent {
+  return new Agent({ keepAlive: true, maxFreeSockets: POOL_IDLE_PER_DESTINATION, timeout: POOL_IDLE_MS, scheduling: 'lifo' });
+}
+
 export interface RelayHooks {
   /** Nothing was answered yet and the destination failed: answer 502. */
   failed(reason: string): void;
 }
 
-export function relayRequest(x: Exchange, req: IncomingMessage, res: ServerResponse, address: string, family: 4 | 6, port: number, authority: string, path: string, assertionHeader: string, t: TunnelTiming, h: RelayHooks): void {
-  const out = httpRequest({ host: address, family, port, method: req.method, path, headers: destinationHeaders(req.rawHeaders, authority, assertionHeader), setHost: false, agent: false });
+export function relayRequest(x: Exchange, req: IncomingMessage, res: ServerResponse, address: string, family: 4 | 6, port: number, authority: string, path: string, assertionHeader: string, t: TunnelTiming, pool: Agent, h: RelayHooks): void {
+  const out = httpRequest({ host: address, family, port, method: req.method, path, headers: destinationHeaders(req.rawHeaders, authority, assertionHeader), setHost: false, agent: pool });
   let connected = false;
   const connectTimer = setTimeout(() => out.destroy(new Error(`no connection within ${t.connectTimeoutMs} ms`)), t.connectTimeoutMs);
   const maxTimer = setTimeout(() => {
@@ -66,7 +78,9 @@ export function relayRequest(x: Exchange, req: IncomingMessage, res: ServerRespo
     out.destroy();
     res.destroy();
   }, t.maxDurationMs);
-  out.once('socket', (s) => s.once('connect', () => ((connected = true), clearTimeout(connectTimer))));
+  const up = () => ((connected = true), clearTimeout(connectTimer));
+  // a pooled connection is already up
+  out.once('socket', (s) => (s.connecting ? s.once('connect', up) : up()));
   out.setTimeout(t.idleTimeoutMs, () => {
     x.end = 'idle';
     out.destroy(new Error('idle'));

@@ -82,13 +82,29 @@ test('an absolute-form GET is forwarded without identity headers and without any
   const names = new Set(Object.keys(seen.headers));
   // what arrived: the client's own header, Host, and the connection handling of Node's client
   assert.deepEqual([...names].sort(), ['connection', 'host', 'x-partner-ref']);
-  assert.equal(seen.headers.connection, 'close');
+  assert.equal(seen.headers.connection, 'keep-alive');
   // the answer goes back, and says nothing of the broker either
   assert.equal(res.headers['x-request-id'], undefined);
   const line = await b.logs.waitFor((l) => l.event === 'forward' && l.method === 'GET', 10_000);
   assert.equal(line.outcome, 'ok');
   assert.equal(line.status, 200);
   assert.equal(line.principal, 'partner-a');
+});
+
+test('absolute-form requests reuse kept-alive connections to the checked address, whoever sends them', async (t) => {
+  const pki = await makePki(t);
+  const a = await pki.issue('pool-a', ['partner']);
+  const other = await pki.issue('pool-b', ['partner']);
+  const up = await startUpstream(t);
+  let connections = 0;
+  up.server.on('connection', () => connections++);
+  const b = await startForward(t, pki, [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [up.port], allowPrivate: ['127.0.0.1/32'] }]);
+  for (const id of [a, other, a]) {
+    const res = await request(b.forwardPort, { id, ca: pki.ca, path: `http://127.0.0.1:${up.port}/n` });
+    assert.equal(res.status, 200, res.text);
+  }
+  assert.equal(up.seen.length, 3);
+  assert.equal(connections, 1, 'one destination connection carried the three requests');
 });
 
 test('refusals are coded: a destination outside the role\'s rules, a port outside them, a request that is not a proxy request', async (t) => {

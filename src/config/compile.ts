@@ -47,7 +47,13 @@ export interface Settings {
   /** enrollment: lifetime of renewed certificates, attempts per client address. */
   readonly enrollment: { readonly certTtlMs: number; readonly rate: BucketNumbers };
   /** forward: connect, idle and maximum durations of tunnels and forwarded exchanges, when the forward listener is on. */
-  readonly forward: { readonly connectTimeoutMs: number; readonly idleTimeoutMs: number; readonly maxDurationMs: number } | undefined;
+  readonly forward: {
+    readonly connectTimeoutMs: number;
+    readonly idleTimeoutMs: number;
+    readonly maxDurationMs: number;
+    /** Some rule accepts Proxy-Authorization (apiKey or basic): the listener asks for a client certificate without requiring one. */
+    readonly certOptional: boolean;
+  } | undefined;
   readonly alerts: {
     readonly dedupWindowMs: number;
     readonly windowMs: number;
@@ -114,6 +120,7 @@ function compile(c: BrokerConfig): Settings {
           connectTimeoutMs: parseDuration(c.forward.connectTimeout, 'forward.connectTimeout'),
           idleTimeoutMs: parseDuration(c.forward.idleTimeout, 'forward.idleTimeout'),
           maxDurationMs: parseDuration(c.forward.maxDuration, 'forward.maxDuration'),
+          certOptional: c.forward.rules.some((r) => r.auth.some((m) => m !== 'mtls')),
         })
       : undefined,
     alerts: Object.freeze({

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Principal } from '../identity/index.ts';
 import { connectionId } from '../request/index.ts';
+import type { ForwardCaller } from './proxy-auth.ts';
 
 export type Outcome = 'ok' | 'refused' | 'failed';
 
@@ -21,6 +22,8 @@ export class Exchange {
   outcome: Outcome = 'ok';
   code: string | undefined = undefined;
   reason: string | undefined = undefined;
+  /** Who was let in: the certificate's identity, or a Proxy-Authorization credential's (src/forward/proxy-auth.ts). */
+  caller: ForwardCaller | undefined = undefined;
   /** How an established tunnel or exchange ended: closed, idle, max duration, error. */
   end: string | undefined = undefined;
   #logged = false;
@@ -52,6 +55,7 @@ export class Exchange {
       this.end ??= 'client closed';
     }
     const p = this.principal;
+    const c = this.caller;
     access.info(
       {
         event: 'forward',
@@ -59,9 +63,10 @@ export class Exchange {
         connId: connectionId(this.socket),
         clientIp: this.socket.remoteAddress ?? null,
         clientPort: this.socket.remotePort ?? null,
-        principal: p?.name ?? null,
-        roles: p?.roles ?? [],
+        principal: c?.name ?? p?.name ?? null,
+        roles: c?.roles ?? p?.roles ?? [],
         serial: p?.serial ?? null,
+        ...(c !== undefined && c.method !== 'mtls' ? { auth: c.method, keyId: c.keyId } : {}),
         method: this.method,
         host: this.host ?? null,
         port: this.port ?? null,

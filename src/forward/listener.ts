@@ -7,9 +7,11 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Verifiers } from '../auth/index.ts';
 import type { BrokerConfig } from '../config/index.ts';
 import { settingsOf } from '../config/index.ts';
 import { ERRORS, httpErrorBody, type HttpErrorCode } from '../errors.ts';
+import { connectionId } from '../request/index.ts';
 import type { ConnectionGuard } from '../filter/connection-guard.ts';
 import type { Loggers } from '../observability/loggers.ts';
 import { answerRefused, createTlsServer, principalOf, refusalOf, type ListenerHooks, type TlsListener } from '../tls/listener.ts';
@@ -20,13 +22,16 @@ import { relayRequest } from './relay.ts';
 import { ForwardRules } from './rules.ts';
 import { absoluteTarget, connectTarget, type Target } from './target.ts';
 import { openTunnel, type TunnelTiming } from './tunnel.ts';
+import { forwardCaller, proxyAuthorizationOf, proxyChallenge, reportProxyRefusal } from './proxy-auth.ts';
 
 export interface ForwardDeps {
   loggers: Loggers;
   /** Refusals (400/403) count toward bans here, as on the main listener. */
   guard: ConnectionGuard | undefined;
-  /** Whether a certificate serial is revoked now (CRL, or heard from another replica). */
+  /** Whether a certificate serial (or `key:<id>` credential) is revoked now (CRL, keys.json, or heard from another replica). */
   isRevoked(serial: string): boolean;
+  /** The API key / Basic verifiers in force (Proxy-Authorization; they change on reload). */
+  verifiers(): Verifiers;
   hooks: ListenerHooks;
   /** Name resolution for the SSRF guard (tests); default node:dns. */
   lookup?: LookupFn;
@@ -45,48 +50,59 @@ interface Policy {
   rules: ForwardRules;
   timing: TunnelTiming;
   assertionHeader: string;
+  basicRealm: string;
 }
 
 function policyOf(c: BrokerConfig): Policy {
   const f = settingsOf(c).forward;
-  return { rules: new ForwardRules(c), timing: f ?? { connectTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxDurationMs: 3_600_000 }, assertionHeader: c.assertion.header };
+  return { rules: new ForwardRules(c), timing: f ?? { connectTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxDurationMs: 3_600_000 }, assertionHeader: c.assertion.header, basicRealm: c.auth.basicRealm };
 }
 
 function ignore(): void {}
 
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 502: 'Bad Gateway' };
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 407: 'Proxy Authentication Required', 502: 'Bad Gateway' };
 
 /** The error answer, in raw bytes (a CONNECT socket or an upgrade has no ServerResponse). */
-function rawAnswer(code: HttpErrorCode, reqId: string): string {
+function rawAnswer(code: HttpErrorCode, reqId: string, challenge?: string): string {
   const body = JSON.stringify(httpErrorBody(code, reqId));
   const status = ERRORS[code].status;
-  return `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+  const extra = challenge === undefined ? '' : `Proxy-Authenticate: ${challenge}\r\n`;
+  return `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nConnection: close\r\n${extra}Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 }
 
 export function createForwardListener(c: BrokerConfig, material: TlsMaterial, deps: ForwardDeps): ForwardListener {
   let policy = policyOf(c);
   const access = deps.loggers.access;
 
-  /** Logs the exchange and counts a 400/403 toward bans. */
+  /** Logs the exchange and counts a 400/403/407 toward bans (a wrong credential like a failed handshake, as on the reverse side). */
   const finish = (x: Exchange) => {
     x.log(access);
-    if ((x.status === 400 || x.status === 403) && deps.guard !== undefined && x.socket.remoteAddress) void deps.guard.failure(x.socket.remoteAddress, 'request');
+    const ip = x.socket.remoteAddress;
+    if (deps.guard === undefined || !ip) return;
+    if (x.code === 'BRK_ERR_FORWARD_AUTH_INVALID') void deps.guard.failure(ip, 'handshake');
+    else if (x.status === 400 || x.status === 403 || x.status === 407) void deps.guard.failure(ip, 'request');
   };
 
   /**
-   * The checks every proxy request passes, in order: a live certificate, a well-formed target,
-   * the caller's rules, the SSRF guard. Resolves with the checked destination or a refusal.
+   * The checks every proxy request passes, in order: a live certificate or a Proxy-Authorization
+   * credential (src/forward/proxy-auth.ts), a well-formed target, the caller's rules, the SSRF
+   * guard. Resolves with the checked destination or a refusal.
    */
-  const check = async (x: Exchange, target: Target): Promise<{ code: HttpErrorCode; reason: string } | { address: string; family: 4 | 6; port: number; target: Extract<Target, { ok: true }> }> => {
+  const check = async (x: Exchange, target: Target, rawHeaders: readonly string[]): Promise<{ code: HttpErrorCode; reason: string } | { address: string; family: 4 | 6; port: number; target: Extract<Target, { ok: true }> }> => {
     const p = x.principal;
-    if (p === undefined) return { code: 'BRK_ERR_AUTH_REQUIRED', reason: 'no verified client certificate on this connection' };
-    if (deps.isRevoked(p.serial)) return { code: 'BRK_ERR_AUTH_REVOKED', reason: 'the client certificate is revoked' };
-    if (p.notAfter.getTime() <= Date.now()) return { code: 'BRK_ERR_AUTH_EXPIRED', reason: 'the client certificate has expired' };
+    if (p !== undefined && deps.isRevoked(p.serial)) return { code: 'BRK_ERR_AUTH_REVOKED', reason: 'the client certificate is revoked' };
+    if (p !== undefined && p.notAfter.getTime() <= Date.now()) return { code: 'BRK_ERR_AUTH_EXPIRED', reason: 'the client certificate has expired' };
+    const who = await forwardCaller(p, proxyAuthorizationOf(rawHeaders), deps);
+    if (!who.ok) {
+      reportProxyRefusal(deps.loggers.auth, who, { remoteIp: x.socket.remoteAddress, reqId: x.reqId, connId: connectionId(x.socket), serial: p?.serial });
+      return { code: who.code, reason: `${who.method}: ${who.detail}` };
+    }
+    x.caller = who.caller;
     if (!target.ok) return { code: target.code, reason: target.reason };
     x.host = target.host;
     x.port = target.port;
     const now = policy;
-    const decision = now.rules.decide(p.roles, target.host, target.port);
+    const decision = now.rules.decide(who.caller.roles, target.host, target.port, who.caller.method);
     if (!decision.ok) return decision;
     const d = await resolveDestination(target.host, { allowPrivate: decision.allowPrivate, timeoutMs: now.timing.connectTimeoutMs, ...(deps.lookup ? { lookup: deps.lookup } : {}) });
     if (!d.ok) return { code: d.code, reason: d.reason };
@@ -104,11 +120,11 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
     const x = new Exchange('CONNECT', principalOf(socket), tls);
     const refuse = (code: HttpErrorCode, reason: string) => {
       x.refused(ERRORS[code].status, code, reason);
-      if (socket.writable) socket.end(rawAnswer(code, x.reqId));
+      if (socket.writable) socket.end(rawAnswer(code, x.reqId, ERRORS[code].status === 407 ? proxyChallenge(policy.basicRealm) : undefined));
       tls.destroySoon?.();
       finish(x);
     };
-    void check(x, connectTarget(req.url)).then(
+    void check(x, connectTarget(req.url), req.rawHeaders).then(
       (r) => {
         if ('code' in r) return refuse(r.code, r.reason);
         if (socket.destroyed) {
@@ -130,10 +146,10 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
       if (res.headersSent || res.destroyed) return void res.destroy();
       const body = JSON.stringify(httpErrorBody(code, x.reqId));
       // the request body is not read: the connection cannot be reused
-      res.writeHead(ERRORS[code].status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
+      res.writeHead(ERRORS[code].status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close', ...(ERRORS[code].status === 407 ? { 'proxy-authenticate': proxyChallenge(policy.basicRealm) } : {}) });
       res.end(body);
     };
-    void check(x, absoluteTarget(req.url)).then(
+    void check(x, absoluteTarget(req.url), req.rawHeaders).then(
       (r) => {
         if ('code' in r) return refuse(r.code, r.reason);
         if (res.destroyed) return;
@@ -143,7 +159,8 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
     );
   };
 
-  const server = createTlsServer(c, material, deps.loggers.auth, onRequest, deps.hooks);
+  // Fixed at start like forward.listen: a rule listing apiKey or basic lets a connection without a certificate in (a presented one must still verify).
+  const server = createTlsServer(c, material, deps.loggers.auth, onRequest, deps.hooks, { certOptional: settingsOf(c).forward?.certOptional === true });
   server.on('connect', onConnect);
   // WebSockets and other upgrades are not forwarded.
   server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {

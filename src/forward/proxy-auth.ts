@@ -43,7 +43,7 @@ export interface ProxyAuthDeps {
   isRevoked(id: string): boolean;
 }
 
-const invalid = (method: string, reason: string, detail: string, who: { name?: string | undefined; keyId?: string | undefined } = {}): CallerResult => ({ ok: false, code: 'BRK_ERR_FORWARD_AUTH_INVALID', method, reason, detail, ...who });
+const invalid = (method: string, reason: string, detail: string, who: { name?: string | undefined; keyId?: string | undefined } = {}): CallerResult => ({ ok: false, code: 'BRK_ERR_FORWARD_AUTH_INVALID', method, reason, detail, name: who.name, keyId: who.keyId });
 
 /** The Proxy-Authorization values of a request (rawHeaders: a repeated one is refused, not guessed at). */
 export function proxyAuthorizationOf(raw: readonly string[]): string[] {

@@ -14,7 +14,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
-import { makePki, rawExchange, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
+import { makePki, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
 import { tempDir } from '../helpers/cli.ts';
 import { eventually } from '../helpers/within.ts';
 import { createKey, revokeKey } from '../../src/pki/credentials.ts';
@@ -39,12 +39,12 @@ function curl(args: string[]): Promise<{ code: number; stdout: string; stderr: s
   });
 }
 
-/** Sends `data` over TLS to the forward listener without a client certificate; resolves with what came back before the close. */
-function anonymousExchange(port: number, ca: string, data: string): Promise<{ text: string; error?: string }> {
+/** Sends `data` over TLS to the forward listener (without a client certificate unless `id`); resolves with what came back before the close. */
+function exchange(port: number, ca: string, data: string, id?: Identity): Promise<{ text: string; error?: string }> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let error: string | undefined;
-    const socket = tlsConnect({ host: '127.0.0.1', servername: 'localhost', port, ca }, () => socket.write(data));
+    const socket = tlsConnect({ host: '127.0.0.1', servername: 'localhost', port, ca, ...(id ? { cert: id.cert, key: id.key } : {}) }, () => socket.write(data));
     const timer = setTimeout(() => socket.destroy(), 10_000);
     socket.on('data', (c: Buffer) => {
       chunks.push(c);
@@ -80,8 +80,7 @@ function parse(text: string): Answer {
 /** A CONNECT with optional Proxy-Authorization, with or without a client certificate. */
 async function connect(port: number, ca: string, authority: string, o: { auth?: string; id?: Identity } = {}): Promise<Answer> {
   const data = `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n${o.auth !== undefined ? `Proxy-Authorization: ${o.auth}\r\n` : ''}\r\n`;
-  const text = o.id ? await rawExchange(port, { id: o.id, ca, data, ms: 10_000 }) : (await anonymousExchange(port, ca, data)).text;
-  return parse(text);
+  return parse((await exchange(port, ca, data, o.id)).text);
 }
 
 interface Setup {
@@ -227,7 +226,7 @@ test('wrong credentials ban the address like failed handshakes', async (t) => {
   const bogus = basic('legacy', 'A'.repeat(32));
   assert.equal((await connect(s.port, s.pki.ca, to, { auth: bogus })).status, 407);
   assert.equal((await connect(s.port, s.pki.ca, to, { auth: bogus })).status, 407);
-  await eventually(async () => (await anonymousExchange(s.port, s.pki.ca, `CONNECT ${to} HTTP/1.1\r\nHost: ${to}\r\n\r\n`)).text === '', 'the address is banned');
+  await eventually(async () => (await exchange(s.port, s.pki.ca, `CONNECT ${to} HTTP/1.1\r\nHost: ${to}\r\n\r\n`)).text === '', 'the address is banned');
   assert.ok(s.b.logs.of('auth').some((l) => l.event === 'ban'), 'a ban line');
 });
 
@@ -247,7 +246,7 @@ test('an absolute-form GET with Proxy-Authorization is forwarded, and the destin
   assert.equal(line.auth, 'basic');
 
   // each request is judged on its own: the next one without a credential gets a 407
-  const again = await anonymousExchange(s.port, s.pki.ca, `GET http://127.0.0.1:${s.up.port}/x HTTP/1.1\r\nHost: 127.0.0.1:${s.up.port}\r\nConnection: close\r\n\r\n`);
+  const again = await exchange(s.port, s.pki.ca, `GET http://127.0.0.1:${s.up.port}/x HTTP/1.1\r\nHost: 127.0.0.1:${s.up.port}\r\nConnection: close\r\n\r\n`);
   const a = parse(again.text);
   assert.deepEqual([a.status, a.code], [407, 'BRK_ERR_FORWARD_AUTH_REQUIRED']);
   assert.equal(a.challenge, 'Basic realm="broker", charset="UTF-8"');
@@ -259,7 +258,7 @@ test('a forward listener whose rules all are [mtls] still refuses a connection w
   const b = await startBroker(t, pki, { forward: { listen: { host: '127.0.0.1', port: 0 }, rules: [{ roles: ['partner'], hosts: ['127.0.0.1'], ports: [443], allowPrivate: ['127.0.0.0/8'] }] } });
   const port = (b.broker.forwardServer?.address() as AddressInfo).port;
   const tool = await createKey(pki.store, { name: 'tool', roles: ['partner'], kind: 'apiKey' });
-  const r = await anonymousExchange(port, pki.ca, `CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\nProxy-Authorization: Bearer ${tool.secret}\r\n\r\n`);
+  const r = await exchange(port, pki.ca, `CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\nProxy-Authorization: Bearer ${tool.secret}\r\n\r\n`);
   assert.equal(r.text, '', 'no HTTP answer: the handshake was refused');
   await b.logs.waitFor((l) => l.event === 'handshake' && l.outcome === 'refused', 10_000);
   assert.equal(b.logs.of('access').filter((l) => l.event === 'forward').length, 0);

@@ -22,7 +22,7 @@ import { relayRequest } from './relay.ts';
 import { ForwardRules } from './rules.ts';
 import { absoluteTarget, connectTarget, type Target } from './target.ts';
 import { openTunnel, type TunnelTiming } from './tunnel.ts';
-import { forwardCaller, proxyAuthorizationOf, proxyChallenge, reportProxyRefusal } from './proxy-auth.ts';
+import { forwardCaller, KeyedConnections, proxyAuthorizationOf, proxyChallenge, reportProxyRefusal } from './proxy-auth.ts';
 
 export interface ForwardDeps {
   loggers: Loggers;
@@ -73,6 +73,7 @@ function rawAnswer(code: HttpErrorCode, reqId: string, challenge?: string): stri
 export function createForwardListener(c: BrokerConfig, material: TlsMaterial, deps: ForwardDeps): ForwardListener {
   let policy = policyOf(c);
   const access = deps.loggers.access;
+  const keyed = new KeyedConnections();
 
   /** Logs the exchange and counts a 400/403/407 toward bans (a wrong credential like a failed handshake, as on the reverse side). */
   const finish = (x: Exchange) => {
@@ -98,6 +99,8 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
       return { code: who.code, reason: `${who.method}: ${who.detail}` };
     }
     x.caller = who.caller;
+    // the exchange's socket is the client connection (a TLSSocket)
+    if (who.caller.keyId !== undefined) keyed.hold(who.caller.keyId, x.socket as unknown as Duplex);
     if (!target.ok) return { code: target.code, reason: target.reason };
     x.host = target.host;
     x.port = target.port;
@@ -162,6 +165,9 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
   // Fixed at start like forward.listen: a rule listing apiKey or basic lets a connection without a certificate in (a presented one must still verify).
   const server = createTlsServer(c, material, deps.loggers.auth, onRequest, deps.hooks, { certOptional: settingsOf(c).forward?.certOptional === true });
   server.on('connect', onConnect);
+  // a revoked API key or Basic credential (`key:<id>`) cuts its connections like a revoked certificate's serial
+  const closeOfCert = server.closeConnectionsOf;
+  server.closeConnectionsOf = (id) => closeOfCert(id) + keyed.closeOf(id);
   // WebSockets and other upgrades are not forwarded.
   server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
     socket.on('error', ignore);

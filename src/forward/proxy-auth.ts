@@ -102,3 +102,36 @@ export function reportProxyRefusal(authLog: Logger, r: Extract<CallerResult, { o
 export function proxyChallenge(realm: string): string {
   return `Basic realm="${realm}", charset="UTF-8"`;
 }
+
+type Closable = { destroy(): unknown; once(event: 'close', listener: () => void): unknown; destroyed?: boolean };
+
+/**
+ * Client connections that carried a tunnel or request authenticated by an API key or Basic
+ * credential, by credential id: a revoked credential's connections are cut, as a revoked
+ * certificate's are (the listener's closeConnectionsOf, with the `key:<id>` ids revocations use).
+ */
+export class KeyedConnections {
+  readonly #byKey = new Map<string, Set<Closable>>();
+
+  hold(keyId: string, socket: Closable): void {
+    if (socket.destroyed) return;
+    let open = this.#byKey.get(keyId);
+    if (open === undefined) this.#byKey.set(keyId, (open = new Set()));
+    if (open.has(socket)) return;
+    open.add(socket);
+    socket.once('close', () => {
+      open.delete(socket);
+      if (open.size === 0 && this.#byKey.get(keyId) === open) this.#byKey.delete(keyId);
+    });
+  }
+
+  /** Cuts the connections of `id` when it is a `key:<id>` revocation id; returns how many. */
+  closeOf(id: string): number {
+    if (!id.startsWith(REVOKED_KEY_PREFIX)) return 0;
+    const open = this.#byKey.get(id.slice(REVOKED_KEY_PREFIX.length));
+    if (open === undefined) return 0;
+    const all = [...open];
+    for (const s of all) s.destroy();
+    return all.length;
+  }
+}

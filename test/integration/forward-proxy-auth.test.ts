@@ -11,12 +11,12 @@ import assert from 'node:assert/strict';
 import { createServer as createHttpsServer } from 'node:https';
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { makePki, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki } from '../helpers/broker.ts';
 import { tempDir } from '../helpers/cli.ts';
-import { eventually } from '../helpers/within.ts';
+import { eventually, within } from '../helpers/within.ts';
 import { createKey, revokeKey } from '../../src/pki/credentials.ts';
 
 /** An https destination with its own CA: answers "secret from <path>". */
@@ -26,8 +26,11 @@ async function startTlsDestination(t: TestContext): Promise<{ port: number; ca: 
     res.writeHead(200, { 'content-type': 'text/plain' });
     res.end(`secret from ${req.url}`);
   });
+  // raw connections too: a tunnel's connection that never starts its TLS handshake is not one closeAllConnections knows
+  const sockets = new Set<Socket>();
+  server.on('connection', (c: Socket) => (sockets.add(c), c.once('close', () => sockets.delete(c))));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))));
+  t.after(() => new Promise<void>((resolve) => (sockets.forEach((c) => c.destroy()), server.close(() => resolve()))));
   return { port: (server.address() as AddressInfo).port, ca: own.ca };
 }
 
@@ -218,6 +221,30 @@ test('missing, wrong, mismatched and revoked credentials get 407 with Proxy-Auth
   assert.ok(refused.every((l) => typeof l.reason === 'string' && (l.reason as string).length > 0));
   const reasons = s.b.logs.of('auth').filter((l) => l.event === 'credential' && l.listener === 'forward').map((l) => l.reason);
   for (const r of ['missing', 'wrong', 'unknown', 'mismatch', 'malformed', 'revoked']) assert.ok(reasons.includes(r), `auth log says ${r}: ${reasons.join(',')}`);
+});
+
+test('revoking an API key cuts the tunnels it opened', async (t) => {
+  const s = await setup(t);
+  const tool = await createKey(s.pki.store, { name: 'tool', roles: ['keyed'], kind: 'apiKey' });
+  const other = await createKey(s.pki.store, { name: 'other', roles: ['keyed'], kind: 'apiKey' });
+  assert.equal((await s.b.broker.reload()).ok, true);
+  const open = (key: string) =>
+    new Promise<TLSSocket>((resolve, reject) => {
+      const socket = tlsConnect({ host: '127.0.0.1', servername: 'localhost', port: s.port, ca: s.pki.ca }, () => socket.write(`CONNECT 127.0.0.1:${s.dest.port} HTTP/1.1\r\nHost: 127.0.0.1\r\nProxy-Authorization: Bearer ${key}\r\n\r\n`));
+      t.after(() => socket.destroy());
+      socket.once('data', (c: Buffer) => (c.toString('latin1').startsWith('HTTP/1.1 200') ? resolve(socket) : reject(new Error(c.toString('latin1')))));
+      socket.once('error', reject);
+    });
+  const tunnel = await within(open(tool.secret), 10_000, 'tunnel of tool');
+  const kept = await within(open(other.secret), 10_000, 'tunnel of other');
+  const closed = new Promise((resolve) => tunnel.once('close', resolve));
+  await revokeKey(s.pki.store, tool.record.id);
+  assert.equal((await s.b.broker.reload()).ok, true);
+  await within(closed, 10_000, 'the revoked key\'s tunnel is cut');
+  assert.equal(kept.destroyed, false, 'another key\'s tunnel stays open');
+  kept.destroy();
+  // the tunnel's end reaches the destination too (else its server would wait for a handshake that never comes)
+  await s.b.logs.waitFor((l) => l.event === 'forward' && l.principal === 'other' && l.end !== undefined, 10_000);
 });
 
 test('wrong credentials ban the address like failed handshakes', async (t) => {

@@ -375,7 +375,7 @@ export const ForwardSchema = Type.Object(
     idleTimeout: Duration('5m', 'a tunnel or forwarded exchange with no bytes either way for this long is closed'),
     maxDuration: Duration('1h', 'a tunnel or forwarded exchange is closed after this long, busy or not'),
   },
-  { ...strict, description: 'the forward (egress) listener: CONNECT tunnels and absolute-form http requests to the destinations forward.rules allows, over mTLS with the main listener\'s certificates and client-certificate policy; off when absent' },
+  { ...strict, description: 'the forward (egress) listener: CONNECT tunnels and absolute-form http requests to the destinations forward.rules allows, over TLS with the main listener\'s certificates and client-certificate policy (the certificate is optional when a rule accepts Proxy-Authorization); off when absent' },
 );
 
 export const ConfigSchema = Type.Object(

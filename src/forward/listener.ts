@@ -1,8 +1,9 @@
 /**
  * The forward (egress) listener: a second TLS listener with the main one's certificates and
  * client-certificate policy (src/tls/listener.ts), which takes `CONNECT host:port` (a blind tunnel)
- * and absolute-form `http://` requests, and nothing else. Each destination is judged against the
- * caller's roles (forward.rules, default deny), resolved once by the SSRF guard, and reached at the
+ * and absolute-form `http://` requests, and nothing else. The caller is the certificate's identity
+ * or, where a rule accepts it, a Proxy-Authorization credential's (proxy-auth.ts). Each destination
+ * is judged against the caller's roles (forward.rules, default deny), resolved once by the SSRF guard, and reached at the
  * address the guard checked. One access line per tunnel or request; refusals count toward bans.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';

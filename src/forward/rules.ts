@@ -8,6 +8,9 @@
  * before the suffix: `*.payments.example` matches `a.payments.example` and `a.b.payments.example`,
  * never `payments.example` itself), or an IP literal, which matches that address only when the
  * destination is written as an address (a name is never compared with IP rules).
+ *
+ * A rule is consulted only for the credential the caller was identified by (its auth: mtls for a
+ * certificate, apiKey or basic for Proxy-Authorization; default [mtls]).
  */
 import { BlockList, isIP } from 'node:net';
 import type { BrokerConfig, ForwardAuthMethod } from '../config/index.ts';

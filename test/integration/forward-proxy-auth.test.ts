@@ -18,6 +18,7 @@ import { makePki, startBroker, startUpstream, type Identity, type RunningBroker,
 import { tempDir } from '../helpers/cli.ts';
 import { eventually, within } from '../helpers/within.ts';
 import { createKey, revokeKey } from '../../src/pki/credentials.ts';
+import { validateConfig } from '../../src/config/index.ts';
 
 /** An https destination with its own CA: answers "secret from <path>". */
 async function startTlsDestination(t: TestContext): Promise<{ port: number; ca: string }> {
@@ -289,4 +290,15 @@ test('a forward listener whose rules all are [mtls] still refuses a connection w
   assert.equal(r.text, '', 'no HTTP answer: the handshake was refused');
   await b.logs.waitFor((l) => l.event === 'handshake' && l.outcome === 'refused', 10_000);
   assert.equal(b.logs.of('access').filter((l) => l.event === 'forward').length, 0);
+
+  // a reload that lets a rule take credentials: the certificate requirement is fixed at start, and the reload says so
+  const raw = JSON.parse(JSON.stringify(b.broker.config)) as { forward: { rules: Array<Record<string, unknown>> } };
+  raw.forward.rules[0]!.auth = ['mtls', 'apiKey'];
+  const { config, problems } = validateConfig(raw, pki.dir);
+  assert.deepEqual(problems, []);
+  const reloaded = await b.broker.reload(config);
+  assert.equal(reloaded.ok, true, reloaded.problems.join('\n'));
+  assert.ok(reloaded.restartNeeded.includes('forward.rules[].auth'), reloaded.restartNeeded.join(','));
+  const after = await exchange(port, pki.ca, `CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\nProxy-Authorization: Bearer ${tool.secret}\r\n\r\n`);
+  assert.equal(after.text, '', 'still refused at the handshake until a restart');
 });

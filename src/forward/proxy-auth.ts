@@ -11,8 +11,8 @@
  *   https://name:key@host), told from a Basic password by its form (a generated Basic password is
  *   32 base64url characters, an API key `brk_<12 hex>_<43 base64url>`); the name must be the key's;
  * - `Bearer brk_…`: an API key.
- * A certificate and a Proxy-Authorization on one request must name the same identity (refused
- * otherwise); the certificate then identifies the caller, and only mtls rules apply.
+ * A connection with a verified certificate is that certificate's identity: its Proxy-Authorization
+ * is neither checked nor used (nor forwarded), and only mtls rules apply.
  */
 import type { Logger } from 'pino';
 import { authenticate, REVOKED_KEY_PREFIX, type Verifiers } from '../auth/index.ts';
@@ -54,8 +54,10 @@ export function proxyAuthorizationOf(raw: readonly string[]): string[] {
 
 /** The caller of one CONNECT or absolute-form request; `values` from proxyAuthorizationOf. */
 export async function forwardCaller(cert: Principal | undefined, values: readonly string[], d: ProxyAuthDeps): Promise<CallerResult> {
+  // The certificate, verified at the handshake and bound to the connection, decides alone: a header
+  // cannot change what a certificate caller may reach, and costs it no hash.
+  if (cert) return { ok: true, caller: { name: cert.name, roles: cert.roles, method: 'mtls' } };
   if (values.length === 0) {
-    if (cert) return { ok: true, caller: { name: cert.name, roles: cert.roles, method: 'mtls' } };
     return { ok: false, code: 'BRK_ERR_FORWARD_AUTH_REQUIRED', method: 'proxy', reason: 'missing', detail: 'no client certificate and no Proxy-Authorization' };
   }
   if (values.length > 1) return invalid('proxy', 'malformed', 'more than one Proxy-Authorization header');
@@ -82,10 +84,6 @@ export async function forwardCaller(cert: Principal | undefined, values: readonl
   const { name, roles, keyId } = r.caller;
   if (keyId !== undefined && d.isRevoked(REVOKED_KEY_PREFIX + keyId)) return invalid(method, 'revoked', 'revoked (announced by another replica)', { name, keyId });
   if (user !== undefined && user !== name) return invalid(method, 'mismatch', `the proxy user "${user}" is not the API key's identity`, { name, keyId });
-  if (cert) {
-    if (cert.name !== name) return invalid(method, 'mismatch', `the client certificate (${JSON.stringify(cert.name)}) and Proxy-Authorization (${JSON.stringify(name)}) name different identities`, { name, keyId });
-    return { ok: true, caller: { name: cert.name, roles: cert.roles, method: 'mtls' } };
-  }
   return { ok: true, caller: { name, roles, method, keyId } };
 }
 

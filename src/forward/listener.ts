@@ -94,7 +94,7 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
     const p = x.principal;
     if (p !== undefined && deps.isRevoked(p.serial)) return { code: 'BRK_ERR_AUTH_REVOKED', reason: 'the client certificate is revoked' };
     if (p !== undefined && p.notAfter.getTime() <= Date.now()) return { code: 'BRK_ERR_AUTH_EXPIRED', reason: 'the client certificate has expired' };
-    const who = await forwardCaller(p, proxyAuthorizationOf(rawHeaders), deps);
+    const who = await forwardCaller(p, proxyAuthorizationOf(rawHeaders), deps, x.socket.remoteAddress);
     if (!who.ok) {
       reportProxyRefusal(deps.loggers.auth, who, { remoteIp: x.socket.remoteAddress, reqId: x.reqId, connId: connectionId(x.socket), serial: p?.serial });
       return { code: who.code, reason: `${who.method}: ${who.detail}` };

@@ -53,7 +53,7 @@ export function proxyAuthorizationOf(raw: readonly string[]): string[] {
 }
 
 /** The caller of one CONNECT or absolute-form request; `values` from proxyAuthorizationOf. */
-export async function forwardCaller(cert: Principal | undefined, values: readonly string[], d: ProxyAuthDeps): Promise<CallerResult> {
+export async function forwardCaller(cert: Principal | undefined, values: readonly string[], d: ProxyAuthDeps, remoteIp?: string): Promise<CallerResult> {
   // The certificate, verified at the handshake and bound to the connection, decides alone: a header
   // cannot change what a certificate caller may reach, and costs it no hash.
   if (cert) return { ok: true, caller: { name: cert.name, roles: cert.roles, method: 'mtls' } };
@@ -84,6 +84,7 @@ export async function forwardCaller(cert: Principal | undefined, values: readonl
   const { name, roles, keyId } = r.caller;
   if (keyId !== undefined && d.isRevoked(REVOKED_KEY_PREFIX + keyId)) return invalid(method, 'revoked', 'revoked (announced by another replica)', { name, keyId });
   if (user !== undefined && user !== name) return invalid(method, 'mismatch', `the proxy user "${user}" is not the API key's identity`, { name, keyId });
+  if (channels.credential.hasSubscribers) channels.credential.publish({ method, outcome: 'ok', remoteIp, principal: name } satisfies CredentialEvent);
   return { ok: true, caller: { name, roles, method, keyId } };
 }
 

@@ -226,6 +226,9 @@ test('missing, wrong, mismatched and revoked credentials get 407 with Proxy-Auth
   assert.ok(refused.every((l) => typeof l.reason === 'string' && (l.reason as string).length > 0));
   const reasons = s.b.logs.of('auth').filter((l) => l.event === 'credential' && l.listener === 'forward').map((l) => l.reason);
   for (const r of ['missing', 'wrong', 'unknown', 'mismatch', 'malformed', 'revoked']) assert.ok(reasons.includes(r), `auth log says ${r}: ${reasons.join(',')}`);
+  const metric = await s.b.broker.metrics.registry.getSingleMetricAsString('broker_credentials_total');
+  assert.match(metric, /broker_credentials_total\{method="basic",outcome="refused",reason="wrong"\} 1/);
+  assert.match(metric, /broker_credentials_total\{method="apiKey",outcome="ok",reason=""\} 1/);
 });
 
 test('revoking an API key cuts the tunnels it opened', async (t) => {

@@ -3,8 +3,9 @@
  * client-certificate policy (src/tls/listener.ts), which takes `CONNECT host:port` (a blind tunnel)
  * and absolute-form `http://` requests, and nothing else. The caller is the certificate's identity
  * or, where a rule accepts it, a Proxy-Authorization credential's (proxy-auth.ts). Each destination
- * is judged against the caller's roles (forward.rules, default deny), resolved once by the SSRF guard, and reached at the
- * address the guard checked. One access line per tunnel or request; refusals count toward bans.
+ * is judged against the caller's roles (forward.rules, default deny), resolved once by the SSRF
+ * guard, and reached at the address the guard checked. One access line per tunnel or request;
+ * refusals count toward bans.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -27,7 +28,7 @@ import { forwardCaller, KeyedConnections, proxyAuthorizationOf, proxyChallenge, 
 
 export interface ForwardDeps {
   loggers: Loggers;
-  /** Refusals (400/403) count toward bans here, as on the main listener. */
+  /** Refusals (400/403/407) count toward bans here, as on the main listener. */
   guard: ConnectionGuard | undefined;
   /** Whether a certificate serial (or `key:<id>` credential) is revoked now (CRL, keys.json, or heard from another replica). */
   isRevoked(serial: string): boolean;
@@ -96,7 +97,7 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
     if (p !== undefined && p.notAfter.getTime() <= Date.now()) return { code: 'BRK_ERR_AUTH_EXPIRED', reason: 'the client certificate has expired' };
     const who = await forwardCaller(p, proxyAuthorizationOf(rawHeaders), deps, x.socket.remoteAddress);
     if (!who.ok) {
-      reportProxyRefusal(deps.loggers.auth, who, { remoteIp: x.socket.remoteAddress, reqId: x.reqId, connId: connectionId(x.socket), serial: p?.serial });
+      reportProxyRefusal(deps.loggers.auth, who, { remoteIp: x.socket.remoteAddress, reqId: x.reqId, connId: connectionId(x.socket) });
       return { code: who.code, reason: `${who.method}: ${who.detail}` };
     }
     x.caller = who.caller;

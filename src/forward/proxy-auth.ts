@@ -89,9 +89,9 @@ export async function forwardCaller(cert: Principal | undefined, values: readonl
 }
 
 /** The auth log line and credential event of a refused Proxy-Authorization (metrics, alerts), as the reverse side writes them. */
-export function reportProxyRefusal(authLog: Logger, r: Extract<CallerResult, { ok: false }>, at: { remoteIp: string | undefined; reqId: string; connId: string; serial?: string | undefined }): void {
+export function reportProxyRefusal(authLog: Logger, r: Extract<CallerResult, { ok: false }>, at: { remoteIp: string | undefined; reqId: string; connId: string }): void {
   authLog.warn(
-    { event: 'credential', outcome: 'refused', listener: 'forward', method: r.method, reason: r.reason, detail: r.detail, remoteIp: at.remoteIp, reqId: at.reqId, connId: at.connId, ...(r.name !== undefined ? { principal: r.name } : {}), ...(r.keyId !== undefined ? { keyId: r.keyId } : {}), ...(at.serial !== undefined ? { serial: at.serial } : {}) },
+    { event: 'credential', outcome: 'refused', listener: 'forward', method: r.method, reason: r.reason, detail: r.detail, remoteIp: at.remoteIp, reqId: at.reqId, connId: at.connId, ...(r.name !== undefined ? { principal: r.name } : {}), ...(r.keyId !== undefined ? { keyId: r.keyId } : {}) },
     'proxy credential refused',
   );
   channels.credential.publish({ method: r.method, outcome: 'refused', reason: r.reason, remoteIp: at.remoteIp, ...(r.name !== undefined ? { principal: r.name } : {}) } satisfies CredentialEvent);

@@ -54,7 +54,6 @@ export interface Current {
   revokedKeys: ReadonlySet<string>;
 }
 
-
 /** The revoked-key set of `now` with `ids` (bare key ids) added, and which of them are new. */
 function addKeys(now: ReadonlySet<string>, ids: readonly string[]): { set: ReadonlySet<string>; added: string[] } {
   const added = ids.filter((id) => !now.has(REVOKED_KEY_PREFIX + id));

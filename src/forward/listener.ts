@@ -16,7 +16,7 @@ import { ERRORS, httpErrorBody, type HttpErrorCode } from '../errors.ts';
 import { connectionId } from '../request/index.ts';
 import type { ConnectionGuard } from '../filter/connection-guard.ts';
 import type { Loggers } from '../observability/loggers.ts';
-import { answerRefused, createTlsServer, principalOf, refusalOf, type ListenerHooks, type TlsListener } from '../tls/listener.ts';
+import { answerRefused, createTlsServer, isAdmitted, principalOf, refusalOf, type ListenerHooks, type TlsListener } from '../tls/listener.ts';
 import type { TlsMaterial } from '../tls/material.ts';
 import { resolveDestination, type LookupFn } from './destination.ts';
 import { Exchange } from './exchange.ts';
@@ -181,7 +181,7 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
     finish(x);
   });
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
-    if (err.code?.startsWith('HPE_') && socket.writable && principalOf(socket) !== undefined) return void socket.end(rawAnswer('BRK_ERR_HTTP_BAD_REQUEST', '-'));
+    if (err.code?.startsWith('HPE_') && socket.writable && isAdmitted(socket)) return void socket.end(rawAnswer('BRK_ERR_HTTP_BAD_REQUEST', '-'));
     socket.destroy();
   });
 

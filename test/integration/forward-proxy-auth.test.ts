@@ -143,6 +143,11 @@ test('curl --proxy-user NAME:API-KEY and a Basic credential, without a client ce
   assert.deepEqual(line.roles, ['keyed']);
   assert.equal(line.serial, null);
 
+  // the credentials in the proxy URL, as HTTPS_PROXY=https://NAME:KEY@host:port gives them
+  const viaUrl = await curl(['--proxy', `https://tool:${tool.secret}@127.0.0.1:${s.port}`, '--proxy-cacert', s.caFile, '--cacert', destCa, `https://127.0.0.1:${s.dest.port}/url`]);
+  assert.equal(viaUrl.code, 0, viaUrl.stderr);
+  assert.equal(viaUrl.stdout, 'secret from /url');
+
   const viaBasic = await curl([...proxy, '--proxy-user', `legacy:${legacy.secret}`, `https://127.0.0.1:${s.dest.port}/old`]);
   assert.equal(viaBasic.code, 0, viaBasic.stderr);
   assert.equal(viaBasic.stdout, 'secret from /old');

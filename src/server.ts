@@ -155,7 +155,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
   );
   if (!ablations.guard) for (const s of listeners.all) guard.attach(s);
   // The forward (egress) listener: the same certificates, client-certificate policy, guard and bans.
-  const forward: ForwardListener | undefined = initial.forward ? createForwardListener(initial, current.material, { loggers, guard: ablations.guard ? undefined : guard, isRevoked, hooks, store, ...(o.forwardLookup ? { lookup: o.forwardLookup } : {}) }) : undefined;
+  const forward: ForwardListener | undefined = initial.forward ? createForwardListener(initial, current.material, { loggers, guard: ablations.guard ? undefined : guard, isRevoked, verifiers: () => current.verifiers, hooks, store, ...(o.forwardLookup ? { lookup: o.forwardLookup } : {}) }) : undefined;
   if (forward && !ablations.guard) guard.attach(forward.server);
   /** A revoked credential (serial or `key:<id>`): its WebSockets get a close frame, its other connections are cut. */
   const closeConnectionsOf = (ids: Iterable<string>): number => {

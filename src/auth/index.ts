@@ -18,6 +18,11 @@ export { authenticate, type Verifiers } from './authenticate.ts';
  */
 export const REVOKED_KEY_PREFIX = 'key:';
 
+/** Whether some route, or some forward rule (Proxy-Authorization), accepts API keys or Basic credentials: then keys.json is read. */
+export function usesKeys(c: BrokerConfig): boolean {
+  return c.routes.some((r) => r.auth.includes('apiKey') || r.auth.includes('basic')) || (c.forward?.rules ?? []).some((r) => r.auth.includes('apiKey') || r.auth.includes('basic'));
+}
+
 /** The store file holding API key and Basic credential hashes. */
 export function keysFile(c: BrokerConfig): string {
   return storeLayout(c.pki.dir).keys;
@@ -47,8 +52,7 @@ export function jwtSettings(j: NonNullable<BrokerConfig['auth']['jwt']>, n: NonN
  * reload does not make every replica fetch it again.
  */
 export function buildVerifiers(c: BrokerConfig, previous?: { config: BrokerConfig; verifiers: Verifiers }): Verifiers {
-  const usesKeys = c.routes.some((r) => r.auth.includes('apiKey') || r.auth.includes('basic'));
-  const keys = usesKeys ? KeyRing.load(keysFile(c), { cacheTtlMs: settingsOf(c).authCacheTtlMs }) : KeyRing.empty();
+  const keys = usesKeys(c) ? KeyRing.load(keysFile(c), { cacheTtlMs: settingsOf(c).authCacheTtlMs }) : KeyRing.empty();
   const j = c.auth.jwt;
   if (!j) return { keys };
   // A CA file may have changed on disk under the same settings: then build afresh.

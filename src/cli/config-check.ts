@@ -63,7 +63,11 @@ export function register(program: Command): void {
         }
       }
       if (opts.json) out.printJson({ ok: problems.length === 0, problems });
-      else if (!problems.length) out.printLines(`${opts.config}: ok (${config?.routes.length ?? 0} routes)`);
+      else if (!problems.length) {
+        // whether the forward listener requires a client certificate is decided here, once (a TLS option fixed at start)
+        const fwd = config?.forward ? `; forward listener: client certificate ${cfg.settingsOf(config).forward?.certOptional ? 'optional (a forward rule accepts Proxy-Authorization)' : 'required'}` : '';
+        out.printLines(`${opts.config}: ok (${config?.routes.length ?? 0} routes${fwd})`);
+      }
       if (problems.length) {
         if (!opts.json) process.stderr.write(`${problems.map((p) => `${opts.config}: ${p}`).join('\n')}\n`);
         throw new BrokerError('BRK_ERR_CONFIG_INVALID', `${opts.config} has ${problems.length} problem${problems.length === 1 ? '' : 's'}`);

@@ -66,6 +66,8 @@ export interface Settings {
         readonly connectTimeoutMs: number;
         readonly idleTimeoutMs: number;
         readonly maxDurationMs: number;
+        /** Some rule accepts Proxy-Authorization (apiKey or basic): the listener asks for a client certificate without requiring one. */
+        readonly certOptional: boolean;
         readonly limits: ForwardLimitNumbers;
         /** roles.NAME.forward: what each role sets, field by field. */
         readonly roleLimits: ReadonlyMap<string, Partial<ForwardLimitNumbers>>;
@@ -155,6 +157,7 @@ function compile(c: BrokerConfig): Settings {
           maxDurationMs: parseDuration(c.forward.maxDuration, 'forward.maxDuration'),
           limits: Object.freeze({ quotaUp: undefined, quotaDown: undefined, ...forwardLimits(c.forward.limits, 'forward.limits') }) as ForwardLimitNumbers,
           roleLimits: new Map(Object.entries(c.roles).flatMap(([role, r]) => (r.forward ? [[role, forwardLimits(r.forward, `roles.${role}.forward`)] as const] : []))),
+          certOptional: c.forward.rules.some((r) => r.auth.some((m) => m !== 'mtls')),
         })
       : undefined,
     alerts: Object.freeze({

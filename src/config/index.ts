@@ -1,5 +1,5 @@
 export { loadConfig, validateConfig, parseConfigText, type LoadedConfig, type Validation } from './load.ts';
-export { ConfigSchema, type BrokerConfig, type RouteConfig, type IdentityRule, type MatchRule, type BucketConfig, type RoleConfig, type AuthMethod, type JwtConfig, AUTH_METHODS, JWT_ALGORITHMS, IDENTITY_FORMATS, type IdentityFormat } from './schema.ts';
+export { ConfigSchema, type BrokerConfig, type RouteConfig, type IdentityRule, type MatchRule, type BucketConfig, type RoleConfig, type AuthMethod, type JwtConfig, AUTH_METHODS, JWT_ALGORITHMS, IDENTITY_FORMATS, type IdentityFormat, FORWARD_AUTH_METHODS, type ForwardAuthMethod } from './schema.ts';
 export { parseDuration, formatDuration } from './duration.ts';
 export { parseSize } from './size.ts';
 export { settingsOf, type Settings, type BucketNumbers, type ForwardLimitNumbers, type QuotaNumbers } from './compile.ts';

@@ -359,6 +359,9 @@ export const EnrollmentSchema = Type.Object(
   { ...strict, default: {} },
 );
 
+/** The credentials a forward rule may be used with (forward.rules[].auth): a certificate, or Proxy-Authorization. */
+export const FORWARD_AUTH_METHODS = ['mtls', 'apiKey', 'basic'] as const;
+
 export const ForwardRuleSchema = Type.Object(
   {
     roles: Type.Array(Role, { minItems: 1, description: 'callers holding any of these roles may reach the hosts below' }),
@@ -368,6 +371,12 @@ export const ForwardRuleSchema = Type.Object(
     }),
     ports: Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), { default: [443], minItems: 1, description: 'destination ports allowed (CONNECT and absolute-form alike; plain http destinations need 80 listed)' }),
     allowPrivate: Type.Array(Cidr, { default: [], description: 'address ranges the SSRF guard would otherwise refuse (loopback, private, link-local, …) that these hosts may resolve to' }),
+    auth: Type.Array(Type.Union(FORWARD_AUTH_METHODS.map((m) => Type.Literal(m))), {
+      default: ['mtls'],
+      minItems: 1,
+      uniqueItems: true,
+      description: 'credentials that may use this rule: mtls (client certificate), apiKey or basic (Proxy-Authorization, from "broker keys create"); any one of them. When a rule lists apiKey or basic, the forward listener asks for a client certificate without requiring one (fixed at start)',
+    }),
   },
   strict,
 );
@@ -391,7 +400,7 @@ export const ForwardSchema = Type.Object(
       { ...strict, default: {}, description: 'per-identity limits, shared between replicas through rateLimit.store; roles.NAME.forward overrides them per role' },
     ),
   },
-  { ...strict, description: 'the forward (egress) listener: CONNECT tunnels and absolute-form http requests to the destinations forward.rules allows, over mTLS with the main listener\'s certificates and client-certificate policy; off when absent' },
+  { ...strict, description: 'the forward (egress) listener: CONNECT tunnels and absolute-form http requests to the destinations forward.rules allows, over TLS with the main listener\'s certificates and client-certificate policy (the certificate is optional when a rule accepts Proxy-Authorization); off when absent' },
 );
 
 export const ConfigSchema = Type.Object(
@@ -447,4 +456,5 @@ export type RoleConfig = Static<typeof RoleSchema>;
 export type AuthMethod = (typeof AUTH_METHODS)[number];
 export type JwtConfig = Static<typeof JwtSchema>;
 export type ForwardConfig = Static<typeof ForwardSchema>;
+export type ForwardAuthMethod = (typeof FORWARD_AUTH_METHODS)[number];
 export type IdentityFormat = (typeof IDENTITY_FORMATS)[number];

@@ -8,6 +8,7 @@ import type { Principal } from '../identity/index.ts';
 import { channels } from '../channels.ts';
 import { connectionId } from '../request/index.ts';
 import type { Meter } from './limits.ts';
+import type { ForwardCaller } from './proxy-auth.ts';
 
 export type Outcome = 'ok' | 'refused' | 'failed';
 
@@ -23,6 +24,8 @@ export class Exchange {
   outcome: Outcome = 'ok';
   code: string | undefined = undefined;
   reason: string | undefined = undefined;
+  /** Who was let in: the certificate's identity, or a Proxy-Authorization credential's (src/forward/proxy-auth.ts). */
+  caller: ForwardCaller | undefined = undefined;
   /** How an established tunnel or exchange ended: closed, idle, max duration, error. */
   end: string | undefined = undefined;
   /** The identity's byte counter and slot, once its limits admitted the exchange. */
@@ -57,6 +60,7 @@ export class Exchange {
       this.end ??= 'client closed';
     }
     const p = this.principal;
+    const c = this.caller;
     access.info(
       {
         event: 'forward',
@@ -64,9 +68,10 @@ export class Exchange {
         connId: connectionId(this.socket),
         clientIp: this.socket.remoteAddress ?? null,
         clientPort: this.socket.remotePort ?? null,
-        principal: p?.name ?? null,
-        roles: p?.roles ?? [],
+        principal: c?.name ?? p?.name ?? null,
+        roles: c?.roles ?? p?.roles ?? [],
         serial: p?.serial ?? null,
+        ...(c !== undefined && c.method !== 'mtls' ? { auth: c.method, keyId: c.keyId } : {}),
         method: this.method,
         host: this.host ?? null,
         port: this.port ?? null,
@@ -81,6 +86,6 @@ export class Exchange {
       },
       this.method === 'CONNECT' ? 'forward tunnel' : 'forward request',
     );
-    if (channels.forward.hasSubscribers) channels.forward.publish({ principal: p?.name ?? null, outcome: this.outcome, code: this.code, end: this.end, bytesUp: this.bytesUp, bytesDown: this.bytesDown, remoteIp: this.socket.remoteAddress });
+    if (channels.forward.hasSubscribers) channels.forward.publish({ principal: c?.name ?? p?.name ?? null, outcome: this.outcome, code: this.code, end: this.end, bytesUp: this.bytesUp, bytesDown: this.bytesDown, remoteIp: this.socket.remoteAddress });
   }
 }

@@ -1,19 +1,23 @@
 /**
  * The forward (egress) listener: a second TLS listener with the main one's certificates and
  * client-certificate policy (src/tls/listener.ts), which takes `CONNECT host:port` (a blind tunnel)
- * and absolute-form `http://` requests, and nothing else. Each destination is judged against the
- * caller's roles (forward.rules, default deny), resolved once by the SSRF guard, and reached at the
- * address the guard checked. One access line per tunnel or request; refusals count toward bans.
+ * and absolute-form `http://` requests, and nothing else. The caller is the certificate's identity
+ * or, where a rule accepts it, a Proxy-Authorization credential's (proxy-auth.ts). Each destination
+ * is judged against the caller's roles (forward.rules, default deny), resolved once by the SSRF
+ * guard, and reached at the address the guard checked. One access line per tunnel or request;
+ * refusals count toward bans.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Verifiers } from '../auth/index.ts';
 import type { BrokerConfig } from '../config/index.ts';
 import { settingsOf } from '../config/index.ts';
 import { ERRORS, httpErrorBody, type HttpErrorCode } from '../errors.ts';
+import { connectionId } from '../request/index.ts';
 import type { ConnectionGuard } from '../filter/connection-guard.ts';
 import type { Loggers } from '../observability/loggers.ts';
 import type { SharedStore } from '../ratelimit/store.ts';
-import { answerRefused, createTlsServer, principalOf, refusalOf, type ListenerHooks, type TlsListener } from '../tls/listener.ts';
+import { answerRefused, createTlsServer, isAdmitted, principalOf, refusalOf, type ListenerHooks, type TlsListener } from '../tls/listener.ts';
 import type { TlsMaterial } from '../tls/material.ts';
 import { resolveDestination, type LookupFn } from './destination.ts';
 import { Exchange } from './exchange.ts';
@@ -22,13 +26,16 @@ import { destinationPool, relayRequest } from './relay.ts';
 import { ForwardRules } from './rules.ts';
 import { absoluteTarget, connectTarget, type Target } from './target.ts';
 import { openTunnel, type TunnelTiming } from './tunnel.ts';
+import { forwardCaller, KeyedConnections, proxyAuthorizationOf, proxyChallenge, reportProxyRefusal } from './proxy-auth.ts';
 
 export interface ForwardDeps {
   loggers: Loggers;
-  /** Refusals (400/403) count toward bans here, as on the main listener. */
+  /** Refusals (400/403/407) count toward bans here, as on the main listener. */
   guard: ConnectionGuard | undefined;
-  /** Whether a certificate serial is revoked now (CRL, or heard from another replica). */
+  /** Whether a certificate serial (or `key:<id>` credential) is revoked now (CRL, keys.json, or heard from another replica). */
   isRevoked(serial: string): boolean;
+  /** The API key / Basic verifiers in force (Proxy-Authorization; they change on reload). */
+  verifiers(): Verifiers;
   hooks: ListenerHooks;
   /** Name resolution for the SSRF guard (tests); default node:dns. */
   lookup?: LookupFn;
@@ -49,12 +56,13 @@ interface Policy {
   rules: ForwardRules;
   timing: TunnelTiming;
   assertionHeader: string;
+  basicRealm: string;
 }
 
 function policyOf(c: BrokerConfig): Policy {
   const f = settingsOf(c).forward;
   if (f === undefined) throw new Error('the forward listener needs a forward section');
-  return { rules: new ForwardRules(c), timing: f, assertionHeader: c.assertion.header };
+  return { rules: new ForwardRules(c), timing: f, assertionHeader: c.assertion.header, basicRealm: c.auth.basicRealm };
 }
 
 function limitsOf(c: BrokerConfig) {
@@ -65,14 +73,15 @@ function limitsOf(c: BrokerConfig) {
 
 function ignore(): void {}
 
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable' };
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 407: 'Proxy Authentication Required', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable' };
 
-/** The error answer, in raw bytes (a CONNECT socket or an upgrade has no ServerResponse). */
-function rawAnswer(code: HttpErrorCode, reqId: string, retryAfterSec?: number): string {
+/** The error answer, in raw bytes (a CONNECT socket or an upgrade has no ServerResponse), with `extra` headers. */
+function rawAnswer(code: HttpErrorCode, reqId: string, extra: Readonly<Record<string, string | number>> = {}): string {
   const body = JSON.stringify(httpErrorBody(code, reqId));
   const status = ERRORS[code].status;
-  const retry = retryAfterSec !== undefined ? `Retry-After: ${retryAfterSec}\r\n` : '';
-  return `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nConnection: close\r\n${retry}Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+  let head = '';
+  for (const [name, value] of Object.entries(extra)) head += `${name}: ${value}\r\n`;
+  return `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nConnection: close\r\n${head}Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 }
 
 type Refusal = { code: HttpErrorCode; reason: string; retryAfterSec?: number };
@@ -82,30 +91,48 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
   const limiter = new ForwardLimiter(deps.store, limitsOf(c));
   const pool = destinationPool();
   const access = deps.loggers.access;
+  const keyed = new KeyedConnections();
 
-  /** Logs the exchange and counts a 400/403 toward bans. */
+  /** The headers a refusal carries beyond the body: Retry-After for a limit, the challenge for a 407. */
+  const refusalHeaders = (code: HttpErrorCode, retryAfterSec: number | undefined): Record<string, string | number> => ({
+    ...(retryAfterSec !== undefined ? { 'Retry-After': retryAfterSec } : {}),
+    ...(ERRORS[code].status === 407 ? { 'Proxy-Authenticate': proxyChallenge(policy.basicRealm) } : {}),
+  });
+
+  /** Logs the exchange and counts a 400/403/407 toward bans (a wrong credential like a failed handshake, as on the reverse side). */
   const finish = (x: Exchange) => {
     x.log(access);
-    if ((x.status === 400 || x.status === 403) && deps.guard !== undefined && x.socket.remoteAddress) void deps.guard.failure(x.socket.remoteAddress, 'request');
+    const ip = x.socket.remoteAddress;
+    if (deps.guard === undefined || !ip) return;
+    if (x.code === 'BRK_ERR_FORWARD_AUTH_INVALID') void deps.guard.failure(ip, 'handshake');
+    else if (x.status === 400 || x.status === 403 || x.status === 407) void deps.guard.failure(ip, 'request');
   };
 
   /**
-   * The checks every proxy request passes, in order: a live certificate, a well-formed target,
-   * the caller's rules, the SSRF guard. Resolves with the checked destination or a refusal.
+   * The checks every proxy request passes, in order: a live certificate or a Proxy-Authorization
+   * credential (src/forward/proxy-auth.ts), a well-formed target, the caller's rules, the SSRF
+   * guard. Resolves with the checked destination or a refusal.
    */
-  const check = async (x: Exchange, target: Target): Promise<Refusal | { address: string; family: 4 | 6; port: number; target: Extract<Target, { ok: true }> }> => {
+  const check = async (x: Exchange, target: Target, rawHeaders: readonly string[]): Promise<Refusal | { address: string; family: 4 | 6; port: number; target: Extract<Target, { ok: true }> }> => {
     const p = x.principal;
-    if (p === undefined) return { code: 'BRK_ERR_AUTH_REQUIRED', reason: 'no verified client certificate on this connection' };
-    if (deps.isRevoked(p.serial)) return { code: 'BRK_ERR_AUTH_REVOKED', reason: 'the client certificate is revoked' };
-    if (p.notAfter.getTime() <= Date.now()) return { code: 'BRK_ERR_AUTH_EXPIRED', reason: 'the client certificate has expired' };
+    if (p !== undefined && deps.isRevoked(p.serial)) return { code: 'BRK_ERR_AUTH_REVOKED', reason: 'the client certificate is revoked' };
+    if (p !== undefined && p.notAfter.getTime() <= Date.now()) return { code: 'BRK_ERR_AUTH_EXPIRED', reason: 'the client certificate has expired' };
+    const who = await forwardCaller(p, proxyAuthorizationOf(rawHeaders), deps, x.socket.remoteAddress);
+    if (!who.ok) {
+      reportProxyRefusal(deps.loggers.auth, who, { remoteIp: x.socket.remoteAddress, reqId: x.reqId, connId: connectionId(x.socket) });
+      return { code: who.code, reason: `${who.method}: ${who.detail}` };
+    }
+    x.caller = who.caller;
+    // the exchange's socket is the client connection (a TLSSocket)
+    if (who.caller.keyId !== undefined) keyed.hold(who.caller.keyId, x.socket as unknown as Duplex);
     if (!target.ok) return { code: target.code, reason: target.reason };
     x.host = target.host;
     x.port = target.port;
     const now = policy;
-    const decision = now.rules.decide(p.roles, target.host, target.port);
+    const decision = now.rules.decide(who.caller.roles, target.host, target.port, who.caller.method);
     if (!decision.ok) return decision;
     // the identity's limits before any lookup: a caller over them costs no DNS query
-    const admission = await limiter.admit(p);
+    const admission = await limiter.admit(who.caller);
     if (!admission.ok) return admission;
     x.meter = admission.meter;
     const d = await resolveDestination(target.host, { allowPrivate: decision.allowPrivate, timeoutMs: now.timing.connectTimeoutMs, ...(deps.lookup ? { lookup: deps.lookup } : {}) });
@@ -124,11 +151,11 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
     const x = new Exchange('CONNECT', principalOf(socket), tls);
     const refuse = (code: HttpErrorCode, reason: string, retryAfterSec?: number) => {
       x.refused(ERRORS[code].status, code, reason);
-      if (socket.writable) socket.end(rawAnswer(code, x.reqId, retryAfterSec));
+      if (socket.writable) socket.end(rawAnswer(code, x.reqId, refusalHeaders(code, retryAfterSec)));
       tls.destroySoon?.();
       finish(x);
     };
-    void check(x, connectTarget(req.url)).then(
+    void check(x, connectTarget(req.url), req.rawHeaders).then(
       (r) => {
         if ('code' in r) return refuse(r.code, r.reason, r.retryAfterSec);
         if (socket.destroyed) {
@@ -150,11 +177,11 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
       if (res.headersSent || res.destroyed) return void res.destroy();
       const body = JSON.stringify(httpErrorBody(code, x.reqId));
       // the request body is not read: the connection cannot be reused
-      if (retryAfterSec !== undefined) res.setHeader('retry-after', retryAfterSec);
+      for (const [name, value] of Object.entries(refusalHeaders(code, retryAfterSec))) res.setHeader(name, value);
       res.writeHead(ERRORS[code].status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
       res.end(body);
     };
-    void check(x, absoluteTarget(req.url)).then(
+    void check(x, absoluteTarget(req.url), req.rawHeaders).then(
       (r) => {
         if ('code' in r) return refuse(r.code, r.reason, r.retryAfterSec);
         if (res.destroyed) return;
@@ -164,8 +191,12 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
     );
   };
 
-  const server = createTlsServer(c, material, deps.loggers.auth, onRequest, deps.hooks);
+  // Fixed at start like forward.listen: a rule listing apiKey or basic lets a connection without a certificate in (a presented one must still verify).
+  const server = createTlsServer(c, material, deps.loggers.auth, onRequest, deps.hooks, { certOptional: settingsOf(c).forward?.certOptional === true });
   server.on('connect', onConnect);
+  // a revoked API key or Basic credential (`key:<id>`) cuts its connections like a revoked certificate's serial
+  const closeOfCert = server.closeConnectionsOf;
+  server.closeConnectionsOf = (id) => closeOfCert(id) + keyed.closeOf(id);
   // WebSockets and other upgrades are not forwarded.
   server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
     socket.on('error', ignore);
@@ -177,7 +208,7 @@ export function createForwardListener(c: BrokerConfig, material: TlsMaterial, de
     finish(x);
   });
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
-    if (err.code?.startsWith('HPE_') && socket.writable && principalOf(socket) !== undefined) return void socket.end(rawAnswer('BRK_ERR_HTTP_BAD_REQUEST', '-'));
+    if (err.code?.startsWith('HPE_') && socket.writable && isAdmitted(socket)) return void socket.end(rawAnswer('BRK_ERR_HTTP_BAD_REQUEST', '-'));
     socket.destroy();
   });
 

@@ -8,9 +8,12 @@
  * before the suffix: `*.payments.example` matches `a.payments.example` and `a.b.payments.example`,
  * never `payments.example` itself), or an IP literal, which matches that address only when the
  * destination is written as an address (a name is never compared with IP rules).
+ *
+ * A rule is consulted only for the credential the caller was identified by (its auth: mtls for a
+ * certificate, apiKey or basic for Proxy-Authorization; default [mtls]).
  */
 import { BlockList, isIP } from 'node:net';
-import type { BrokerConfig } from '../config/index.ts';
+import type { BrokerConfig, ForwardAuthMethod } from '../config/index.ts';
 
 export interface CompiledRule {
   readonly roles: ReadonlySet<string>;
@@ -20,6 +23,8 @@ export interface CompiledRule {
   readonly addresses: ReadonlySet<string>;
   readonly ports: ReadonlySet<number>;
   readonly allowPrivate: BlockList | undefined;
+  /** The credentials that may use this rule (forward.rules[].auth). */
+  readonly auth: ReadonlySet<ForwardAuthMethod>;
 }
 
 export type RuleDecision =
@@ -66,7 +71,7 @@ function compileRule(r: NonNullable<BrokerConfig['forward']>['rules'][number]): 
       else allowPrivate.addSubnet(addr, Number(bits), family);
     }
   }
-  return { roles: new Set(r.roles), names, suffixes, addresses, ports: new Set(r.ports), allowPrivate };
+  return { roles: new Set(r.roles), names, suffixes, addresses, ports: new Set(r.ports), allowPrivate, auth: new Set(r.auth) };
 }
 
 function hostMatches(rule: CompiledRule, host: string, literal: boolean): boolean {
@@ -86,16 +91,17 @@ export class ForwardRules {
   }
 
   /**
-   * Whether `roles` may reach `host` (normalised) on `port`. With several matching rules, an
-   * address is allowed as private when any of them allows it.
+   * Whether `roles`, identified by `method`, may reach `host` (normalised) on `port`. Only the
+   * rules whose auth lists `method` are consulted. With several matching rules, an address is
+   * allowed as private when any of them allows it.
    */
-  decide(roles: readonly string[], host: string, port: number): RuleDecision {
+  decide(roles: readonly string[], host: string, port: number, method: ForwardAuthMethod = 'mtls'): RuleDecision {
     const literal = isIP(host) !== 0;
     let hostSeen = false;
     const matched: BlockList[] = [];
     let any = false;
     for (const rule of this.#rules) {
-      if (!roles.some((r) => rule.roles.has(r))) continue;
+      if (!rule.auth.has(method) || !roles.some((r) => rule.roles.has(r))) continue;
       if (!hostMatches(rule, host, literal)) continue;
       hostSeen = true;
       if (!rule.ports.has(port)) continue;
@@ -103,9 +109,10 @@ export class ForwardRules {
       if (rule.allowPrivate !== undefined) matched.push(rule.allowPrivate);
     }
     if (!any) {
+      const who = `roles ${roles.join(',') || '(none)'}${method === 'mtls' ? '' : ` with auth ${method}`}`;
       return hostSeen
-        ? { ok: false, code: 'BRK_ERR_FORWARD_PORT', reason: `port ${port} is not in the ports of the forward.rules that allow ${host} for roles ${roles.join(',') || '(none)'}` }
-        : { ok: false, code: 'BRK_ERR_FORWARD_DENIED', reason: `no forward.rules entry of roles ${roles.join(',') || '(none)'} allows ${host}` };
+        ? { ok: false, code: 'BRK_ERR_FORWARD_PORT', reason: `port ${port} is not in the ports of the forward.rules that allow ${host} for ${who}` }
+        : { ok: false, code: 'BRK_ERR_FORWARD_DENIED', reason: `no forward.rules entry of ${who} allows ${host}` };
     }
     if (matched.length === 0) return { ok: true, allowPrivate: NEVER };
     return { ok: true, allowPrivate: (address, family) => matched.some((b) => b.check(address, family === 6 ? 'ipv6' : 'ipv4')) };

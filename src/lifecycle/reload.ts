@@ -7,10 +7,10 @@
  * refused (crl-order.ts). Reloads run one at a time.
  */
 import type { Logger } from 'pino';
-import type { BrokerConfig } from '../config/index.ts';
+import { settingsOf, type BrokerConfig } from '../config/index.ts';
 import { channels } from '../channels.ts';
 import { BrokerError } from '../errors.ts';
-import { REVOKED_KEY_PREFIX, buildVerifiers, keysFile, type Verifiers } from '../auth/index.ts';
+import { REVOKED_KEY_PREFIX, buildVerifiers, keysFile, usesKeys, type Verifiers } from '../auth/index.ts';
 import { KeyRing } from '../auth/keyring.ts';
 import { loadTlsMaterial, readCrlBundle, withCrl, type TlsMaterial } from '../tls/material.ts';
 import { crlOrder } from '../tls/crl-order.ts';
@@ -35,6 +35,9 @@ function restartNeeded(a: BrokerConfig, b: BrokerConfig): string[] {
   const changed: string[] = RESTART_ONLY.filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
   if (a.rateLimit.store !== b.rateLimit.store || a.rateLimit.failOpen !== b.rateLimit.failOpen) changed.push('rateLimit.store');
   if (a.limits.headerSize !== b.limits.headerSize) changed.push('limits.headerSize');
+  if (JSON.stringify(a.forward?.listen) !== JSON.stringify(b.forward?.listen)) changed.push('forward.listen');
+  // whether the forward listener requires a certificate is a server option, fixed at start
+  if (settingsOf(a).forward?.certOptional !== settingsOf(b).forward?.certOptional) changed.push('forward.rules[].auth');
   return changed;
 }
 
@@ -50,8 +53,6 @@ export interface Current {
    */
   revokedKeys: ReadonlySet<string>;
 }
-
-const usesKeys = (c: BrokerConfig) => c.routes.some((r) => r.auth.includes('apiKey') || r.auth.includes('basic'));
 
 /** The revoked-key set of `now` with `ids` (bare key ids) added, and which of them are new. */
 function addKeys(now: ReadonlySet<string>, ids: readonly string[]): { set: ReadonlySet<string>; added: string[] } {

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { validateConfig, type BrokerConfig } from '../../src/config/index.ts';
+import { settingsOf, validateConfig, type BrokerConfig } from '../../src/config/index.ts';
 import { ForwardRules, normaliseHost } from '../../src/forward/index.ts';
 
 const base = { tls: { cert: '/dev/null', key: '/dev/null' } };
@@ -86,4 +86,37 @@ test('the forward block is checked: hosts, allowPrivate ranges, the listen addre
   assert.deepEqual(defaults?.listen, { host: '0.0.0.0', port: 3129 });
   assert.deepEqual(defaults?.rules[0]?.ports, [443]);
   assert.deepEqual(defaults?.rules[0]?.allowPrivate, []);
+});
+
+test('auth: a rule is consulted only for the credentials it lists (default [mtls]); listing apiKey or basic makes the certificate optional', () => {
+  const r = rulesOf([
+    { roles: ['tools'], hosts: ['api.partner.example'], auth: ['apiKey', 'basic'] },
+    { roles: ['partner'], hosts: ['api.partner.example'] },
+    { roles: ['legacy'], hosts: ['old.partner.example'], ports: [80, 443], auth: ['basic'] },
+  ]);
+  const code = (roles: string[], host: string, port: number, method: 'mtls' | 'apiKey' | 'basic') => {
+    const d = r.decide(roles, host, port, method);
+    return d.ok ? 'ok' : d.code;
+  };
+  assert.equal(code(['tools'], 'api.partner.example', 443, 'apiKey'), 'ok');
+  assert.equal(code(['tools'], 'api.partner.example', 443, 'basic'), 'ok');
+  assert.equal(code(['tools'], 'api.partner.example', 443, 'mtls'), 'BRK_ERR_FORWARD_DENIED', 'a certificate of role tools: that rule does not list mtls');
+  assert.equal(code(['partner'], 'api.partner.example', 443, 'mtls'), 'ok');
+  assert.equal(code(['partner'], 'api.partner.example', 443, 'apiKey'), 'BRK_ERR_FORWARD_DENIED', 'the default [mtls] keeps credentials out');
+  assert.equal(code(['legacy'], 'old.partner.example', 80, 'basic'), 'ok');
+  assert.equal(code(['legacy'], 'old.partner.example', 80, 'apiKey'), 'BRK_ERR_FORWARD_DENIED');
+  assert.equal(r.decide(['tools'], 'api.partner.example', 8443, 'apiKey').ok, false);
+  const d = r.decide(['partner'], 'api.partner.example', 443, 'basic');
+  assert.ok(!d.ok && d.reason.includes('with auth basic'), 'the reason names the credential');
+
+  const settings = (rules: unknown[]) => {
+    const v = validateConfig({ ...base, forward: { rules } }, '/');
+    assert.deepEqual(v.problems, []);
+    return settingsOf(v.config as BrokerConfig).forward;
+  };
+  assert.equal(settings([{ roles: ['partner'], hosts: ['a.example'] }])?.certOptional, false);
+  assert.equal(settings([{ roles: ['partner'], hosts: ['a.example'], auth: ['mtls'] }, { roles: ['t'], hosts: ['b.example'], auth: ['basic'] }])?.certOptional, true);
+  const bad = validateConfig({ ...base, forward: { rules: [{ roles: ['t'], hosts: ['a.example'], auth: ['jwt'] }, { roles: ['t'], hosts: ['a.example'], auth: [] }] } }, '/');
+  assert.ok(bad.problems.some((p) => p.includes('forward.rules') && p.includes('auth')), bad.problems.join('\n'));
+  assert.equal(bad.problems.filter((p) => p.includes('auth')).length >= 2, true, bad.problems.join('\n'));
 });

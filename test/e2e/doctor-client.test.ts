@@ -18,24 +18,12 @@ import { within } from '../helpers/within.ts';
 import { makePki, startBroker, startUpstream, type Identity, type TestPki } from '../helpers/broker.ts';
 import { issueClient } from '../../src/pki/issue.ts';
 import type { Finding } from '../../src/doctor/finding.ts';
-import { runDoctor, runningBroker, type Report } from '../helpers/doctor.ts';
+import { assertProblem, checks, runDoctor, show, runningBroker, type Report } from '../helpers/doctor.ts';
 
 const DAY = 86_400_000;
 
 const doctor = (args: string[], cwd: string, env: Record<string, string> = {}): Promise<Report> =>
   runDoctor(['--client', ...args, '--timeout', '5s'], cwd, { NODE_EXTRA_CA_CERTS: undefined as unknown as string, ...env });
-
-const show = (r: Report) => `exit ${r.code}\n${r.findings.map((f) => `${f.status} ${f.check}: ${f.message}${f.fix ? ` | fix: ${f.fix}` : ''}`).join('\n')}\n${r.stderr}`;
-const checks = (r: Report) => r.findings.map((f) => `${f.status} ${f.check}`);
-
-function assertProblem(r: Report, check: string, message: RegExp): Finding {
-  assert.equal(r.code, 3, show(r));
-  assert.equal(errorCode(r.stderr), 'BRK_ERR_DOCTOR_PROBLEMS', show(r));
-  const failed = r.findings.filter((x) => x.status === 'fail');
-  assert.deepEqual(failed.map((f) => f.check), [check], show(r));
-  assert.match((failed[0] as Finding).message, message, show(r));
-  return failed[0] as Finding;
-}
 
 /** --cert/--key (and --ca when given) written to files in `dir`. */
 function files(dir: string, tag: string, id: Identity, ca?: string): string[] {

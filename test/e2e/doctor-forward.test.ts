@@ -13,23 +13,11 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { brokerAsync, errorCode, tempDir } from '../helpers/cli.ts';
 import { deadPort, makePki, startBroker, type Identity } from '../helpers/broker.ts';
-import { runDoctor, type Report } from '../helpers/doctor.ts';
+import { assertProblem, checks, runDoctor, show, type Report } from '../helpers/doctor.ts';
 import { eventually } from '../helpers/within.ts';
 import type { Finding } from '../../src/doctor/finding.ts';
 
 const doctor = (args: string[], cwd: string): Promise<Report> => runDoctor(['--client', '--forward', ...args, '--timeout', '5s'], cwd, { NODE_EXTRA_CA_CERTS: undefined as unknown as string });
-
-const show = (r: Report) => `exit ${r.code}\n${r.findings.map((f) => `${f.status} ${f.check}: ${f.message}${f.fix ? ` | fix: ${f.fix}` : ''}`).join('\n')}\n${r.stderr}`;
-const checks = (r: Report) => r.findings.map((f) => `${f.status} ${f.check}`);
-
-function assertProblem(r: Report, check: string, message: RegExp): Finding {
-  assert.equal(r.code, 3, show(r));
-  assert.equal(errorCode(r.stderr), 'BRK_ERR_DOCTOR_PROBLEMS', show(r));
-  const failed = r.findings.filter((x) => x.status === 'fail');
-  assert.deepEqual(failed.map((f) => f.check), [check], show(r));
-  assert.match((failed[0] as Finding).message, message, show(r));
-  return failed[0] as Finding;
-}
 
 /** --cert/--key/--ca written to files in `dir`. */
 function files(dir: string, tag: string, id: Identity, ca: string): string[] {

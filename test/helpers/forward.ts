@@ -14,11 +14,13 @@ import { makePki, rawExchange, startBroker, type Identity, type RunningBroker, t
 /** 6 MiB of random bytes: more than any socket buffer, so backpressure is exercised both ways. */
 export const BIG = randomBytes(6 * 1024 * 1024);
 
-/** An https destination with its own CA (not the broker's): answers "secret from <path>". */
-export async function startTlsDestination(t: TestContext): Promise<{ port: number; ca: string; connections: () => number }> {
+/** An https destination with its own CA (not the broker's): records the paths it serves, answers "secret from <path>". */
+export async function startTlsDestination(t: TestContext): Promise<{ port: number; ca: string; connections: () => number; seen: string[] }> {
   const own = await makePki(t);
   let connections = 0;
+  const seen: string[] = [];
   const server = createHttpsServer({ cert: readFileSync(own.store.layout.serverCert('localhost')), key: readFileSync(own.store.layout.serverKey('localhost')) }, (req, res) => {
+    seen.push(req.url ?? '');
     res.writeHead(200, { 'content-type': 'text/plain' });
     if (req.url === '/big') return void res.end(BIG);
     if (req.method === 'POST') {
@@ -40,7 +42,7 @@ export async function startTlsDestination(t: TestContext): Promise<{ port: numbe
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.after(() => new Promise<void>((resolve) => (server.close(() => resolve()), sockets.forEach((s) => s.destroy()))));
-  return { port: (server.address() as AddressInfo).port, ca: own.ca, connections: () => connections };
+  return { port: (server.address() as AddressInfo).port, ca: own.ca, connections: () => connections, seen };
 }
 
 /** A TCP server that only counts the connections it accepts. */

@@ -11,45 +11,19 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
-import { connect as netConnect, type AddressInfo } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { startConnect, parseListen, parseTarget, parseVia, type Connector } from '../../src/connect/index.ts';
 import { captureLoggers, deadPort, makePki, startBroker, startUpstream, type Identity, type LogSink, type TestPki } from '../helpers/broker.ts';
 import { tempDir } from '../helpers/cli.ts';
 import { startConnectProxy } from '../helpers/connect-proxy.ts';
 import { eventually, within } from '../helpers/within.ts';
+import { BIG, startTlsDestination } from '../helpers/forward.ts';
 
-/** 6 MiB of random bytes: more than any socket buffer, so backpressure is exercised both ways. */
-const BIG = randomBytes(6 * 1024 * 1024);
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-/** An https destination with its own CA: records the paths it serves, answers "secret from <path>". */
-async function startTlsDestination(t: TestContext): Promise<{ port: number; ca: string; seen: string[] }> {
-  const own = await makePki(t);
-  const seen: string[] = [];
-  const server = createHttpsServer({ cert: readFileSync(own.store.layout.serverCert('localhost')), key: readFileSync(own.store.layout.serverKey('localhost')) }, (req, res) => {
-    seen.push(req.url ?? '');
-    res.writeHead(200, { 'content-type': 'text/plain' });
-    if (req.url === '/big') return void res.end(BIG);
-    if (req.method === 'POST') {
-      // answers the length and SHA-256 of the body it received
-      const h = createHash('sha256');
-      let n = 0;
-      req.on('data', (c: Buffer) => (h.update(c), (n += c.length)));
-      req.on('end', () => res.end(`${n} ${h.digest('hex')}`));
-      return;
-    }
-    res.end(`secret from ${req.url}`);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))));
-  return { port: (server.address() as AddressInfo).port, ca: own.ca, seen };
-}
 
 interface World {
   pki: TestPki;

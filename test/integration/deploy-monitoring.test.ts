@@ -10,13 +10,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { makePki, startBroker, startUpstream } from '../helpers/broker.ts';
 import { scrape } from '../helpers/admin.ts';
+import { tempDir } from '../helpers/cli.ts';
 
 const deploy = join(import.meta.dirname, '..', '..', 'deploy');
 const RULES = join(deploy, 'prometheus', 'broker-rules.yml');
@@ -73,6 +74,13 @@ test('promtool check rules and promtool test rules accept broker-rules.yml', (t)
   assert.equal(unit.status, 0, unit.stdout + unit.stderr);
   const tested = new Set([...readFileSync(RULE_TESTS, 'utf8').matchAll(/alertname: (\S+)/g)].map((m) => m[1]));
   assert.deepEqual(alerts().map((r) => r.alert).filter((a) => !tested.has(a)), [], 'every rule has a unit test');
+  // The dashboard's queries, as recording rules, go through the same PromQL parser ($instance sits
+  // inside a string, so it parses as it is).
+  const asRules = { groups: [{ name: 'dashboard', rules: queryPanels().flatMap((p) => p.targets.map((q) => ({ record: `dashboard:panel_${p.id}_${q.refId}`, expr: q.expr }))) }] };
+  const file = join(tempDir(t), 'dashboard-queries.yml');
+  writeFileSync(file, JSON.stringify(asRules)); // JSON is YAML
+  const queries = spawnSync(bin, ['check', 'rules', file], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(queries.status, 0, queries.stdout + queries.stderr);
 });
 
 // ------------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import { connect as tlsConnect } from 'node:tls';
 import { makePki, request, startBroker, startUpstream, type RunningBroker, type TestPki, type Identity } from '../helpers/broker.ts';
 import { scrape, type Scrape } from '../helpers/admin.ts';
 import { eventually } from '../helpers/within.ts';
+import { buildAdmin } from '../../src/admin/plugin.ts';
+import { createMetrics } from '../../src/observability/metrics.ts';
 
 /** A request the broker must refuse in the handshake or at accept. */
 async function refused(b: RunningBroker, pki: TestPki, o: { id?: Identity; localAddress?: string } = {}): Promise<void> {
@@ -223,4 +225,15 @@ test('broker_config_last_reload_success and _timestamp_seconds: 1 from the start
   const again = await gauges();
   assert.equal(again.ok, 1);
   assert.ok(again.at >= beforeGood && again.at <= seconds(), `the good reload's time: ${again.at}`);
+});
+
+test('a scrape whose cluster collection fails answers 503 BRK_ERR_ADMIN_METRICS_UNAVAILABLE, not a partial sum', async (t) => {
+  const metrics = createMetrics({ defaultMetrics: false });
+  t.after(() => metrics.close());
+  // With a token, so that the injected request (no real socket, no loopback address) is admitted.
+  const app = await buildAdmin({ registry: metrics.registry, token: 'tok', scrape: () => Promise.reject(new Error('Operation timed out.')), readiness: async () => [] });
+  t.after(() => app.close());
+  const res = await app.inject({ method: 'GET', url: '/metrics', headers: { host: '127.0.0.1', authorization: 'Bearer tok' } });
+  assert.equal(res.statusCode, 503, res.body);
+  assert.equal(res.json().code, 'BRK_ERR_ADMIN_METRICS_UNAVAILABLE');
 });

@@ -214,6 +214,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
   const admin = initial.admin.enabled
     ? await buildAdmin({
         registry: metrics.registry,
+        scrape: metrics.scrape,
         token: initial.admin.tokenFile ? readFileSync(initial.admin.tokenFile, 'utf8').split(/\r?\n/, 1)[0] : undefined,
         allowedHosts: initial.admin.allowedHosts,
         jwks: () => assertions.jwks(),

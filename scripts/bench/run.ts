@@ -534,8 +534,13 @@ async function brokerHeap(t: Target): Promise<{ heapUsed: number; heapTotal: num
   if (t.kind !== 'broker' || t.adminPort === undefined) return undefined;
   try {
     const text = await adminGet(t.adminPort, '/metrics');
-    const get = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN) / 2 ** 20;
-    return { heapUsed: get('broker_process_nodejs_heap_size_used_bytes'), heapTotal: get('broker_process_nodejs_heap_size_total_bytes'), external: get('broker_process_nodejs_external_memory_bytes') };
+    const one = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN) / 2 ** 20;
+    // prom-client's usual names; builds before issue 19 prefixed them with broker_process_.
+    const get = (name: string) => {
+      const v = one(name);
+      return Number.isNaN(v) ? one(`broker_process_${name}`) : v;
+    };
+    return { heapUsed: get('nodejs_heap_size_used_bytes'), heapTotal: get('nodejs_heap_size_total_bytes'), external: get('nodejs_external_memory_bytes') };
   } catch {
     return undefined;
   }

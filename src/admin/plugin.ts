@@ -30,6 +30,8 @@ export interface ReadinessCheck {
 
 export interface AdminDeps {
   registry: Registry;
+  /** The text of a scrape when it is not just `registry`'s (with --workers: every worker's, summed by the primary). */
+  scrape?(): Promise<string>;
   readiness(): Promise<ReadinessCheck[]>;
   /** Bearer token required on every endpoint but /healthz and the JWKS; undefined: none (loopback only). */
   token?: string | undefined;
@@ -97,9 +99,17 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     reply.code(ready ? 200 : 503);
     return { ready, checks, notReady: checks.filter((c) => !c.ok).map((c) => c.name) };
   });
+  const scrape = deps.scrape ?? (() => deps.registry.metrics());
   app.get('/metrics', async (_request, reply) => {
+    let text: string;
+    try {
+      text = await scrape();
+    } catch {
+      // A worker did not answer the primary: fail the scrape rather than serve a partial sum.
+      return refuse(reply, 'BRK_ERR_ADMIN_METRICS_UNAVAILABLE');
+    }
     reply.header('content-type', deps.registry.contentType);
-    return deps.registry.metrics();
+    return text;
   });
   if (deps.jwks) {
     const jwks = deps.jwks;

@@ -8,6 +8,8 @@ interface Opts {
 
 /** Runs one serving process until SIGTERM/SIGINT. */
 async function serveOne(file: string, inWorker: boolean): Promise<void> {
+  // First thing: a worker answers the primary's metrics collection even while it starts.
+  const metrics = inWorker ? (await import('../observability/cluster-metrics.ts')).workerMetrics() : undefined;
   const [{ loadConfig }, { buildBroker }, { BrokerError }] = await Promise.all([import('../config/index.ts'), import('../server.ts'), import('../errors.ts')]);
   const { config } = loadConfig(file);
   let store;
@@ -15,7 +17,7 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
     const { IpcStore } = await import('../ratelimit/ipc-store.ts');
     store = new IpcStore();
   }
-  const broker = await buildBroker(config, { ...(store ? { store } : {}), reloadSource: () => loadConfig(file).config });
+  const broker = await buildBroker(config, { ...(store ? { store } : {}), ...(metrics ? { metrics } : {}), reloadSource: () => loadConfig(file).config });
   let addr: { host: string; port: number; adminPort?: number; optionalPort?: number; forwardPort?: number };
   try {
     addr = await broker.listen();
@@ -95,16 +97,18 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
  * holds the memory store they all use, relays SIGTERM/SIGINT, and returns when they have exited.
  */
 async function servePrimary(file: string, workers: number): Promise<void> {
-  const [{ default: cluster }, { loadConfig }, { MemoryStore }, ipc] = await Promise.all([
+  const [{ default: cluster }, { loadConfig }, { MemoryStore }, ipc, { servePrimaryMetrics }] = await Promise.all([
     import('node:cluster'),
     import('../config/index.ts'),
     import('../ratelimit/memory-store.ts'),
     import('../ratelimit/ipc-store.ts'),
+    import('../observability/cluster-metrics.ts'),
   ]);
   const { config } = loadConfig(file); // fail fast, once, before forking
   const store = new MemoryStore();
   const live = () => Object.values(cluster.workers ?? {}).filter((w): w is NonNullable<typeof w> => w !== undefined);
   ipc.broadcastBans(store, live);
+  servePrimaryMetrics(cluster);
   cluster.setupPrimary({ args: process.argv.slice(2) });
   let stopping = false;
   const fork = () => {

@@ -2,7 +2,13 @@
  * Prometheus metrics, fed by the diagnostics channels. Its own registry (not prom-client's global
  * one), Prometheus naming (`broker_…_total`, `_seconds`), label values from small closed sets
  * (route names, roles, status codes, reasons) so cardinality stays bounded. Certificate expiry
- * gauges are computed when scraped.
+ * gauges are computed when scraped. Process metrics are prom-client's defaults under their usual
+ * names (`process_*`, `nodejs_*`), so stock dashboards and alerts work.
+ *
+ * With `--workers N` each worker keeps its own registry and the primary adds them up for a scrape
+ * (src/observability/cluster-metrics.ts). Every gauge says how: `sum` (prom-client's default) for
+ * what each worker holds a share of, `max`/`min` for what every worker sees alike (bans in the
+ * shared store, certificate dates), so N workers do not multiply it.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { channels, type BanEvent, type ConnectionEvent, type CredentialEvent, type HandshakeEvent, type RejectEvent, type RequestEvent, type StoreEvent, type ForwardEvent } from '../channels.ts';
@@ -23,6 +29,8 @@ export interface PoolSource {
 
 export interface Metrics {
   registry: Registry;
+  /** The text of a scrape: this registry's, or with --workers every worker's added up (cluster-metrics.ts). */
+  scrape(): Promise<string>;
   /** Gauge of bans in force, refreshed on scrape. */
   setBansActive(fn: () => number): void;
   setExpirySource(fn: ExpirySource): void;
@@ -36,7 +44,7 @@ const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = new Registry();
-  if (o.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'broker_process_' });
+  if (o.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
   const requests = new Counter({ name: 'broker_requests_total', help: 'Requests answered, by route, granting role and status', labelNames: ['route', 'role', 'status'], registers: [registry] });
   const duration = new Histogram({ name: 'broker_request_duration_seconds', help: 'Time from request head to response end', labelNames: ['route'], buckets: LATENCY_BUCKETS, registers: [registry] });
   const upstream = new Histogram({ name: 'broker_upstream_duration_seconds', help: 'Time the upstream took to answer', labelNames: ['route'], buckets: LATENCY_BUCKETS, registers: [registry] });
@@ -46,8 +54,13 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
   const open = new Gauge({ name: 'broker_open_connections', help: 'Client connections open now', registers: [registry] });
   const bans = new Counter({ name: 'broker_bans_total', help: 'Addresses banned, by reason', labelNames: ['reason'], registers: [registry] });
   let bansActive: () => number = () => 0;
-  new Gauge({ name: 'broker_bans_active', help: 'Addresses banned now', registers: [registry], collect() { this.set(bansActive()); } });
+  new Gauge({ name: 'broker_bans_active', help: 'Addresses banned now', aggregator: 'max', registers: [registry], collect() { this.set(bansActive()); } });
   const reloads = new Counter({ name: 'broker_reloads_total', help: 'Reloads of config and certificates, by outcome', labelNames: ['outcome'], registers: [registry] });
+  // The start is the first load (the broker refuses to start on a bad one): 1, at start time.
+  const lastReloadOk = new Gauge({ name: 'broker_config_last_reload_success', help: 'Whether the last reload of config and certificates succeeded (1) or was refused (0); 1 from the start until the first reload', aggregator: 'min', registers: [registry] });
+  const lastReloadAt = new Gauge({ name: 'broker_config_last_reload_timestamp_seconds', help: 'When (Unix seconds) config and certificates were last reloaded, whatever the outcome; the start time until the first reload', aggregator: 'max', registers: [registry] });
+  lastReloadOk.set(1);
+  lastReloadAt.set(Math.floor(Date.now() / 1000));
   const forwards = new Counter({ name: 'broker_forward_total', help: 'Forward (egress) tunnels and requests, by identity, outcome (ok, refused, failed) and refusal code', labelNames: ['identity', 'outcome', 'code'], registers: [registry] });
   const forwardBytes = new Counter({ name: 'broker_forward_bytes_total', help: 'Bytes the forward listener carried, by identity and direction (up: to destinations, down: from them)', labelNames: ['identity', 'direction'], registers: [registry] });
   const storeErrors = new Counter({ name: 'broker_redis_errors_total', help: 'Shared store (Redis) outages and errors', labelNames: ['outcome'], registers: [registry] });
@@ -75,14 +88,15 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
   const shareRefusals = new Counter({ name: 'broker_upstream_share_refusals_total', help: 'Requests refused because their identity had its share of the route\'s upstream connections in use (429 BRK_ERR_RATE_UPSTREAM_SHARE)', labelNames: ['route'], registers: [registry] });
   let expiry: ExpirySource = () => [];
   new Gauge({
-    name: 'broker_certificate_expiry_seconds',
-    help: 'Seconds until expiry of the server certificate, the CA certificates, the CRLs (nextUpdate) and every issued client certificate',
+    name: 'broker_certificate_expiry_timestamp_seconds',
+    help: 'End (Unix seconds) of the server certificate, the CA certificates, the CRLs (nextUpdate) and every issued client certificate: notAfter',
     labelNames: ['kind', 'name'],
+    // Workers that disagree (one failed a reload) report the sooner end: alerts err on the early side.
+    aggregator: 'min',
     registers: [registry],
     collect() {
       this.reset();
-      const now = Date.now();
-      for (const e of expiry()) this.set({ kind: e.kind, name: e.name }, Math.round((e.notAfter.getTime() - now) / 1000));
+      for (const e of expiry()) this.set({ kind: e.kind, name: e.name }, Math.floor(e.notAfter.getTime() / 1000));
     },
   });
 
@@ -91,6 +105,7 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
     name: 'broker_client_certificate_expiry_timestamp_seconds',
     help: 'End (notAfter, Unix seconds) of each identity\'s newest unrevoked client certificate in the PKI store\'s inventory',
     labelNames: ['identity', 'serial'],
+    aggregator: 'min',
     registers: [registry],
     collect() {
       this.reset();
@@ -118,7 +133,12 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
   const onBan = (m: unknown) => bans.inc({ reason: (m as BanEvent).reason });
   const onStore = (m: unknown) => storeErrors.inc({ outcome: (m as StoreEvent).outcome });
   const onConnection = (m: unknown) => open.inc((m as ConnectionEvent).delta);
-  const onReload = (m: unknown) => reloads.inc({ outcome: (m as { outcome: string }).outcome });
+  const onReload = (m: unknown) => {
+    const outcome = (m as { outcome: string }).outcome;
+    reloads.inc({ outcome });
+    lastReloadOk.set(outcome === 'ok' ? 1 : 0);
+    lastReloadAt.set(Math.floor(Date.now() / 1000));
+  };
   const onForward = (m: unknown) => {
     const e = m as ForwardEvent;
     const identity = e.principal ?? '';
@@ -141,6 +161,7 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
 
   return {
     registry,
+    scrape: () => registry.metrics(),
     setBansActive: (fn) => void (bansActive = fn),
     setExpirySource: (fn) => void (expiry = fn),
     setClientCertSource: (fn) => void (clientCerts = fn),

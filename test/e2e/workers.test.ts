@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BIN, NODE, broker, tempDir } from '../helpers/cli.ts';
 import { request } from '../helpers/broker.ts';
+import { httpGet, parseMetrics } from '../helpers/admin.ts';
 
 /** The inode of the TCP socket whose local port is `localPort` and peer port `remotePort`. */
 function socketInode(localPort: number, remotePort: number): string | undefined {
@@ -65,7 +66,7 @@ function jsonLines(text: string): LogLine[] {
   });
 }
 
-test('serve --workers 2: one budget of 20 for both workers (20 × 200, 40 × 429 of 60); SIGTERM ends all three processes with 0', async (t) => {
+test('serve --workers 2: one budget of 20 for both workers (20 × 200, 40 × 429 of 60); every scrape counts all 60 requests; SIGTERM ends all three processes with 0', async (t) => {
   const dir = tempDir(t);
   const run = (args: string[]) => {
     const r = broker(args, { cwd: dir });
@@ -161,6 +162,23 @@ test('serve --workers 2: one budget of 20 for both workers (20 × 200, 40 × 429
     assert.deepEqual([...by].sort(), workerPids.map(String).sort(), `both workers forwarded some of the 20 allowed requests: ${JSON.stringify(allowed)}`);
   } else {
     t.diagnostic('no /proc: which worker forwarded each request is not checked');
+  }
+
+  // The admin listener is shared like the main one: scrapes on fresh connections reach either
+  // worker (round robin), and each must count both workers' requests.
+  const adminPorts = new Set(listening.map((l) => Number(l.adminPort)));
+  assert.equal(adminPorts.size, 1, 'both workers serve the same admin port');
+  const [adminPort] = adminPorts;
+  for (let i = 0; i < 4; i++) {
+    const res = await httpGet(adminPort as number, '/metrics');
+    assert.equal(res.status, 200, res.text);
+    const s = parseMetrics(res.text);
+    assert.equal(s.value('broker_requests_total'), 60, `scrape ${i}: the requests of both workers`);
+    assert.equal(s.value('broker_requests_total', { status: '429' }), 40);
+    assert.equal(s.value('broker_request_duration_seconds_count'), 60);
+    assert.equal(s.value('broker_config_last_reload_success'), 1, 'each worker\'s 1, combined by min, not summed');
+    assert.equal(s.find('process_start_time_seconds').length, 0, 'prom-client omits per-process start times from a cluster sum');
+    assert.ok(s.value('process_resident_memory_bytes') > 0 || process.platform !== 'linux', 'process metrics under their usual names');
   }
 
   child.kill('SIGTERM');

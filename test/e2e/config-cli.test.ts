@@ -84,3 +84,18 @@ test('broker demo (npm start) on a taken port: BRK_ERR_LISTEN and exit 2, nothin
   assert.equal(usage.code, 2);
   assert.equal(errorCode(usage.stderr), 'BRK_ERR_USAGE');
 });
+
+test('broker serve on a taken port: the same BRK_ERR_LISTEN and exit 2', async (t) => {
+  const dir = tempDir(t);
+  assert.equal(broker(['pki', 'init', '--no-passphrase', '--dir', 'pki'], { cwd: dir }).code, 0);
+  assert.equal(broker(['pki', 'server', 'edge', '--dns', 'localhost', '--dir', 'pki'], { cwd: dir }).code, 0);
+  const holder = createServer();
+  await new Promise<void>((ok) => holder.listen(0, '127.0.0.1', ok));
+  t.after(() => holder.close());
+  const port = (holder.address() as AddressInfo).port;
+  writeFileSync(join(dir, 'broker.yaml'), `listen: { host: 127.0.0.1, port: ${port} }\nadmin: { port: 0 }\ntls: { server: edge }\nroutes: [{ name: a, path: /a, upstream: "http://127.0.0.1:1", roles: [x] }]\n`);
+  const r = await brokerAsync(['serve', '--config', 'broker.yaml'], { cwd: dir, timeoutMs: 60_000 });
+  assert.equal(r.code, 2, r.stderr);
+  assert.equal(errorCode(r.stderr), 'BRK_ERR_LISTEN');
+  assert.match(r.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`));
+});

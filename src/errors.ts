@@ -58,7 +58,7 @@ export const ERRORS = {
   // serving
   BRK_ERR_TLS_MATERIAL: { exit: 1, hint: 'check the server certificate, key, client CA and CRL files (broker pki list; broker pki crl)' },
   BRK_ERR_TLS_CRL_ROLLBACK: { exit: 1, hint: 'an older CRL was put in place of the loaded one; publish a current one with "broker pki crl" (or copy the store\'s crl.pem again)' },
-  BRK_ERR_LISTEN: { exit: 1, hint: 'the address is taken or not allowed; pick another listen.port/host or stop the other process' },
+  BRK_ERR_LISTEN: { exit: 2, hint: 'the address is taken or not allowed; pick another listen.port/host or stop the other process' },
   // answered to HTTP clients (status, and the generic message the client sees; details go to the log)
   BRK_ERR_HTTP_BAD_PATH: { exit: 1, status: 400, public: 'malformed or ambiguous request path', hint: 'send a plain path: no encoded "/", "\\", ".", ";", control characters or invalid escapes' },
   BRK_ERR_HTTP_BAD_REQUEST: { exit: 1, status: 400, public: 'malformed request', hint: 'send one Host header, and no Transfer-Encoding other than chunked' },

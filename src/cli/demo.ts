@@ -12,6 +12,23 @@ interface Opts {
  * that echoes what it receives, and the broker in front of it, with the curl commands to try.
  * Safe to run again: everything already made is reused.
  */
+/** Long enough that the demo identities do not set off the expiry alerts (30d, 14d) on a first run. */
+const DEMO_TTL_MS = 90 * 86_400_000;
+
+const PORT_HINT = 'pick another --port (0 picks a free one) or stop the process that holds it';
+
+/** Throws BRK_ERR_LISTEN when HOST:PORT cannot be bound (taken, or not allowed). */
+async function portFree(host: string, port: number): Promise<void> {
+  const [{ createServer }, { BrokerError }] = await Promise.all([import('node:net'), import('../errors.ts')]);
+  const probe = createServer();
+  await new Promise<void>((ok, fail) => {
+    probe.once('error', fail);
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => ok()));
+  }).catch((cause: NodeJS.ErrnoException) => {
+    throw new BrokerError('BRK_ERR_LISTEN', `cannot listen on ${host}:${port}: ${cause.code ?? cause.message}`, { cause, hint: PORT_HINT });
+  });
+}
+
 export function register(program: Command): void {
   program
     .command('demo')
@@ -21,7 +38,12 @@ export function register(program: Command): void {
     .option('--port <port>', 'port for the broker (0 picks a free one)', '8443')
     .addHelpText('after', examples('broker demo', 'broker demo --dir /tmp/broker-demo --port 9443'))
     .action(async (opts: Opts) => {
-      const [{ initCa }, { CaStore, caExists }, { storeLayout }, { issueClient, issueServer }, { statusOf }, out, { join, resolve }, { writeFileSync }, { createServer }, cfg, { buildBroker }, { stringify }] = await Promise.all([
+      const { BrokerError } = await import('../errors.ts');
+      const port = Number(opts.port);
+      if (!/^\d{1,5}$/.test(opts.port) || port > 65535) throw new BrokerError('BRK_ERR_USAGE', `--port ${opts.port} is not a port number from 0 to 65535`);
+      // A taken port is said at once, before a CA is made or anything started.
+      if (port !== 0) await portFree('127.0.0.1', port);
+      const [{ initCa }, { CaStore, caExists }, { storeLayout }, { issueClient, issueServer }, { statusOf }, out, { join, resolve }, { writeFileSync }, { createServer }, cfg, { buildBroker }, { stringify }, { listenOrExplain }] = await Promise.all([
         import('../pki/init.ts'),
         import('../pki/store.ts'),
         import('../pki/layout.ts'),
@@ -34,6 +56,7 @@ export function register(program: Command): void {
         import('../config/index.ts'),
         import('../server.ts'),
         import('yaml'),
+        import('./listen.ts'),
       ]);
       const dir = resolve(opts.dir);
       const storeDir = join(dir, 'pki');
@@ -44,9 +67,9 @@ export function register(program: Command): void {
       }
       const store = CaStore.open(storeDir);
       const has = (name: string) => store.readInventory().certs.some((c) => c.name === name && statusOf(c) === 'valid');
-      if (!has('localhost')) await issueServer(store, { name: 'localhost', dns: ['localhost'], ip: ['127.0.0.1', '::1'], ttlMs: 30 * 86_400_000 });
+      if (!has('localhost')) await issueServer(store, { name: 'localhost', dns: ['localhost'], ip: ['127.0.0.1', '::1'], ttlMs: DEMO_TTL_MS });
       if (!has('demo-client')) {
-        await issueClient(store, { name: 'demo-client', roles: ['demo'], ttlMs: 30 * 86_400_000, outDir: handout, force: true, p12Password: 'demo', savePassword: false });
+        await issueClient(store, { name: 'demo-client', roles: ['demo'], ttlMs: DEMO_TTL_MS, outDir: handout, force: true, p12Password: 'demo', savePassword: false });
       }
 
       // The demo upstream: answers with what it was sent, identity headers included.
@@ -57,47 +80,53 @@ export function register(program: Command): void {
       });
       await new Promise<void>((ok) => upstream.listen(0, '127.0.0.1', ok));
       const upstreamPort = (upstream.address() as { port: number }).port;
-
-      const raw = {
-        listen: { host: '127.0.0.1', port: Number(opts.port) },
-        admin: { port: 0 },
-        pki: { dir: './pki' },
-        tls: { server: 'localhost' },
-        routes: [
-          { name: 'hello', path: '/hello', upstream: `http://127.0.0.1:${upstreamPort}`, roles: ['demo'] },
-          { name: 'admin', path: '/admin', upstream: `http://127.0.0.1:${upstreamPort}`, roles: ['admin'] },
-        ],
-      };
-      writeFileSync(join(dir, 'broker.yaml'), `# written by "broker demo"; the upstream port changes on every run\n${stringify(raw)}`);
-      const { config, problems } = cfg.validateConfig(raw, dir);
-      if (!config) throw new Error(`demo config invalid: ${problems.join('; ')}`);
-      const broker = await buildBroker(config);
-      const { port } = await broker.listen();
-      const rel = (p: string) => {
-        const r = p.startsWith(`${process.cwd()}/`) ? p.slice(process.cwd().length + 1) : p;
-        return r.includes(' ') ? `"${r}"` : r;
-      };
-      const curl = `curl --cacert ${rel(store.layout.caCert)} --cert ${rel(join(handout, 'demo-client.crt'))} --key ${rel(join(handout, 'demo-client.key'))}`;
-      out.printLines(
-        '',
-        `broker listening on https://localhost:${port} (demo upstream on 127.0.0.1:${upstreamPort}); Ctrl-C stops both`,
-        '',
-        'allowed (demo-client holds role "demo"):',
-        `  ${curl} https://localhost:${port}/hello`,
-        'refused with 403 (route /admin needs role "admin"):',
-        `  ${curl} https://localhost:${port}/admin`,
-        'refused in the TLS handshake (no client certificate):',
-        `  curl --cacert ${rel(store.layout.caCert)} https://localhost:${port}/hello`,
-        '',
-        `logs: one JSON line per handshake and request below. Config: ${rel(join(dir, 'broker.yaml'))}; identity: ${rel(handout)}/`,
-        '',
-      );
-      await new Promise<void>((done) => {
-        const stop = () => {
-          broker.close().finally(() => upstream.close(() => done()));
+      // From here on a failure must close the upstream too, or its socket keeps the process alive.
+      const stopUpstream = () => new Promise<void>((done) => upstream.close(() => done()));
+      try {
+        const raw = {
+          listen: { host: '127.0.0.1', port },
+          admin: { port: 0 },
+          pki: { dir: './pki' },
+          tls: { server: 'localhost' },
+          routes: [
+            { name: 'hello', path: '/hello', upstream: `http://127.0.0.1:${upstreamPort}`, roles: ['demo'] },
+            { name: 'admin', path: '/admin', upstream: `http://127.0.0.1:${upstreamPort}`, roles: ['admin'] },
+          ],
         };
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-      });
+        writeFileSync(join(dir, 'broker.yaml'), `# written by "broker demo"; the upstream port changes on every run\n${stringify(raw)}`);
+        const { config, problems } = cfg.validateConfig(raw, dir);
+        if (!config) throw new Error(`demo config invalid: ${problems.join('; ')}`);
+        const broker = await buildBroker(config);
+        const { port: bound } = await listenOrExplain(broker, config, PORT_HINT);
+        const rel = (p: string) => {
+          const r = p.startsWith(`${process.cwd()}/`) ? p.slice(process.cwd().length + 1) : p;
+          return r.includes(' ') ? `"${r}"` : r;
+        };
+        const curl = `curl --cacert ${rel(store.layout.caCert)} --cert ${rel(join(handout, 'demo-client.crt'))} --key ${rel(join(handout, 'demo-client.key'))}`;
+        out.printLines(
+          '',
+          `broker listening on https://localhost:${bound} (demo upstream on 127.0.0.1:${upstreamPort}); Ctrl-C stops both`,
+          '',
+          'allowed (demo-client holds role "demo"):',
+          `  ${curl} https://localhost:${bound}/hello`,
+          'refused with 403 (route /admin needs role "admin"):',
+          `  ${curl} https://localhost:${bound}/admin`,
+          'refused in the TLS handshake (no client certificate):',
+          `  curl --cacert ${rel(store.layout.caCert)} https://localhost:${bound}/hello`,
+          '',
+          `logs: one JSON line per handshake and request below. Config: ${rel(join(dir, 'broker.yaml'))}; identity: ${rel(handout)}/`,
+          '',
+        );
+        await new Promise<void>((done) => {
+          const stop = () => {
+            broker.close().finally(() => upstream.close(() => done()));
+          };
+          process.once('SIGINT', stop);
+          process.once('SIGTERM', stop);
+        });
+      } catch (err) {
+        await stopUpstream();
+        throw err;
+      }
     });
 }

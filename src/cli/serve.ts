@@ -10,7 +10,7 @@ interface Opts {
 async function serveOne(file: string, inWorker: boolean): Promise<void> {
   // First thing: a worker answers the primary's metrics collection even while it starts.
   const metrics = inWorker ? (await import('../observability/cluster-metrics.ts')).workerMetrics() : undefined;
-  const [{ loadConfig }, { buildBroker }, { BrokerError }] = await Promise.all([import('../config/index.ts'), import('../server.ts'), import('../errors.ts')]);
+  const [{ loadConfig }, { buildBroker }, { BrokerError }, { listenOrExplain }] = await Promise.all([import('../config/index.ts'), import('../server.ts'), import('../errors.ts'), import('./listen.ts')]);
   const { config } = loadConfig(file);
   let store;
   if (inWorker && config.rateLimit.store === 'memory') {
@@ -18,21 +18,7 @@ async function serveOne(file: string, inWorker: boolean): Promise<void> {
     store = new IpcStore();
   }
   const broker = await buildBroker(config, { ...(store ? { store } : {}), ...(metrics ? { metrics } : {}), reloadSource: () => loadConfig(file).config });
-  let addr: { host: string; port: number; adminPort?: number; optionalPort?: number; forwardPort?: number };
-  try {
-    addr = await broker.listen();
-  } catch (cause) {
-    await broker.close().catch(() => {});
-    const c = cause as { admin?: boolean; optional?: boolean; forward?: boolean };
-    const where = c.admin
-      ? `the admin listener ${config.admin.host}:${config.admin.port}`
-      : c.forward && config.forward
-        ? `the forward listener ${config.forward.listen.host}:${config.forward.listen.port}`
-        : c.optional && config.listenCertOptional
-        ? `the certificate-optional listener ${config.listenCertOptional.host}:${config.listenCertOptional.port}`
-        : `${config.listen.host}:${config.listen.port}`;
-    throw new BrokerError('BRK_ERR_LISTEN', `cannot listen on ${where}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
-  }
+  const addr = await listenOrExplain(broker, config);
   // Bound (a low port needs root or CAP_NET_BIND_SERVICE): now give up root, before any request.
   if (config.user && process.getuid?.() === 0) {
     try {

@@ -1,4 +1,4 @@
-export { loadConfig, validateConfig, parseConfigText, type LoadedConfig, type Validation } from './load.ts';
+export { loadConfig, validateConfig, parseConfigText, parseConfigSource, formatProblem, problemText, locateProblem, type LoadedConfig, type Validation, type Problem, type Locator, type ParsedConfig } from './load.ts';
 export { ConfigSchema, type BrokerConfig, type RouteConfig, type IdentityRule, type MatchRule, type BucketConfig, type RoleConfig, type AuthMethod, type JwtConfig, AUTH_METHODS, JWT_ALGORITHMS, IDENTITY_FORMATS, type IdentityFormat, FORWARD_AUTH_METHODS, type ForwardAuthMethod } from './schema.ts';
 export { parseDuration, formatDuration } from './duration.ts';
 export { parseSize } from './size.ts';

@@ -6,26 +6,43 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { Value } from '@sinclair/typebox/value';
+import { Value, ValueErrorType } from '@sinclair/typebox/value';
 import { parse as parseYaml } from 'yaml';
 import { BrokerError } from '../errors.ts';
 import { ConfigSchema, type BrokerConfig } from './schema.ts';
 import { cidrProblem } from './cidr.ts';
 import { isIP } from 'node:net';
 import { isLoopbackHost } from './loopback.ts';
+import { parseSource, pathSegments, type PathSegments, type Position } from './locate.ts';
+import { schemaMessage } from './messages.ts';
 
 export interface LoadedConfig {
   file: string;
   config: BrokerConfig;
 }
 
-function jsonPointerToPath(pointer: string): string {
-  return pointer
+/** One problem of a config: where (the config path, and the line and column when the text is known) and what. */
+export interface Problem {
+  path: string;
+  line: number | null;
+  column: number | null;
+  message: string;
+}
+
+/** Finds a config path in the text the config came from; see src/config/locate.ts. */
+export type Locator = (path: PathSegments, at?: 'key' | 'value') => Position | undefined;
+
+const pointerSegments = (pointer: string): PathSegments =>
+  pointer
     .split('/')
     .slice(1)
     .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
-    .reduce((acc, part) => (/^\d+$/.test(part) ? `${acc}[${part}]` : acc ? `${acc}.${part}` : part), '');
-}
+    .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+
+const pathText = (segs: PathSegments): string => segs.reduce<string>((acc, part) => (typeof part === 'number' ? `${acc}[${part}]` : acc ? `${acc}.${part}` : part), '');
+
+/** `path: message`, the form of Validation.problems (and of `config check` without --json). */
+export const problemText = (p: Problem): string => `${p.path}: ${p.message}`;
 
 export function parseConfigText(text: string, file: string): unknown {
   try {
@@ -36,6 +53,33 @@ export function parseConfigText(text: string, file: string): unknown {
 }
 
 const SAFE_PREFIX = /^\/([A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*)?$/;
+
+/** A route's upstream URL: http or https, no credentials, query or fragment, a canonical base path. */
+function upstreamProblems(r: BrokerConfig['routes'][number], at: string): string[] {
+  const problems: string[] = [];
+  let url: URL | undefined;
+  try {
+    url = new URL(r.upstream);
+  } catch {
+    problems.push(`${at}.upstream: "${r.upstream}" is not a URL (like http://127.0.0.1:9001)`);
+  }
+  if (url) {
+    const scheme = url.protocol.slice(0, -1);
+    if (scheme !== 'http' && scheme !== 'https') {
+      // htp://, ftp://: say the scheme, with the likely intent; the rest of such a URL means nothing
+      const guess = /^h?t+p?s?$/.test(scheme) ? ` (did you mean ${scheme.endsWith('s') ? 'https' : 'http'}://?)` : '';
+      problems.push(`${at}.upstream: scheme "${scheme}" is not supported: the upstream is an http:// or https:// URL, like http://127.0.0.1:9001${guess}`);
+      url = undefined;
+    }
+  }
+  if (url) {
+    if (url.username || url.password) problems.push(`${at}.upstream: credentials in the URL are not allowed`);
+    if (url.search || url.hash) problems.push(`${at}.upstream: no query or fragment allowed`);
+    if (url.pathname !== '/' && !SAFE_PREFIX.test(url.pathname)) problems.push(`${at}.upstream: path "${url.pathname}" must be canonical like /v2/api`);
+    if (r.upstreamTls && url.protocol !== 'https:') problems.push(`${at}.upstreamTls: only for https upstreams`);
+  }
+  return problems;
+}
 
 /**
  * Checks beyond the schema. They also run on a config that failed the schema (each one guarded),
@@ -48,7 +92,9 @@ function semanticProblems(c: BrokerConfig): string[] {
   const routes = Array.isArray(c.routes) ? c.routes : [];
   routes.forEach((r, i) => {
     const at = `routes[${i}]`;
-    if (!r || typeof r !== 'object' || typeof r.path !== 'string' || typeof r.upstream !== 'string' || !Array.isArray(r.roles)) return;
+    if (!r || typeof r !== 'object') return;
+    if (typeof r.upstream === 'string') problems.push(...upstreamProblems(r, at));
+    if (typeof r.path !== 'string' || !Array.isArray(r.roles)) return;
     if (names.has(r.name)) problems.push(`${at}.name: "${r.name}" is already used by routes[${names.get(r.name)}]`);
     names.set(r.name, i);
     const dotSegment = r.path.split('/').some((seg) => seg === '.' || seg === '..');
@@ -57,19 +103,6 @@ function semanticProblems(c: BrokerConfig): string[] {
     }
     if (paths.has(r.path)) problems.push(`${at}.path: "${r.path}" is already the path of routes[${paths.get(r.path)}]`);
     paths.set(r.path, i);
-    let url: URL | undefined;
-    try {
-      url = new URL(r.upstream);
-    } catch {
-      problems.push(`${at}.upstream: "${r.upstream}" is not a URL (like http://127.0.0.1:9001)`);
-    }
-    if (url) {
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') problems.push(`${at}.upstream: scheme "${url.protocol.slice(0, -1)}" is not supported (use http or https)`);
-      if (url.username || url.password) problems.push(`${at}.upstream: credentials in the URL are not allowed`);
-      if (url.search || url.hash) problems.push(`${at}.upstream: no query or fragment allowed`);
-      if (url.pathname !== '/' && !SAFE_PREFIX.test(url.pathname)) problems.push(`${at}.upstream: path "${url.pathname}" must be canonical like /v2/api`);
-      if (r.upstreamTls && url.protocol !== 'https:') problems.push(`${at}.upstreamTls: only for https upstreams`);
-    }
     if (r.roles.length === 0) problems.push(`${at}.roles: empty: nobody could use this route (list the roles allowed)`);
     if (r.websocket && r.methods && !r.methods.includes('GET')) problems.push(`${at}.methods: websocket needs GET`);
     for (const k of ['ca', 'cert', 'key'] as const) {
@@ -238,26 +271,81 @@ function deepFreeze<T>(o: T): T {
 export interface Validation {
   /** The valid, frozen config; absent when there is any problem. */
   config?: BrokerConfig;
+  /** Every problem as `path: message`. */
   problems: string[];
+  /** The same problems with their line and column (null when no text was given or the path is not written). */
+  details: Problem[];
   /** The config with defaults and resolved paths, valid or not: for further best-effort checks. */
   candidate?: BrokerConfig;
   /** Top-level sections that have schema problems. */
   badSections: Set<string>;
 }
 
-/** Validates a parsed config object; `baseDir` anchors relative paths. Every problem is returned. */
-export function validateConfig(raw: unknown, baseDir: string): Validation {
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return { problems: ['(top level): expected a mapping of settings'], badSections: new Set(['*']) };
+/** Splits a `path: message` line (as the checks beyond the schema write them) and locates it. */
+export function locateProblem(line: string, locate?: Locator): Problem {
+  const cut = line.indexOf(': ');
+  const path = cut > 0 ? line.slice(0, cut) : '(top level)';
+  const message = cut > 0 ? line.slice(cut + 2) : line;
+  const at = path === '(top level)' ? undefined : locate?.(pathSegments(path));
+  return { path, line: at?.line ?? null, column: at?.column ?? null, message };
+}
+
+/**
+ * Validates a parsed config object; `baseDir` anchors relative paths. Every problem is returned;
+ * with `locate` (from parseConfigSource) each carries the line and column it is written at.
+ */
+export function validateConfig(raw: unknown, baseDir: string, locate?: Locator): Validation {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) {
+    const p: Problem = { path: '(top level)', line: 1, column: 1, message: 'expected a mapping of settings' };
+    return { problems: [problemText(p)], details: [p], badSections: new Set(['*']) };
+  }
   const candidate = Value.Default(ConfigSchema, structuredClone(raw)) as BrokerConfig;
   const badSections = new Set<string>();
-  const schemaProblems = [...Value.Errors(ConfigSchema, candidate)].map((e) => {
+  const details: Problem[] = [];
+  const missing = new Set<string>();
+  for (const e of Value.Errors(ConfigSchema, candidate)) {
     badSections.add(e.path.split('/')[1] ?? '*');
-    return `${jsonPointerToPath(e.path) || '(top level)'}: ${e.message}`;
-  });
+    // A missing key is also "not a string": say it once.
+    if (missing.has(e.path)) continue;
+    if (e.type === ValueErrorType.ObjectRequiredProperty) missing.add(e.path);
+    const segs = pointerSegments(e.path);
+    const at = locate?.(segs, e.type === ValueErrorType.ObjectAdditionalProperties ? 'key' : 'value');
+    details.push({ path: pathText(segs) || '(top level)', line: at?.line ?? null, column: at?.column ?? null, message: schemaMessage(e, String(segs.at(-1) ?? '')) });
+  }
   resolvePaths(candidate, baseDir);
-  const problems = [...new Set([...schemaProblems, ...semanticProblems(candidate)])];
-  if (problems.length) return { problems, candidate, badSections };
-  return { config: deepFreeze(candidate), problems: [], candidate, badSections };
+  details.push(...semanticProblems(candidate).map((line) => locateProblem(line, locate)));
+  const seen = new Set<string>();
+  const unique = details.filter((p) => !seen.has(problemText(p)) && seen.add(problemText(p)));
+  const problems = unique.map(problemText);
+  if (problems.length) return { problems, details: unique, candidate, badSections };
+  return { config: deepFreeze(candidate), problems: [], details: [], candidate, badSections };
+}
+
+export interface ParsedConfig {
+  /** The parsed value; undefined when there are syntax errors. */
+  value: unknown;
+  /** Syntax errors, with their positions. */
+  syntax: Problem[];
+  locate: Locator;
+}
+
+/** Parses config text keeping the positions of everything in it (JSON by file name, else YAML). */
+export function parseConfigSource(text: string, file: string): ParsedConfig {
+  const source = parseSource(text);
+  const syntax = source.syntax.map((e) => ({ path: '(syntax)', line: e.line, column: e.column, message: e.message }));
+  if (file.endsWith('.json')) {
+    try {
+      return { value: JSON.parse(text), syntax: [], locate: source.locate };
+    } catch (cause) {
+      return { value: undefined, syntax: syntax.length ? syntax : [{ path: '(syntax)', line: null, column: null, message: (cause as Error).message }], locate: source.locate };
+    }
+  }
+  return { value: source.value, syntax, locate: source.locate };
+}
+
+/** `file:line:column: path: message`, as compilers print it (the position left out when unknown). */
+export function formatProblem(file: string, p: Problem): string {
+  return `${file}${p.line !== null ? `:${p.line}:${p.column}` : ''}: ${problemText(p)}`;
 }
 
 export function loadConfig(file: string): LoadedConfig {
@@ -267,9 +355,10 @@ export function loadConfig(file: string): LoadedConfig {
   } catch (cause) {
     throw new BrokerError('BRK_ERR_CONFIG_READ', `cannot read config ${file}: ${(cause as NodeJS.ErrnoException).code ?? cause}`, { cause });
   }
-  const { config, problems } = validateConfig(parseConfigText(text, file), dirname(resolve(file)));
+  const parsed = parseConfigSource(text, file);
+  const { config, details } = parsed.syntax.length ? { config: undefined, details: parsed.syntax } : validateConfig(parsed.value, dirname(resolve(file)), parsed.locate);
   if (!config) {
-    throw new BrokerError('BRK_ERR_CONFIG_INVALID', `${file} has ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+    throw new BrokerError('BRK_ERR_CONFIG_INVALID', `${file} has ${details.length} problem${details.length === 1 ? '' : 's'}:\n${details.map((p) => `  ${formatProblem(file, p)}`).join('\n')}`);
   }
   return { file, config };
 }

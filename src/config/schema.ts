@@ -6,7 +6,9 @@ import { Type, type Static } from '@sinclair/typebox';
 
 const strict = { additionalProperties: false } as const;
 const Duration = (def: string, description: string) => Type.String({ pattern: '^\\d{1,9}(ms|s|m|h|d)$', default: def, description });
-const Size = (def: string, description: string) => Type.String({ pattern: '^\\d{1,12}\\s*([kKmMgG][bB]|[bB])?$', default: def, description });
+// A bare number is a size too: YAML reads `bodySize: 512` as a number, and the README says 512 is a size.
+const Size = (def: string, description: string) =>
+  Type.Union([Type.String({ pattern: '^\\d{1,12}\\s*([kKmMgG][bB]|[bB])?$' }), Type.Integer({ minimum: 0, maximum: 999_999_999_999 })], { default: def, description });
 const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' });
 const Role = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$' });
 const Method = Type.Union(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'].map((m) => Type.Literal(m)));

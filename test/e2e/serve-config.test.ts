@@ -28,13 +28,13 @@ test('config check reports every problem of a broken config at once, as path: pr
   assert.equal(r.code, 2);
   assert.equal(errorCode(r.stderr), 'BRK_ERR_CONFIG_INVALID');
   for (const expected of [
-    /broken\.yaml: listen\.bogus: Unexpected property/,
-    /broken\.yaml: colour: Unexpected property/,
-    /broken\.yaml: routes\[0\]\.upstream: scheme "ftp" is not supported/,
-    /broken\.yaml: routes\[1\]\.name: "a" is already used/,
-    /broken\.yaml: routes\[1\]\.path: "\/b\/" must be a canonical prefix/,
-    /broken\.yaml: routes\[1\]\.roles: empty/,
-    /broken\.yaml: routes\[2\]\.methods\/?\[?0?\]?.*/,
+    /broken\.yaml:1:40: listen\.bogus: unknown key "bogus"/,
+    /broken\.yaml:3:1: colour: unknown key "colour"/,
+    /broken\.yaml:5:36: routes\[0\]\.upstream: scheme "ftp" is not supported/,
+    /broken\.yaml:\d+:\d+: routes\[1\]\.name: "a" is already used/,
+    /broken\.yaml:\d+:\d+: routes\[1\]\.path: "\/b\/" must be a canonical prefix/,
+    /broken\.yaml:\d+:\d+: routes\[1\]\.roles: empty/,
+    /broken\.yaml:\d+:\d+: routes\[2\]\.methods\/?\[?0?\]?.*/,
     /tls: .*nosuchcert/,
   ]) {
     assert.match(r.stderr, expected);

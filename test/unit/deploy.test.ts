@@ -263,7 +263,7 @@ test('examples/broker.yaml passes the config validation, but for the files insta
   assert.ok(isLoopback(c.admin.host), 'admin on loopback');
   assert.ok(c.admin.tokenFile, 'admin with a token');
   assert.match(c.alerts.webhook ?? '', /^https:\/\//, 'alerts to an https webhook');
-  const files = Object.entries(c.log).filter(([k, v]) => k !== 'level' && !['stdout', 'stderr', 'off'].includes(v));
+  const files = Object.entries(c.log).filter(([k, v]) => k !== 'level' && !['stdout', 'stderr', 'off'].includes(String(v)));
   assert.ok(files.length > 0, 'logs to files');
   assert.equal(c.workers, 1, 'one process: a multi-worker primary does not relay SIGHUP/SIGUSR2 (reload, logrotate)');
   assert.ok(c.reload.watch);

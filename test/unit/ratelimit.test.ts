@@ -313,9 +313,9 @@ test('validateConfig reports every bad address list entry with its path', () => 
   );
   assert.equal(c, undefined);
   assert.deepEqual(problems, [
-    'filters.allowIps[1]: "ten" is not an IP address or CIDR block',
-    'filters.denyIps[0]: "10.0.0.0/40" has a prefix length outside 0-32',
-    'roles.partner.allowIps[0]: "::1/200" has a prefix length outside 0-128',
-    'roles.partner.denyIps[1]: "x" is not an IP address or CIDR block',
+    'filters.allowIps[1]: "ten" is not an IP address or CIDR block (like 203.0.113.7, 10.0.0.0/8 or 2001:db8::/32)',
+    'filters.denyIps[0]: "10.0.0.0/40" has a prefix length outside 0-32 (the number after "/" counts the fixed leading bits of the IPv4 address)',
+    'roles.partner.allowIps[0]: "::1/200" has a prefix length outside 0-128 (the number after "/" counts the fixed leading bits of the IPv6 address)',
+    'roles.partner.denyIps[1]: "x" is not an IP address or CIDR block (like 203.0.113.7, 10.0.0.0/8 or 2001:db8::/32)',
   ]);
 });

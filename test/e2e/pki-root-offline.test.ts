@@ -162,3 +162,22 @@ test('init with the root\'s own passphrase: issue never touches the root CRL (ne
   issue(ca, 'carol');
   assert.ok(trusted(ca, join(ca.root, 'carol', 'carol.crt')));
 });
+
+test('root remove killed at any point of its commit: the keys are never lost, the store verifies, and running it again finishes the job', (t) => {
+  const dir = tempDir(t);
+  const rootPass = rootPassFile(dir);
+  const ca = makeCa(t, { root: dir, initArgs: ['--root-passphrase-file', rootPass] });
+  const root = ['--root-passphrase-file', rootPass];
+  const exp = join(dir, 'export');
+  ok(ca.signing(['pki', 'root', 'export', '--out', exp, ...root]));
+  for (const point of ['after-journal', 'mid-rename', 'after-publish']) {
+    const killed = ca.run(['pki', 'root', 'remove', '--from', exp, '--yes', ...root], { env: { BROKER_FAULT: point } });
+    assert.equal(killed.code, null, `${point}: killed (${killed.stderr})`);
+    assert.ok(existsSync(ca.file('ca', 'root.key')), `${point}: the root key is still on the host`);
+    ok(ca.run(['pki', 'audit', 'recover']));
+    ok(ca.run(['pki', 'audit', 'verify']));
+  }
+  ok(ca.run(['pki', 'root', 'remove', '--from', exp, '--yes', ...root]));
+  assert.ok(!existsSync(ca.file('ca', 'root.key')));
+  ok(ca.run(['pki', 'audit', 'verify']));
+});

@@ -39,6 +39,13 @@ export const ERRORS = {
   BRK_ERR_PKI_CERT_REJECTED: { exit: 1, hint: 'this CA would refuse the certificate for the reasons given; issue or renew one with "broker pki issue/renew"' },
   BRK_ERR_PKI_SAN_INVALID: { exit: 2, hint: 'give --dns as a hostname (a leading "*." wildcard is allowed) and --ip as an IPv4 or IPv6 address' },
   BRK_ERR_PKI_CRYPTO: { exit: 1, hint: 'a cryptographic operation failed; the message has the cause' },
+  // the offline root (broker pki root)
+  BRK_ERR_USAGE_ROOT_PASSPHRASE_REQUIRED: { exit: 2, hint: 'root operations need the root key\'s own passphrase: give --root-passphrase-file FILE or set BROKER_ROOT_CA_PASSPHRASE' },
+  BRK_ERR_PKI_BAD_ROOT_PASSPHRASE: { exit: 1, hint: 'the root passphrase is wrong; check --root-passphrase-file or BROKER_ROOT_CA_PASSPHRASE (it is not the issuing CA\'s passphrase once the root has its own)' },
+  BRK_ERR_PKI_ROOT_OFFLINE: { exit: 1, hint: 'the root key is not on this host ("broker pki root remove"); bring it back with "broker pki root import --from DIR" (the folder "pki root export" wrote), run the command, then export and remove it again' },
+  BRK_ERR_PKI_ROOT_SHARED: { exit: 1, hint: 'the root key still shares the issuing CA\'s passphrase; run "broker pki root migrate --root-passphrase-file FILE" first' },
+  BRK_ERR_PKI_ROOT_MIGRATED: { exit: 1, hint: 'the root key already has its own passphrase; nothing to migrate' },
+  BRK_ERR_PKI_ROOT_EXPORT_INVALID: { exit: 1, hint: 'the folder does not hold this CA\'s root keys readable with the root passphrase; give the folder "broker pki root export --out DIR" wrote, and the root passphrase' },
   // API keys and Basic credentials (broker keys)
   BRK_ERR_KEYS_NOT_FOUND: { exit: 1, hint: 'no credential with that id or name; see "broker keys list"' },
   BRK_ERR_KEYS_ALREADY_REVOKED: { exit: 1, hint: 'that credential is already revoked; nothing to do' },

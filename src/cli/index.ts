@@ -17,6 +17,7 @@ import { register as pkiAudit } from './pki/audit.ts';
 import { register as pkiRotate } from './pki/rotate.ts';
 import { register as pkiReadiness } from './pki/readiness.ts';
 import { register as pkiInvite } from './pki/invite.ts';
+import { register as pkiRoot } from './pki/root.ts';
 import { register as keysCreate } from './keys/create.ts';
 import { register as keysList } from './keys/list.ts';
 import { register as keysRevoke } from './keys/revoke.ts';
@@ -37,7 +38,7 @@ export function buildProgram(): Command {
     .version(VERSION, '-V, --version')
     .configureOutput({ outputError: () => {} });
   const pki = program.command('pki').summary('the built-in certificate authority').description('Manage the broker\'s CA: identities, server certificates, revocation, CRLs and the audit log.');
-  for (const register of [pkiInit, pkiIssue, pkiServer, pkiSign, pkiRevoke, pkiCrl, pkiRenew, pkiList, pkiInspect, pkiAudit, pkiRotate, pkiReadiness, pkiInvite]) register(pki);
+  for (const register of [pkiInit, pkiIssue, pkiServer, pkiSign, pkiRevoke, pkiCrl, pkiRenew, pkiList, pkiInspect, pkiAudit, pkiRotate, pkiReadiness, pkiInvite, pkiRoot]) register(pki);
   const keys = program.command('keys').summary('API keys and Basic credentials').description('Manage the API keys and HTTP Basic credentials partners may present instead of (or with) a client certificate. They live in keys.json of the CA store, as salted scrypt hashes.');
   for (const register of [keysCreate, keysList, keysRevoke]) register(keys);
   serve(program);

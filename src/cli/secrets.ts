@@ -78,6 +78,11 @@ export function caPassphraseSource(file?: string): SecretSource {
   return { file, env: 'BROKER_CA_PASSPHRASE', what: 'CA passphrase' };
 }
 
+/** The root key's own passphrase (a store whose root can be kept offline). */
+export function rootPassphraseSource(file?: string): SecretSource {
+  return { file, env: 'BROKER_ROOT_CA_PASSPHRASE', what: 'root CA passphrase' };
+}
+
 /** A password for hand-over: 24 characters from an unambiguous alphabet (~138 bits). */
 export function generatePassword(): string {
   const alphabet = 'ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789';

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { x509 } from './x509.ts';
 import { signCrl, type RevokedEntry } from './certs.ts';
 import type { BuiltCrl } from './crl-builder.ts';
-import { PUBLIC_MODE } from './files.ts';
+import { PUBLIC_MODE, readText } from './files.ts';
 import { REVOCATION_REASONS, type Inventory, type RevocationReason } from './inventory.ts';
 import type { StoreLayout } from './layout.ts';
 import type { CaKeys } from './store.ts';
@@ -35,7 +35,8 @@ export function crlPem(crl: x509.X509Crl | BuiltCrl): string {
 }
 
 export interface PublishedCrls {
-  root: BuiltCrl;
+  /** Absent when the root key was not loaded: its pre-signed CRL was republished as it is. */
+  root?: BuiltCrl;
   intermediate: BuiltCrl;
   bundle: string;
 }
@@ -96,13 +97,20 @@ export async function stageCrls(inv: Inventory, keys: CaKeys, layout: StoreLayou
     if ((inv.ca.previousRoots ?? []).filter((p) => !p.retired).length < rootsBefore) stageServerChains(inv, keys, layout, tx);
   }
   inv.ca.crlNumber.intermediate += 1;
-  inv.ca.crlNumber.root += 1;
   const validityMs = inv.ca.crlValidityMs;
+  // root CRLs are signed only when the root key is loaded (root operations, or an older store whose
+  // root shares the issuing CA's passphrase); otherwise the pre-signed ones are republished as they are
+  const rootValidityMs = inv.ca.rootKey?.crlValidityMs ?? validityMs;
   const intermediate = signCrl({ issuer: keys.intermediate, number: inv.ca.crlNumber.intermediate, entries: revokedBy(inv, inv.ca.intermediate.serial), validityMs, now });
   // a retired issuing CA is listed in the CRL of the root that signed it
   const retiredUnder = (rootSerial: string): RevokedEntry[] =>
     (inv.ca.previous ?? []).filter((p) => p.retired && (p.root ?? inv.ca.root.serial) === rootSerial).map((p) => ({ serial: p.serial, revokedAt: new Date(p.retireAt), reason: x509.X509CrlReason.superseded }));
-  const root = signCrl({ issuer: keys.root, number: inv.ca.crlNumber.root, entries: retiredUnder(inv.ca.root.serial), validityMs, now });
+  const rootKey = keys.root.key;
+  let root: BuiltCrl | undefined;
+  if (rootKey) {
+    inv.ca.crlNumber.root += 1;
+    root = signCrl({ issuer: { ...keys.root, key: rootKey }, number: inv.ca.crlNumber.root, entries: retiredUnder(inv.ca.root.serial), validityMs: rootValidityMs, now });
+  }
   let bundle = crlPem(intermediate);
   for (const p of inv.ca.previous ?? []) {
     const issuer = keys.previous.get(p.serial);
@@ -115,14 +123,18 @@ export async function stageCrls(inv: Inventory, keys: CaKeys, layout: StoreLayou
   for (const p of inv.ca.previousRoots ?? []) {
     const issuer = keys.previousRoots.get(p.serial);
     if (p.retired || !issuer) continue;
+    if (!issuer.key) {
+      bundle += readText(layout.previousRootCrl(p.serial), 'pre-signed root CRL');
+      continue;
+    }
     p.crlNumber += 1;
-    const crl = signCrl({ issuer, number: p.crlNumber, entries: retiredUnder(p.serial), validityMs, now });
+    const crl = signCrl({ issuer: { ...issuer, key: issuer.key }, number: p.crlNumber, entries: retiredUnder(p.serial), validityMs: rootValidityMs, now });
     tx.write(layout.previousRootCrl(p.serial), crlPem(crl), PUBLIC_MODE);
     bundle += crlPem(crl);
   }
-  bundle += crlPem(root);
-  tx.write(layout.intermediateCrl, crlPem(intermediate), PUBLIC_MODE)
-    .write(layout.rootCrl, crlPem(root), PUBLIC_MODE)
-    .write(layout.crlBundle, bundle, PUBLIC_MODE);
-  return { root, intermediate, bundle };
+  bundle += root ? crlPem(root) : readText(layout.rootCrl, 'pre-signed root CRL');
+  tx.write(layout.intermediateCrl, crlPem(intermediate), PUBLIC_MODE);
+  if (root) tx.write(layout.rootCrl, crlPem(root), PUBLIC_MODE);
+  tx.write(layout.crlBundle, bundle, PUBLIC_MODE);
+  return { ...(root ? { root } : {}), intermediate, bundle };
 }

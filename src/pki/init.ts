@@ -23,7 +23,16 @@ export interface InitOptions {
   /** Undefined: keys stored unencrypted (the CLI only allows this with --no-passphrase). */
   passphrase: string | undefined;
   crlValidityMs?: number;
+  /**
+   * The root key's own passphrase: the root can then be kept offline (`broker pki root`), and its
+   * CRL is pre-signed for `rootCrlValidityMs`. Undefined: the root shares `passphrase`.
+   */
+  rootPassphrase?: string | undefined;
+  rootCrlValidityMs?: number;
 }
+
+/** How long a root CRL signed by a root operation stays valid unless told otherwise. */
+export const DEFAULT_ROOT_CRL_VALIDITY_MS = 180 * 86_400_000;
 
 export interface InitResult {
   dir: string;
@@ -62,6 +71,7 @@ export async function initCa(o: InitOptions): Promise<InitResult> {
         crlNumber: { root: 0, intermediate: 0 },
         root: facts(rootCert),
         intermediate: facts(intCert),
+        ...(o.rootPassphrase ? { rootKey: { crlValidityMs: o.rootCrlValidityMs ?? DEFAULT_ROOT_CRL_VALIDITY_MS } } : {}),
       },
       certs: [],
     };
@@ -69,7 +79,7 @@ export async function initCa(o: InitOptions): Promise<InitResult> {
     const rootPem = `${rootCert.toString('pem')}\n`;
     const intPem = `${intCert.toString('pem')}\n`;
     tx.write(layout.rootCert, rootPem, PUBLIC_MODE)
-      .write(layout.rootKey, privateKeyPem(rootKeys.privateKey, o.passphrase), PRIVATE_MODE)
+      .write(layout.rootKey, privateKeyPem(rootKeys.privateKey, o.rootPassphrase ?? o.passphrase), PRIVATE_MODE)
       .write(layout.intermediateCert, intPem, PUBLIC_MODE)
       .write(layout.intermediateKey, privateKeyPem(intKeys.privateKey, o.passphrase), PRIVATE_MODE)
       .write(layout.caCert, rootPem, PUBLIC_MODE)
@@ -82,7 +92,7 @@ export async function initCa(o: InitOptions): Promise<InitResult> {
       outcome: 'ok',
       name: o.name,
       serial: inventory.ca.intermediate.serial,
-      detail: `keyType=${o.keyType} trustDomain=${o.trustDomain} encrypted=${inventory.ca.encrypted}`,
+      detail: `keyType=${o.keyType} trustDomain=${o.trustDomain} encrypted=${inventory.ca.encrypted}${o.rootPassphrase ? ' rootPassphrase=own' : ''}`,
     }, () => held.check());
     const summary = (c: typeof rootCert) => ({ subject: c.subject, serial: c.serialNumber.toLowerCase(), notAfter: c.notAfter, fingerprint: fingerprint(c.rawData) });
     return { dir: o.dir, root: summary(rootCert), intermediate: summary(intCert), encrypted: inventory.ca.encrypted, assertionKid };

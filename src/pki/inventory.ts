@@ -49,6 +49,20 @@ export interface CaFacts {
   previousRoots?: Array<{ serial: string; notAfter: string; fingerprint: string; retireAt: string; crlNumber: number; retired?: boolean }>;
   /** The current issuing CA cross-signed by the previous root, served in chains during a root overlap. */
   cross?: { serial: string; retireAt: string };
+  /**
+   * Present once the root can be kept offline (`pki init --root-passphrase-file`, `pki root
+   * migrate`): the root keys have their own passphrase, day-to-day operations never load them, and
+   * the root CRLs are pre-signed for `crlValidityMs` by root operations only. Absent: older stores,
+   * where the root shares the issuing CA's passphrase and its CRL is re-signed with every change.
+   */
+  rootKey?: RootKeyFacts;
+}
+
+export interface RootKeyFacts {
+  /** How long a root CRL signed by a root operation stays valid (its nextUpdate). */
+  crlValidityMs: number;
+  /** Set by `pki root remove`: where the keys were exported to, and when they left this host. */
+  offline?: { since: string; exportedTo: string };
 }
 
 export interface Inventory {
@@ -87,6 +101,7 @@ export function parseInventory(text: string, file: string): Inventory {
   if (typeof ca.encrypted !== 'boolean' || !Number.isSafeInteger(ca.crlValidityMs)) bad('ca.encrypted/ca.crlValidityMs');
   if (!Number.isSafeInteger(ca.crlNumber?.root) || !Number.isSafeInteger(ca.crlNumber?.intermediate)) bad('ca.crlNumber');
   if (!isStr(ca.root?.serial) || !isStr(ca.intermediate?.serial)) bad('ca.root/ca.intermediate');
+  if (ca.rootKey !== undefined && (typeof ca.rootKey !== 'object' || !Number.isSafeInteger(ca.rootKey?.crlValidityMs))) bad('ca.rootKey');
   if (!Array.isArray(inv.certs)) bad('certs');
   inv.certs.forEach((c, i) => {
     const ok =

@@ -10,7 +10,7 @@ import { PRIVATE_MODE, PUBLIC_MODE, readText, type WriteTransaction } from './fi
 import { generateKeyPair, keyTypeOf, privateKeyDer, privateKeyPem } from './keys.ts';
 import { checkContact, statusOf, type CertRecord, type Inventory } from './inventory.ts';
 import { checkName, checkRoles, checkSans, spiffeId } from './names.ts';
-import type { CaStore, MutationContext } from './store.ts';
+import type { CaCert, CaStore, MutationContext } from './store.ts';
 import { toPkcs12 } from './pkcs12.ts';
 import { x509 } from './x509.ts';
 
@@ -64,7 +64,7 @@ interface Mint {
   contact?: string | undefined;
 }
 
-async function mint(ctx: MutationContext, m: Mint): Promise<{ cert: x509.X509Certificate; record: CertRecord; issuer: Issuer; root: Issuer }> {
+async function mint(ctx: MutationContext, m: Mint): Promise<{ cert: x509.X509Certificate; record: CertRecord; issuer: Issuer; root: CaCert }> {
   const { intermediate, root } = await ctx.keys();
   const inv = ctx.inventory;
   const serial = freshSerial(inv);
@@ -112,11 +112,11 @@ function pem(cert: x509.X509Certificate): string {
 
 /** Stages NAME.crt (leaf + intermediate), NAME.key, ca.crt and NAME.p12 into the hand-out folder. */
 /** What clients trust: the store's ca.crt (the root, and the previous root too during a rollover). */
-function trustBundle(ctx: MutationContext, root: Issuer): string {
+function trustBundle(ctx: MutationContext, root: CaCert): string {
   return existsSync(ctx.layout.caCert) ? readText(ctx.layout.caCert, 'CA bundle') : pem(root.cert);
 }
 
-function stageHandout(tx: WriteTransaction, h: Handout, name: string, leaf: x509.X509Certificate, issuer: Issuer, root: Issuer, trust: string, key?: CryptoKey): IssuedFiles {
+function stageHandout(tx: WriteTransaction, h: Handout, name: string, leaf: x509.X509Certificate, issuer: Issuer, root: CaCert, trust: string, key?: CryptoKey): IssuedFiles {
   const files: IssuedFiles = { cert: join(h.outDir, `${name}.crt`), ca: join(h.outDir, 'ca.crt') };
   if (key) files.key = join(h.outDir, `${name}.key`);
   if (key && h.p12Password !== undefined) files.p12 = join(h.outDir, `${name}.p12`);

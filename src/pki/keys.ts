@@ -3,7 +3,7 @@
  * CA keys are written as encrypted PKCS#8 (PBES2, PBKDF2-HMAC-SHA256 600k, AES-256-CBC) when a
  * passphrase is given.
  */
-import { createCipheriv, createPrivateKey, KeyObject, pbkdf2Sync, randomBytes, webcrypto } from 'node:crypto';
+import { createCipheriv, createPrivateKey, createPublicKey, KeyObject, pbkdf2Sync, randomBytes, webcrypto } from 'node:crypto';
 import { BrokerError } from '../errors.ts';
 
 export const KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-3072'] as const;
@@ -97,20 +97,38 @@ export function privateKeyDer(key: CryptoKey): Buffer {
   return KeyObject.from(key).export({ type: 'pkcs8', format: 'der' });
 }
 
-/** Loads a (possibly encrypted) PKCS#8 PEM as a signing CryptoKey. `file` is named in errors. */
-export async function loadPrivateKey(pem: string, type: KeyType, file: string, passphrase?: string): Promise<CryptoKey> {
+/**
+ * Reads a (possibly encrypted) PKCS#8 PEM. `file` is named in errors; `what` says whose passphrase
+ * a failure is about (the root's has its own codes once the root has its own passphrase).
+ */
+export function readPrivateKeyObject(pem: string, file: string, passphrase?: string, what: 'ca' | 'root' = 'ca'): KeyObject {
   const encrypted = pem.includes('ENCRYPTED PRIVATE KEY');
   if (encrypted && !passphrase) {
+    if (what === 'root') throw new BrokerError('BRK_ERR_USAGE_ROOT_PASSPHRASE_REQUIRED', `the root key ${file} is encrypted with its own passphrase and none was given`);
     throw new BrokerError('BRK_ERR_USAGE_PASSPHRASE_REQUIRED', `the CA key ${file} is encrypted and no passphrase was given`);
   }
-  let obj: KeyObject;
   try {
-    obj = createPrivateKey(encrypted ? { key: pem, format: 'pem', passphrase: passphrase as string } : { key: pem, format: 'pem' });
+    return createPrivateKey(encrypted ? { key: pem, format: 'pem', passphrase: passphrase as string } : { key: pem, format: 'pem' });
   } catch (cause) {
-    if (encrypted) throw new BrokerError('BRK_ERR_PKI_BAD_PASSPHRASE', `cannot decrypt ${file} with the passphrase given`, { cause });
+    if (encrypted) throw new BrokerError(what === 'root' ? 'BRK_ERR_PKI_BAD_ROOT_PASSPHRASE' : 'BRK_ERR_PKI_BAD_PASSPHRASE', `cannot decrypt ${file} with the ${what === 'root' ? 'root ' : ''}passphrase given`, { cause });
     throw new BrokerError('BRK_ERR_PKI_FILE_READ', `${file} does not hold a readable private key`, { cause });
   }
+}
+
+/** Loads a (possibly encrypted) PKCS#8 PEM as a signing CryptoKey. `file` is named in errors. */
+export async function loadPrivateKey(pem: string, type: KeyType, file: string, passphrase?: string, what: 'ca' | 'root' = 'ca'): Promise<CryptoKey> {
+  const obj = readPrivateKeyObject(pem, file, passphrase, what);
   return obj.toCryptoKey(SPECS[type].algorithm, false, ['sign']) as unknown as CryptoKey;
+}
+
+/** The same key as encrypted PKCS#8 PEM under another passphrase (`pki root migrate`). */
+export function reencryptedKeyPem(key: KeyObject, passphrase: string): string {
+  return encryptPkcs8(key.export({ type: 'pkcs8', format: 'der' }), passphrase);
+}
+
+/** Whether a private key is the one behind a certificate's public key (SPKI DER). */
+export function keyMatches(key: KeyObject, spkiDer: ArrayBuffer | Uint8Array): boolean {
+  return createPublicKey(key).export({ type: 'spki', format: 'der' }).equals(Buffer.from(spkiDer as ArrayBuffer));
 }
 
 /** The key type of a public key, or undefined when the broker does not issue for it. */

@@ -11,7 +11,7 @@ import { generateKeyPair, privateKeyPem } from './keys.ts';
 import { INTERMEDIATE_LIFETIME_MS, ROOT_LIFETIME_MS } from './init.ts';
 import { stageChain, stageCrls } from './crl.ts';
 import { statusOf } from './inventory.ts';
-import type { CaKeys, CaStore } from './store.ts';
+import type { CaStore, RootKeys } from './store.ts';
 
 export interface RotationPlan {
   from: { serial: string; notAfter: string };
@@ -29,9 +29,9 @@ export function planIntermediateRotation(store: CaStore, overlapMs: number, now 
   };
 }
 
-export async function rotateIntermediate(store: CaStore, o: { overlapMs: number; passphrase?: string }): Promise<{ serial: string; notAfter: string; retireAt: string; previous: string }> {
-  return store.mutate('rotate-intermediate', o.passphrase, async (ctx) => {
-    const keys = await ctx.keys();
+export async function rotateIntermediate(store: CaStore, o: { overlapMs: number; passphrase?: string; rootPassphrase?: string }): Promise<{ serial: string; notAfter: string; retireAt: string; previous: string }> {
+  return store.mutate('rotate-intermediate', { ca: o.passphrase, root: o.rootPassphrase }, async (ctx) => {
+    const keys = await ctx.rootKeys();
     const inv = ctx.inventory;
     const l = ctx.layout;
     const now = new Date();
@@ -64,14 +64,16 @@ export async function rotateIntermediate(store: CaStore, o: { overlapMs: number;
  * old root reach the new one. Hand the new ca.crt to partners during the overlap; after it, the
  * old root and the issuing CA under it are retired.
  */
-export async function rotateRoot(store: CaStore, o: { overlapMs: number; passphrase?: string }): Promise<{ root: string; intermediate: string; cross: string; retireAt: string; previousRoot: string }> {
-  return store.mutate('rotate-root', o.passphrase, async (ctx) => {
-    const keys = await ctx.keys();
+export async function rotateRoot(store: CaStore, o: { overlapMs: number; passphrase?: string; rootPassphrase?: string }): Promise<{ root: string; intermediate: string; cross: string; retireAt: string; previousRoot: string }> {
+  return store.mutate('rotate-root', { ca: o.passphrase, root: o.rootPassphrase }, async (ctx) => {
+    const keys = await ctx.rootKeys();
     const inv = ctx.inventory;
     const l = ctx.layout;
     const now = new Date();
     const retireAt = new Date(now.getTime() + o.overlapMs).toISOString();
     const pass = inv.ca.encrypted ? o.passphrase : undefined;
+    // a root with its own passphrase keeps it across the rollover
+    const rootPass = inv.ca.rootKey ? o.rootPassphrase : pass;
     const oldRoot = inv.ca.root;
     const oldInt = inv.ca.intermediate;
     ctx.tx.write(l.previousRootCert(oldRoot.serial), readText(l.rootCert, 'CA certificate'), PUBLIC_MODE);
@@ -86,7 +88,7 @@ export async function rotateRoot(store: CaStore, o: { overlapMs: number; passphr
     const intCert = await createIntermediate({ name: inv.ca.name, publicKey: intPair.publicKey, issuer: root, lifetimeMs: INTERMEDIATE_LIFETIME_MS, now, generation: (inv.ca.previous?.length ?? 0) + 2 });
     const cross = await createCrossCert({ subject: intCert, subjectKey: intPair.publicKey, issuer: keys.root, now });
     ctx.tx.write(l.rootCert, `${rootCert.toString('pem')}\n`, PUBLIC_MODE);
-    ctx.tx.write(l.rootKey, privateKeyPem(rootPair.privateKey, pass), PRIVATE_MODE);
+    ctx.tx.write(l.rootKey, privateKeyPem(rootPair.privateKey, rootPass), PRIVATE_MODE);
     ctx.tx.write(l.intermediateCert, `${intCert.toString('pem')}\n`, PUBLIC_MODE);
     ctx.tx.write(l.intermediateKey, privateKeyPem(intPair.privateKey, pass), PRIVATE_MODE);
     ctx.tx.write(l.crossCert, `${cross.toString('pem')}\n`, PUBLIC_MODE);
@@ -97,7 +99,7 @@ export async function rotateRoot(store: CaStore, o: { overlapMs: number; passphr
     inv.ca.root = facts(rootCert);
     inv.ca.intermediate = facts(intCert);
     inv.ca.cross = { serial: cross.serialNumber.toLowerCase(), retireAt };
-    const next: CaKeys = {
+    const next: RootKeys = {
       root,
       intermediate: { cert: intCert, key: intPair.privateKey, keyType: inv.ca.keyType },
       previous: new Map(keys.previous).set(oldInt.serial, keys.intermediate),

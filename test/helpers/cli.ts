@@ -23,7 +23,7 @@ export interface CliOptions {
 }
 
 function childEnv(extra: CliOptions['env'] = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, BROKER_CA_PASSPHRASE: undefined, BROKER_PKI_DIR: undefined, BROKER_P12_PASSWORD: undefined, ...extra };
+  const env: NodeJS.ProcessEnv = { ...process.env, BROKER_CA_PASSPHRASE: undefined, BROKER_ROOT_CA_PASSPHRASE: undefined, BROKER_PKI_DIR: undefined, BROKER_P12_PASSWORD: undefined, ...extra };
   for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
   return env;
 }

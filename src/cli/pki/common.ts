@@ -1,17 +1,19 @@
 /** Options and steps shared by the `broker pki` leaf commands. Light imports only (help must stay instant). */
 import type { Command } from 'commander';
 import { isBrokerError } from '../../errors.ts';
-import { caPassphraseSource, resolveSecret } from '../secrets.ts';
+import { caPassphraseSource, resolveSecret, rootPassphraseSource } from '../secrets.ts';
 
 export interface StoreOptions {
   dir?: string;
   passphraseFile?: string;
+  rootPassphraseFile?: string;
   json?: boolean;
 }
 
-export function storeOptions(cmd: Command, o: { passphrase?: boolean; json?: boolean } = {}): Command {
+export function storeOptions(cmd: Command, o: { passphrase?: boolean; root?: boolean; json?: boolean } = {}): Command {
   cmd.option('--dir <dir>', 'CA store folder (default: $BROKER_PKI_DIR or ./pki)');
   if (o.passphrase !== false) cmd.option('--passphrase-file <file>', 'file whose first line is the CA passphrase (or set BROKER_CA_PASSPHRASE)');
+  if (o.root) cmd.option('--root-passphrase-file <file>', 'file whose first line is the root key\'s own passphrase (or set BROKER_ROOT_CA_PASSPHRASE); for a store whose root has one');
   if (o.json) cmd.option('--json', 'print JSON instead of text');
   return cmd;
 }
@@ -45,6 +47,22 @@ export async function caPassphrase(store: { readInventory(): { ca: { encrypted: 
   }
   if (!encrypted) return undefined;
   return resolveSecret(caPassphraseSource(opts.passphraseFile));
+}
+
+/**
+ * The root key's own passphrase, for root operations: only asked for when the store's root has one
+ * (`always`: when the command needs it regardless, e.g. to read an export folder).
+ */
+export async function rootPassphrase(store: { readInventory(): { ca: { rootKey?: unknown } } }, opts: StoreOptions, always = false): Promise<string | undefined> {
+  let own: boolean;
+  try {
+    own = store.readInventory().ca.rootKey !== undefined;
+  } catch (err) {
+    if (isBrokerError(err)) return undefined;
+    throw err;
+  }
+  if (!own && !always) return undefined;
+  return resolveSecret(rootPassphraseSource(opts.rootPassphraseFile));
 }
 
 export async function ttl(value: string | undefined, fallbackMs: number): Promise<number> {

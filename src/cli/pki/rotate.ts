@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { caPassphrase, examples, openStore, storeOptions, ttl, type StoreOptions } from './common.ts';
+import { caPassphrase, examples, openStore, rootPassphrase, storeOptions, ttl, type StoreOptions } from './common.ts';
 import { printIssued } from './handout.ts';
 
 interface Opts extends StoreOptions {
@@ -46,7 +46,7 @@ export function register(pki: Command): void {
       await printIssued(r, opts);
     });
 
-  storeOptions(rotate.command('intermediate'), { json: true })
+  storeOptions(rotate.command('intermediate'), { json: true, root: true })
     .summary('a new issuing CA, with an overlap during which the old one is still trusted')
     .description('Create a new issuing CA signed by the root. New certificates come from it at once; during the overlap the broker trusts certificates from the old one too (chain.pem and the CRL bundle carry both), so they keep working while "broker pki renew" replaces them ("broker pki list" shows ISSUER previous). When the overlap ends, the next CRL publication ("broker pki crl", run it from a timer) retires the old one: out of the chain, revoked in the root\'s CRL.')
     .option('--overlap <duration>', 'how long the old issuing CA stays trusted', '7d')
@@ -67,12 +67,13 @@ export function register(pki: Command): void {
       );
       if (opts.dryRun) return say('dry run: nothing changed');
       const passphrase = await caPassphrase(store, opts);
-      const r = await rotateIntermediate(store, { overlapMs, ...(passphrase === undefined ? {} : { passphrase }) });
+      const rootPass = await rootPassphrase(store, opts);
+      const r = await rotateIntermediate(store, { overlapMs, ...(passphrase === undefined ? {} : { passphrase }), ...(rootPass === undefined ? {} : { rootPassphrase: rootPass }) });
       if (opts.json) return out.printJson(r);
       out.printLines(`new issuing CA serial ${r.serial} (until ${r.notAfter}); ${r.previous} trusted until ${r.retireAt}`);
     });
 
-  storeOptions(rotate.command('root'), { json: true })
+  storeOptions(rotate.command('root'), { json: true, root: true })
     .summary('root rollover: a new root and issuing CA, cross-signed, with an overlap')
     .description('Create a new root, a new issuing CA under it, and a cross certificate (the new issuing CA signed by the old root). During the overlap ca.crt and chain.pem carry both roots (each with its CRL), new certificates come from the new issuing CA, and server chains include the cross certificate so clients that trust only the old root keep working. Hand the new ca.crt to partners and rotate the server certificate (broker pki rotate server) during the overlap. After it, "broker pki crl" retires the old root and the issuing CA under it.')
     .option('--overlap <duration>', 'how long the old root stays trusted', '30d')
@@ -94,7 +95,8 @@ export function register(pki: Command): void {
       );
       if (opts.dryRun) return say('dry run: nothing changed');
       const passphrase = await caPassphrase(store, opts);
-      const r = await rotateRoot(store, { overlapMs, ...(passphrase === undefined ? {} : { passphrase }) });
+      const rootPass = await rootPassphrase(store, opts);
+      const r = await rotateRoot(store, { overlapMs, ...(passphrase === undefined ? {} : { passphrase }), ...(rootPass === undefined ? {} : { rootPassphrase: rootPass }) });
       if (opts.json) return out.printJson(r);
       out.printLines(`new root serial ${r.root} with issuing CA ${r.intermediate} (cross certificate ${r.cross}); the old root ${r.previousRoot} is trusted until ${r.retireAt}`);
     });

@@ -10,8 +10,8 @@
  * counterpart of the broker's forward listener: nginx accepts `GET http://host:port/path` request
  * lines, a map on the request line lets only http://127.0.0.1:UPSTREAM/ through (the broker's
  * forward rule: one host, one port), and the request goes to that fixed address (proxy_pass
- * http://$host… would need a resolver) with Host 127.0.0.1:UPSTREAM and nothing added, on a new
- * connection per request like the broker's forward path (no upstream keep-alive pool). nginx
+ * http://$host… would need a resolver) with Host 127.0.0.1:UPSTREAM and nothing added, over the
+ * kept-alive upstream block, as the broker's forward relay pools its destination connections. nginx
  * has no CONNECT.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -69,9 +69,11 @@ function forwardLocation(upstreamPort: number): string {
       if ($forward_ok = 0) { return 403; }
       limit_req zone=per_identity burst=1000000 nodelay;
       limit_conn conn_identity 60000;
-      proxy_pass http://127.0.0.1:${upstreamPort};
+      # kept-alive upstream connections, as the broker's forward relay keeps them
+      proxy_pass http://app;
       proxy_http_version 1.1;
-      proxy_set_header Connection close;
+      proxy_set_header Connection "";
+      proxy_set_header Host 127.0.0.1:${upstreamPort};
       proxy_read_timeout 30s;
     }`;
 }

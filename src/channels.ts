@@ -67,6 +67,15 @@ export interface ForwardEvent {
   remoteIp?: string | undefined;
 }
 
+/** A reload's outcome (src/lifecycle/reload.ts); a refused one says why. */
+export interface ReloadEvent {
+  outcome: 'ok' | 'failed';
+  /** What asked for it: sighup, watch, admin, api, … */
+  trigger?: string;
+  code?: string | undefined;
+  problems?: string[];
+}
+
 export const channels = {
   handshake: channel('broker:handshake'),
   credential: channel('broker:credential'),

@@ -28,6 +28,7 @@ export const ERRORS = {
   BRK_ERR_PKI_IDENTITY_EXISTS: { exit: 1, hint: 'this name already has a valid certificate; use "broker pki renew NAME", or revoke it first' },
   BRK_ERR_PKI_IDENTITY_NOT_FOUND: { exit: 1, hint: 'no certificate with that name or serial; see "broker pki list"' },
   BRK_ERR_PKI_ALREADY_REVOKED: { exit: 1, hint: 'that certificate is already revoked; nothing to do' },
+  BRK_ERR_PKI_CRL_TOO_SHORT: { exit: 2, hint: 'give a CRL lifetime of 1h or more (e.g. 7d, republished daily), or pass --force if a shorter one is really meant' },
   BRK_ERR_PKI_CSR_INVALID: { exit: 1, hint: 'give a PEM or DER PKCS#10 request whose signature verifies (e.g. from "openssl req -new")' },
   BRK_ERR_PKI_CERT_INVALID: { exit: 1, hint: 'give a PEM or DER X.509 certificate' },
   BRK_ERR_PKI_KEY_TYPE: { exit: 2, hint: 'use one of ec-p256, ec-p384, rsa-3072' },

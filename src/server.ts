@@ -77,7 +77,18 @@ export interface BuildOptions {
   ablations?: Ablations;
 }
 
-function startAlerts(c: BrokerConfig, error: Loggers['error'], expiry: ReturnType<typeof expirySource>, checkClients: (alerts: AlertEngine) => void): { alerts: AlertEngine; timer: NodeJS.Timeout } {
+/**
+ * The alert engine and its clocks: certificate expiry at start and hourly; the loaded CRL's
+ * nextUpdate (`checkCrl`) at start and every minute, since a short CRL can pass within the hour
+ * (reloads check it too).
+ */
+function startAlerts(
+  c: BrokerConfig,
+  error: Loggers['error'],
+  expiry: ReturnType<typeof expirySource>,
+  checkClients: (alerts: AlertEngine) => void,
+  checkCrl: (alerts: AlertEngine) => void,
+): { alerts: AlertEngine; timers: NodeJS.Timeout[] } {
   const n = settingsOf(c);
   const alerts = createAlerts(
     {
@@ -88,6 +99,7 @@ function startAlerts(c: BrokerConfig, error: Loggers['error'], expiry: ReturnTyp
       failedHandshakesTotal: c.alerts.failedHandshakesTotal,
       rateLimitHits: c.alerts.rateLimitHits,
       expiryWarningMs: n.alerts.expiryWarningMs,
+      crlExpiryMs: n.alerts.crlExpiryMs,
       webhookTimeoutMs: n.alerts.webhookTimeoutMs,
       clientExpiry: n.alerts.clientExpiry,
     },
@@ -95,12 +107,16 @@ function startAlerts(c: BrokerConfig, error: Loggers['error'], expiry: ReturnTyp
   );
   alerts.checkExpiry(expiry());
   checkClients(alerts);
+  checkCrl(alerts);
   return {
     alerts,
-    timer: setInterval(() => {
-      alerts.checkExpiry(expiry());
-      checkClients(alerts);
-    }, 3_600_000).unref(),
+    timers: [
+      setInterval(() => {
+        alerts.checkExpiry(expiry());
+        checkClients(alerts);
+      }, 3_600_000).unref(),
+      setInterval(() => checkCrl(alerts), 60_000).unref(),
+    ],
   };
 }
 
@@ -181,10 +197,11 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     clientCerts = clientCertificates(current.config);
     engine.checkClientExpiry(clientCerts);
   };
-  const { alerts, timer: expiryTimer } = startAlerts(initial, loggers.error, expiry, checkClients);
+  const checkCrl = (engine: AlertEngine) => void engine.checkCrl(current.material.crlNextUpdate, current.material.files.crl || undefined);
+  const { alerts, timers: alertTimers } = startAlerts(initial, loggers.error, expiry, checkClients, checkCrl);
 
-  // ---- reload
-  const reload = reloader({
+  // ---- reload: whatever the outcome, the CRL now loaded is checked (a refused reload may still have applied a new CRL)
+  const reloadNow = reloader({
     current: () => current,
     source: o.reloadSource,
     compile,
@@ -210,6 +227,13 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     audit: loggers.audit,
     error: loggers.error,
   });
+  const reload: typeof reloadNow = async (next, trigger) => {
+    try {
+      return await reloadNow(next, trigger);
+    } finally {
+      checkCrl(alerts);
+    }
+  };
 
   const admin = initial.admin.enabled
     ? await buildAdmin({
@@ -273,7 +297,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     close(graceMs = 0) {
       closing ??= (async () => {
         guard.close();
-        clearInterval(expiryTimer);
+        for (const timer of alertTimers) clearInterval(timer);
         assertions.close();
         // tunnels have no natural end to wait for: the forward listener stops at once
         await Promise.all([drain.stop(listeners.all, graceMs), forward?.close()]);

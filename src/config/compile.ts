@@ -77,6 +77,7 @@ export interface Settings {
     readonly dedupWindowMs: number;
     readonly windowMs: number;
     readonly expiryWarningMs: number;
+    readonly crlExpiryMs: number;
     readonly webhookTimeoutMs: number;
     /** alerts.clientExpiry: the client-certificate notice thresholds, longest first, without repeats. */
     readonly clientExpiry: ReadonlyArray<{ readonly label: string; readonly ms: number }>;
@@ -164,6 +165,7 @@ function compile(c: BrokerConfig): Settings {
       dedupWindowMs: parseDuration(c.alerts.dedupWindow, 'alerts.dedupWindow'),
       windowMs: parseDuration(c.alerts.window, 'alerts.window'),
       expiryWarningMs: parseDuration(c.alerts.expiryWarning, 'alerts.expiryWarning'),
+      crlExpiryMs: parseDuration(c.alerts.crlExpiry, 'alerts.crlExpiry'),
       webhookTimeoutMs: parseDuration(c.alerts.webhookTimeout, 'alerts.webhookTimeout'),
       clientExpiry: Object.freeze(
         [...new Map(c.alerts.clientExpiry.map((d, i) => [parseDuration(d, `alerts.clientExpiry[${i}]`), d])).entries()]

@@ -327,7 +327,8 @@ export const AlertsSchema = Type.Object(
     failedHandshakesPerIp: Type.Integer({ minimum: 1, default: 20 }),
     failedHandshakesTotal: Type.Integer({ minimum: 1, default: 200 }),
     rateLimitHits: Type.Integer({ minimum: 1, default: 50, description: '429s for one identity within the window' }),
-    expiryWarning: Duration('14d', 'certificates and CRLs expiring within this raise an alert'),
+    expiryWarning: Duration('14d', 'server, CA and client certificates expiring within this raise certificate_expiring (checked at start and hourly; CRLs have crlExpiry)'),
+    crlExpiry: Duration('1d', 'a loaded CRL within this of its nextUpdate raises crl_expiring (checked at start, every minute and after every reload); keep it under the CRL lifetime minus the publishing interval'),
     clientExpiry: Type.Array(Type.String({ pattern: '^\\d{1,9}(ms|s|m|h|d)$' }), {
       default: ['30d', '7d', '1d'],
       maxItems: 16,

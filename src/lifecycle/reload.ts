@@ -8,7 +8,7 @@
  */
 import type { Logger } from 'pino';
 import { settingsOf, type BrokerConfig } from '../config/index.ts';
-import { channels } from '../channels.ts';
+import { channels, type ReloadEvent } from '../channels.ts';
 import { BrokerError } from '../errors.ts';
 import { REVOKED_KEY_PREFIX, buildVerifiers, keysFile, usesKeys, type Verifiers } from '../auth/index.ts';
 import { KeyRing } from '../auth/keyring.ts';
@@ -164,14 +164,14 @@ export function reloader(d: ReloadDeps): (next?: BrokerConfig, trigger?: string)
       d.audit.info({ event: 'reload', outcome: 'ok', trigger, routes: target.routes.length, revoked: newlyRevoked, revokedKeys: keys.added, closedConnections: closed, restartNeeded: restart }, 'configuration and certificates reloaded');
       for (const r of order.renumbered) d.error.warn({ event: 'crl', file: material.files.crl }, r);
       if (restart.length) d.error.warn({ event: 'reload', restartNeeded: restart }, `changes to ${restart.join(', ')} take effect after a restart`);
-      channels.reload.publish({ outcome: 'ok' });
+      channels.reload.publish({ outcome: 'ok', trigger } satisfies ReloadEvent);
       return { ok: true, problems: [], restartNeeded: restart, revoked: newlyRevoked.length, revokedKeys: keys.added.length };
     } catch (err) {
       const problems = linesOf(err);
       const code = (err as { code?: unknown }).code;
       d.error.error({ event: 'reload', outcome: 'failed', trigger, ...(typeof code === 'string' ? { code } : {}), problems }, 'reload refused; still serving the previous configuration');
       d.audit.info({ event: 'reload', outcome: 'failed', trigger, problems }, 'reload refused');
-      channels.reload.publish({ outcome: 'failed' });
+      channels.reload.publish({ outcome: 'failed', trigger, code: typeof code === 'string' ? code : undefined, problems } satisfies ReloadEvent);
       // Revocation never waits for config: apply what the current config's revocation sources say.
       const applied = await revocationsOnly(trigger).catch((e: unknown) => ({ serials: [], keys: [], problems: linesOf(e).map((l) => `revocations: ${l}`) }));
       const more = applied.problems.filter((p) => !problems.includes(p));

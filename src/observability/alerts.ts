@@ -5,7 +5,7 @@
  * slow or dead webhook never slows a request.
  */
 import type { Logger } from 'pino';
-import { channels, type CredentialEvent, type ForwardEvent, type HandshakeEvent, type RequestEvent } from '../channels.ts';
+import { channels, type CredentialEvent, type ForwardEvent, type HandshakeEvent, type ReloadEvent, type RequestEvent } from '../channels.ts';
 
 export interface AlertRules {
   webhook?: string | undefined;
@@ -15,6 +15,8 @@ export interface AlertRules {
   windowMs: number;
   rateLimitHits: number;
   expiryWarningMs: number;
+  /** alerts.crlExpiry: a loaded CRL this close to its nextUpdate raises crl_expiring. */
+  crlExpiryMs?: number;
   webhookTimeoutMs: number;
   /** alerts.clientExpiry, longest first: each a `client_certificate_expiring` notice per identity. */
   clientExpiry?: ReadonlyArray<{ label: string; ms: number }>;
@@ -60,8 +62,14 @@ class WindowCounter {
 
 export interface AlertEngine {
   raise(a: Omit<Alert, 'time'>): boolean;
-  /** Certificates and CRLs expiring within the warning window raise one alert each. */
+  /** Certificates expiring within the warning window raise one alert each (CRLs are left to checkCrl). */
   checkExpiry(items: Array<{ kind: string; name: string; notAfter: Date }>): void;
+  /**
+   * The loaded CRL bundle's earliest nextUpdate within `alerts.crlExpiry` (or past) raises
+   * `crl_expiring`: once per nextUpdate and dedup window, so a republished CRL is a new alert.
+   * Returns whether it raised one.
+   */
+  checkCrl(nextUpdate: Date | undefined, file: string | undefined): boolean;
   /**
    * Client certificates within an `alerts.clientExpiry` threshold of their end raise one
    * `client_certificate_expiring` alert per (serial, threshold), once in this process's life (not
@@ -182,16 +190,32 @@ export function createAlerts(rules: AlertRules, log: Logger): AlertEngine {
       raise({ alert: 'forward_quota_spent', severity: 'warning', key: `fq:${e.principal}`, message: `${e.principal} spent its forward traffic quota`, details: { principal: e.principal, end: e.end ?? null } });
     }
   };
+  /** A refused reload: the broker keeps serving the previous generation, and someone should know. */
+  const onReload = (m: unknown) => {
+    const e = m as ReloadEvent;
+    if (e.outcome !== 'failed') return;
+    const problems = e.problems ?? [];
+    raise({
+      alert: 'reload_failed',
+      severity: 'critical',
+      // the same problem reported again (a watcher firing twice) is one alert; a new problem is another
+      key: `reload:${problems[0] ?? e.code ?? 'unknown'}`,
+      message: `a reload (${e.trigger ?? 'unknown trigger'}) was refused; still serving the previous configuration and certificates`,
+      details: { trigger: e.trigger ?? null, code: e.code ?? null, problems },
+    });
+  };
   channels.handshake.subscribe(onHandshake);
   channels.credential.subscribe(onCredential);
   channels.forward.subscribe(onForward);
   channels.request.subscribe(onRequest);
+  channels.reload.subscribe(onReload);
 
   return {
     raise,
     checkExpiry(items) {
       const now = Date.now();
       for (const it of items) {
+        if (it.kind === 'crl') continue;
         const left = it.notAfter.getTime() - now;
         if (left < rules.expiryWarningMs) {
           raise({
@@ -203,6 +227,22 @@ export function createAlerts(rules: AlertRules, log: Logger): AlertEngine {
           });
         }
       }
+    },
+    checkCrl(nextUpdate, file) {
+      if (!nextUpdate || rules.crlExpiryMs === undefined) return false;
+      const left = nextUpdate.getTime() - Date.now();
+      if (left > rules.crlExpiryMs) return false;
+      const at = nextUpdate.toISOString();
+      return raise({
+        alert: 'crl_expiring',
+        severity: 'critical',
+        key: `crl:${at}`,
+        message:
+          left <= 0
+            ? `the loaded CRL passed its nextUpdate (${at}): every client certificate is refused; run "broker pki crl" and let the broker reload`
+            : `the loaded CRL expires in ${Math.ceil(left / 60_000)} minutes (${at}); after that every client certificate is refused: run "broker pki crl" and let the broker reload`,
+        details: { file: file ?? null, nextUpdate: at, secondsLeft: Math.floor(left / 1000), marginSeconds: Math.floor(rules.crlExpiryMs / 1000) },
+      });
     },
     checkClientExpiry(certs) {
       const thresholds = rules.clientExpiry ?? [];
@@ -256,6 +296,7 @@ export function createAlerts(rules: AlertRules, log: Logger): AlertEngine {
       channels.credential.unsubscribe(onCredential);
       channels.forward.unsubscribe(onForward);
       channels.request.unsubscribe(onRequest);
+      channels.reload.unsubscribe(onReload);
     },
   };
 }

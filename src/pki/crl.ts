@@ -12,8 +12,9 @@ import { REVOCATION_REASONS, type Inventory, type RevocationReason } from './inv
 import type { StoreLayout } from './layout.ts';
 import type { CaKeys } from './store.ts';
 import type { WriteTransaction } from './files.ts';
+import { storeCrlValidity } from './crl-lifetime.ts';
 
-export const DEFAULT_CRL_VALIDITY_MS = 30 * 86_400_000;
+export { DEFAULT_CRL_VALIDITY_MS } from './crl-lifetime.ts';
 
 const REASON_CODE: Record<RevocationReason, x509.X509CrlReason> = {
   unspecified: x509.X509CrlReason.unspecified,
@@ -88,16 +89,16 @@ function revokedBy(inv: Inventory, issuerSerial: string): RevokedEntry[] {
 /**
  * Signs fresh CRLs from the inventory and stages them (one per issuing CA still trusted, one for
  * the root listing retired issuing CAs) with the bundle; bumps the CRL numbers. Retires previous
- * issuing CAs whose overlap has ended, and then stages the trimmed chain too.
+ * issuing CAs whose overlap has ended, and then stages the trimmed chain too. `validityMs` is this
+ * publication's lifetime (`pki crl --next-update`); by default the store's (crl-lifetime.ts).
  */
-export async function stageCrls(inv: Inventory, keys: CaKeys, layout: StoreLayout, tx: WriteTransaction, now = new Date()): Promise<PublishedCrls> {
+export async function stageCrls(inv: Inventory, keys: CaKeys, layout: StoreLayout, tx: WriteTransaction, now = new Date(), validityMs = storeCrlValidity(inv.ca).ms): Promise<PublishedCrls> {
   const rootsBefore = (inv.ca.previousRoots ?? []).filter((p) => !p.retired).length;
   if (retireDue(inv, now)) {
     stageChain(inv, keys, layout, tx);
     if ((inv.ca.previousRoots ?? []).filter((p) => !p.retired).length < rootsBefore) stageServerChains(inv, keys, layout, tx);
   }
   inv.ca.crlNumber.intermediate += 1;
-  const validityMs = inv.ca.crlValidityMs;
   // root CRLs are signed only when the root key is loaded (root operations, or an older store whose
   // root shares the issuing CA's passphrase); otherwise the pre-signed ones are republished as they are
   const rootValidityMs = inv.ca.rootKey?.crlValidityMs ?? validityMs;

@@ -7,7 +7,8 @@ import { INVENTORY_FORMAT, serializeInventory, type Inventory } from './inventor
 import { storeLayout } from './layout.ts';
 import { caExists, withStoreLock } from './store.ts';
 import { commitChange } from './journal.ts';
-import { DEFAULT_CRL_VALIDITY_MS, stageCrls } from './crl.ts';
+import { stageCrls } from './crl.ts';
+import { DEFAULT_CRL_VALIDITY_MS, MIN_CRL_VALIDITY_MS, checkCrlValidity } from './crl-lifetime.ts';
 import { checkTrustDomain } from './names.ts';
 import { stageFirstAssertionKey } from './assertion.ts';
 
@@ -22,6 +23,7 @@ export interface InitOptions {
   trustDomain: string;
   /** Undefined: keys stored unencrypted (the CLI only allows this with --no-passphrase). */
   passphrase: string | undefined;
+  /** The store's default CRL lifetime (30 days); under an hour needs `forceCrlValidity`. */
   crlValidityMs?: number;
   /**
    * The root key's own passphrase: the root can then be kept offline (`broker pki root`), and its
@@ -29,6 +31,7 @@ export interface InitOptions {
    */
   rootPassphrase?: string | undefined;
   rootCrlValidityMs?: number;
+  forceCrlValidity?: boolean;
 }
 
 /** How long a root CRL signed by a root operation stays valid unless told otherwise. */
@@ -46,6 +49,7 @@ export interface InitResult {
 export async function initCa(o: InitOptions): Promise<InitResult> {
   const layout = storeLayout(o.dir);
   checkTrustDomain(o.trustDomain);
+  const crlValidityMs = checkCrlValidity(o.crlValidityMs ?? DEFAULT_CRL_VALIDITY_MS, '--crl-next-update', o.forceCrlValidity);
   if (!o.name.trim() || o.name.length > 64) throw new BrokerError('BRK_ERR_USAGE', 'the CA --name must be 1-64 characters');
   ensureDir(o.dir);
   return withStoreLock(layout, async (held) => {
@@ -67,7 +71,8 @@ export async function initCa(o: InitOptions): Promise<InitResult> {
         keyType: o.keyType,
         encrypted: o.passphrase !== undefined,
         createdAt: now.toISOString(),
-        crlValidityMs: o.crlValidityMs ?? DEFAULT_CRL_VALIDITY_MS,
+        crlValidityMs,
+        ...(crlValidityMs < MIN_CRL_VALIDITY_MS ? { crlValidityForced: true } : {}),
         crlNumber: { root: 0, intermediate: 0 },
         root: facts(rootCert),
         intermediate: facts(intCert),

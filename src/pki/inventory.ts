@@ -36,7 +36,10 @@ export interface CaFacts {
   keyType: KeyType;
   encrypted: boolean;
   createdAt: string;
+  /** Lifetime of published CRLs unless `pki crl --next-update` says otherwise (set by `pki init --crl-next-update`). */
   crlValidityMs: number;
+  /** Set when `pki init --force` stored a lifetime under an hour: without it such a value is ignored (crl-lifetime.ts). */
+  crlValidityForced?: boolean;
   crlNumber: { root: number; intermediate: number };
   root: { serial: string; notAfter: string; fingerprint: string };
   intermediate: { serial: string; notAfter: string; fingerprint: string };
@@ -98,7 +101,8 @@ export function parseInventory(text: string, file: string): Inventory {
   if (!ca || typeof ca !== 'object') bad('ca');
   if (!isStr(ca.name) || !isStr(ca.trustDomain)) bad('ca.name/ca.trustDomain');
   if (!(KEY_TYPES as readonly string[]).includes(ca.keyType)) bad('ca.keyType');
-  if (typeof ca.encrypted !== 'boolean' || !Number.isSafeInteger(ca.crlValidityMs)) bad('ca.encrypted/ca.crlValidityMs');
+  if (typeof ca.encrypted !== 'boolean' || !Number.isSafeInteger(ca.crlValidityMs) || !(ca.crlValidityMs > 0)) bad('ca.encrypted/ca.crlValidityMs');
+  if (ca.crlValidityForced !== undefined && typeof ca.crlValidityForced !== 'boolean') bad('ca.crlValidityForced');
   if (!Number.isSafeInteger(ca.crlNumber?.root) || !Number.isSafeInteger(ca.crlNumber?.intermediate)) bad('ca.crlNumber');
   if (!isStr(ca.root?.serial) || !isStr(ca.intermediate?.serial)) bad('ca.root/ca.intermediate');
   if (ca.rootKey !== undefined && (typeof ca.rootKey !== 'object' || !Number.isSafeInteger(ca.rootKey?.crlValidityMs))) bad('ca.rootKey');

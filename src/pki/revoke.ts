@@ -4,6 +4,7 @@ import { PUBLIC_MODE } from './files.ts';
 import { findCerts, type CertRecord, type RevocationReason } from './inventory.ts';
 import type { CaStore } from './store.ts';
 import { stageCrls } from './crl.ts';
+import { checkCrlValidity, storeCrlValidity } from './crl-lifetime.ts';
 
 /**
  * Revokes by serial (that one certificate) or by name (every certificate of that name not yet
@@ -35,16 +36,19 @@ export interface CrlResult {
   revoked: number;
 }
 
-/** Re-signs both CRLs (new numbers, fresh nextUpdate); optionally sets the validity and copies the bundle. */
-export async function publishCrl(store: CaStore, o: { nextUpdateMs?: number; out?: string; passphrase?: string }): Promise<CrlResult> {
+/**
+ * Re-signs both CRLs (new numbers, fresh nextUpdate); optionally copies the bundle. `nextUpdateMs`
+ * is this publication's lifetime only (the store's default stays); under an hour needs `force`.
+ */
+export async function publishCrl(store: CaStore, o: { nextUpdateMs?: number; force?: boolean; out?: string; passphrase?: string }): Promise<CrlResult> {
+  if (o.nextUpdateMs !== undefined) checkCrlValidity(o.nextUpdateMs, '--next-update', o.force);
   return store.mutate('crl', o.passphrase, async (ctx) => {
-    if (o.nextUpdateMs !== undefined) ctx.inventory.ca.crlValidityMs = o.nextUpdateMs;
-    const crls = await stageCrls(ctx.inventory, await ctx.keys(), ctx.layout, ctx.tx);
+    const crls = await stageCrls(ctx.inventory, await ctx.keys(), ctx.layout, ctx.tx, new Date(), o.nextUpdateMs ?? storeCrlValidity(ctx.inventory.ca).ms);
     if (o.out) ctx.tx.write(o.out, crls.bundle, PUBLIC_MODE);
     const files = ctx.tx.targets.filter((f) => f.endsWith('.crl') || f.endsWith('.pem') || f === o.out);
     return {
       result: { files, nextUpdate: crls.intermediate.nextUpdate, revoked: crls.intermediate.count },
-      audit: { detail: `crlNumber=${ctx.inventory.ca.crlNumber.intermediate}` },
+      audit: { detail: `crlNumber=${ctx.inventory.ca.crlNumber.intermediate} nextUpdate=${crls.intermediate.nextUpdate.toISOString()}` },
     };
   });
 }

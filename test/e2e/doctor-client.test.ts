@@ -171,7 +171,7 @@ test('doctor --client: a real broker whose own CRL expired while running: "not y
   const pki = await makePki(t);
   const id = await pki.issue('acme', ['partner']);
   const { publishCrl } = await import('../../src/pki/revoke.ts');
-  const crl = await publishCrl(pki.store, { nextUpdateMs: 3_000 });
+  const crl = await publishCrl(pki.store, { nextUpdateMs: 3_000, force: true });
   const upstream = await startUpstream(t);
   const b = await startBroker(t, pki, { routes: [{ name: 'orders', path: '/orders', upstream: upstream.url, roles: ['partner'] }] });
   // bounded: the CRL's nextUpdate is at most 3 s away

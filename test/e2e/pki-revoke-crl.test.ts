@@ -1,6 +1,7 @@
 /**
  * `broker pki revoke` and `broker pki crl`: `openssl verify` with the CRLs accepts a certificate
- * and rejects it after revoke; the CRL set covers every CA level; --out and --next-update.
+ * and rejects it after revoke; the CRL set covers every CA level; --out and --next-update (that
+ * publication only; test/e2e/pki-crl-lifetime.test.ts has the lifetime rules).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -92,7 +93,7 @@ test('the CRL set covers every CA level: -crl_check_all passes with crl.pem, fai
   assert.equal(readFileSync(ca.file('crl.pem'), 'utf8'), readFileSync(ca.file('crl', 'intermediate.crl'), 'utf8') + readFileSync(ca.file('crl', 'root.crl'), 'utf8'));
 });
 
-test('crl --out FILE writes both CRL levels in one PEM; --next-update sets nextUpdate and is kept', () => {
+test('crl --out FILE writes both CRL levels in one PEM; --next-update sets nextUpdate of that publication only', () => {
   const ca = shared();
   const numbersBefore = crlTexts(ca.file('crl.pem')).map(crlNumber);
   const out = join(ca.root, 'published', 'crl.pem');
@@ -119,11 +120,11 @@ test('crl --out FILE writes both CRL levels in one PEM; --next-update sets nextU
   assert.deepEqual(texts.map(crlNumber), numbersBefore.map((n) => n + 1), 'CRL numbers go up');
   assert.equal(Date.parse(r.nextUpdate), Date.parse(/Next Update: (.+)/.exec(texts[0] as string)?.[1] as string));
 
-  // the validity is kept for later CRLs (revoke republishes them)
+  // later CRLs (revoke republishes them) go back to the store's default, 30 days (issue 19)
   issue('later');
   assert.equal(ca.signing(['pki', 'revoke', 'later']).code, 0);
   for (const text of crlTexts(ca.file('crl.pem'))) {
-    assert.equal(secondsBetween(/Last Update: (.+)/.exec(text)?.[1] as string, /Next Update: (.+)/.exec(text)?.[1] as string), 7 * 86_400 + 60);
+    assert.equal(secondsBetween(/Last Update: (.+)/.exec(text)?.[1] as string, /Next Update: (.+)/.exec(text)?.[1] as string), 30 * 86_400 + 60);
   }
 });
 

@@ -156,7 +156,7 @@ test('tls.refusal http: while the broker\'s own CRL has expired (it expired whil
   const pki = await makePki(t);
   const id = await pki.issue('app', ['app']);
   const { publishCrl } = await import('../../src/pki/revoke.ts');
-  const crl = await publishCrl(pki.store, { nextUpdateMs: 3_000 });
+  const crl = await publishCrl(pki.store, { nextUpdateMs: 3_000, force: true });
   const up = await startUpstream(t);
   const b = await startBroker(t, pki, route(up.url));
   // bounded: the CRL's nextUpdate is at most 3 s away

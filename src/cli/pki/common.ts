@@ -65,6 +65,22 @@ export async function rootPassphrase(store: { readInventory(): { ca: { rootKey?:
   return resolveSecret(rootPassphraseSource(opts.rootPassphraseFile));
 }
 
+/**
+ * Warns when the store holds a CRL lifetime under an hour that an older `pki crl --next-update`
+ * persisted: it is ignored (crl-lifetime.ts). An unreadable inventory is left to the command.
+ */
+export async function warnIgnoredCrlLifetime(store: { readInventory(): { ca: { crlValidityMs: number; crlValidityForced?: boolean } } }): Promise<void> {
+  const [{ storeCrlValidity, ignoredWarning }, { warn }] = await Promise.all([import('../../pki/crl-lifetime.ts'), import('../output.ts')]);
+  let message: string | undefined;
+  try {
+    message = ignoredWarning(storeCrlValidity(store.readInventory().ca));
+  } catch (err) {
+    if (isBrokerError(err)) return;
+    throw err;
+  }
+  if (message) warn(`${message} (set the lifetime at "broker pki init --crl-next-update", or per publication with "broker pki crl --next-update")`);
+}
+
 export async function ttl(value: string | undefined, fallbackMs: number): Promise<number> {
   if (value === undefined) return fallbackMs;
   const [{ parseDuration }, { BrokerError }] = await Promise.all([import('../../config/duration.ts'), import('../../errors.ts')]);

@@ -8,6 +8,7 @@ interface Opts extends StoreOptions {
   passphrase: boolean;
   crlNextUpdate?: string;
   rootCrlValidity?: string;
+  force?: boolean;
 }
 
 export function register(pki: Command): void {
@@ -17,7 +18,8 @@ export function register(pki: Command): void {
     .option('--name <name>', 'CA name, used in the CA subjects', 'Broker CA')
     .option('--key-type <type>', 'ec-p256 | ec-p384 | rsa-3072', 'ec-p256')
     .option('--trust-domain <domain>', 'SPIFFE trust domain for client URI SANs', 'broker.local')
-    .option('--crl-next-update <duration>', 'how long each published CRL stays valid', '30d')
+    .option('--crl-next-update <duration>', 'how long each published CRL stays valid: the store\'s default, shown by "broker pki list" (1h or more unless --force)', '30d')
+    .option('--force', 'allow a --crl-next-update under 1 hour (never overwrites a CA)')
     .option('--no-passphrase', 'store the CA keys unencrypted (not for production)')
     .option('--root-crl-validity <duration>', 'with a root passphrase: how long root CRLs stay valid (they are pre-signed: only root operations re-sign them)', '180d')
     .addHelpText('after', examples('broker pki init --name "Acme Broker CA" --trust-domain acme.example --passphrase-file ca.pass', 'BROKER_CA_PASSPHRASE=... broker pki init --dir /etc/broker/pki --key-type ec-p384'))
@@ -32,7 +34,9 @@ export function register(pki: Command): void {
       ]);
       const { BrokerError } = await import('../../errors.ts');
       const keyType = assertKeyType(opts.keyType);
-      const crlValidityMs = parseDuration(opts.crlNextUpdate ?? '30d', '--crl-next-update');
+      const { checkCrlValidity } = await import('../../pki/crl-lifetime.ts');
+      // checked before the passphrase is asked for
+      const crlValidityMs = checkCrlValidity(parseDuration(opts.crlNextUpdate ?? '30d', '--crl-next-update'), '--crl-next-update', opts.force === true);
       let passphrase: string | undefined;
       if (opts.passphrase) {
         passphrase = await secrets.resolveSecret(secrets.caPassphraseSource(opts.passphraseFile), { confirm: true });
@@ -45,7 +49,7 @@ export function register(pki: Command): void {
       if (rootPassphrase !== undefined && rootPassphrase === passphrase) throw new BrokerError('BRK_ERR_USAGE', 'the root passphrase must differ from the issuing CA\'s: give the root its own');
       const rootCrlValidityMs = parseDuration(opts.rootCrlValidity ?? '180d', '--root-crl-validity');
       const dir = resolveStoreDir(opts.dir);
-      const r = await initCa({ dir, name: opts.name, keyType, trustDomain: opts.trustDomain, passphrase, crlValidityMs, ...(rootPassphrase === undefined ? {} : { rootPassphrase, rootCrlValidityMs }) });
+      const r = await initCa({ dir, name: opts.name, keyType, trustDomain: opts.trustDomain, passphrase, crlValidityMs, forceCrlValidity: opts.force === true, ...(rootPassphrase === undefined ? {} : { rootPassphrase, rootCrlValidityMs }) });
       out.printLines(
         `created CA in ${dir} (${keyType}, keys ${r.encrypted ? 'encrypted' : 'NOT encrypted'}${rootPassphrase === undefined ? '' : '; the root key has its own passphrase: see "broker pki root"'})`,
         `  root          ${r.root.subject}  expires ${r.root.notAfter.toISOString()}  sha256:${r.root.fingerprint}`,

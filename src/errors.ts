@@ -25,7 +25,7 @@ export const ERRORS = {
   BRK_ERR_PKI_FILE_WRITE: { exit: 1, hint: 'check free disk space and permissions on the store; nothing was changed' },
   BRK_ERR_PKI_LOCKED: { exit: 1, hint: 'another broker pki command holds the store lock; retry when it is done' },
   BRK_ERR_PKI_LOCK_LOST: { exit: 1, hint: 'this command lost the store lock (it was stalled past the lock\'s stale time, or the lock was removed) and stopped before changing anything; run it again' },
-  BRK_ERR_PKI_IDENTITY_EXISTS: { exit: 1, hint: 'this name already has a valid certificate; use "broker pki renew NAME", or revoke it first' },
+  BRK_ERR_PKI_IDENTITY_EXISTS: { exit: 1, hint: 'this name already has a valid certificate; use "broker pki renew NAME" (for a server certificate\'s names: "broker pki rotate server NAME --dns HOST --ip ADDR"), or revoke it first' },
   BRK_ERR_PKI_IDENTITY_NOT_FOUND: { exit: 1, hint: 'no certificate with that name or serial; see "broker pki list"' },
   BRK_ERR_PKI_ALREADY_REVOKED: { exit: 1, hint: 'that certificate is already revoked; nothing to do' },
   BRK_ERR_PKI_CSR_INVALID: { exit: 1, hint: 'give a PEM or DER PKCS#10 request whose signature verifies (e.g. from "openssl req -new")' },

@@ -82,6 +82,20 @@ export function nftablesSnippet(c: BrokerConfig): string {
   ].join('\n');
 }
 
+/**
+ * How to add HOST to the server certificate's names. For a store certificate: rotate it with every
+ * name it has plus HOST (--dns/--ip replace the names as a whole, so the old ones are repeated).
+ */
+function addNameFix(c: BrokerConfig, leaf: X509Certificate, host: string): string {
+  const flag = (h: string) => `${isIP(h) ? '--ip' : '--dns'} ${h}`;
+  if (!c.tls.server) return `replace ${c.tls.cert ?? 'tls.cert'} with a certificate that also names ${host} (${flag(host)})`;
+  const names = (leaf.subjectAltName ?? '')
+    .split(', ')
+    .map((n) => /^(?:DNS:|IP Address:)(.+)$/.exec(n)?.[1])
+    .filter((n): n is string => n !== undefined && n.length > 0);
+  return `broker pki rotate server ${c.tls.server} ${[...new Set([...names, host])].map(flag).join(' ')}`;
+}
+
 function certFindings(c: BrokerConfig, warnDays: number, hostnames: readonly string[]): Finding[] {
   const f = materialFiles(c);
   const out: Finding[] = [];
@@ -111,7 +125,7 @@ function certFindings(c: BrokerConfig, warnDays: number, hostnames: readonly str
   for (const h of hostnames) {
     // checkIP throws on anything but an IP address, and checkHost does not match IP SANs
     const covered = isIP(h) ? leaf.checkIP(h) : leaf.checkHost(h);
-    out.push(covered ? ok('server certificate', `covers ${h}`) : fail('server certificate', `does not cover ${h} (SANs: ${leaf.subjectAltName ?? 'none'})`, `issue one with ${isIP(h) ? '--ip' : '--dns'} ${h}`));
+    out.push(covered ? ok('server certificate', `covers ${h}`) : fail('server certificate', `does not cover ${h} (SANs: ${leaf.subjectAltName ?? 'none'})`, addNameFix(c, leaf, h)));
   }
   // the chain: every certificate after the leaf signs the one before, up to a CA of the client CA bundle
   const caPem = read(f.ca) ?? '';

@@ -207,11 +207,15 @@ test('server: --hostname a name the certificate does not cover fails "server cer
   const file = s.config();
   const r = await doctor(['--config', file, '--hostname', 'localhost', '--hostname', 'other.example', '--hostname', '10.9.8.7'], s.dir);
   const f = assertProblem(r, 'server certificate', /^does not cover other\.example \(SANs: DNS:localhost, IP Address:127\.0\.0\.1\)/);
-  assert.equal(f.fix, 'issue one with --dns other.example');
+  assert.equal(f.fix, 'broker pki rotate server localhost --dns localhost --ip 127.0.0.1 --dns other.example');
   const ip = r.findings.find((x) => x.status === 'fail' && x.message.startsWith('does not cover 10.9.8.7'));
-  assert.equal(ip?.fix, 'issue one with --ip 10.9.8.7', show(r));
+  assert.equal(ip?.fix, 'broker pki rotate server localhost --dns localhost --ip 127.0.0.1 --ip 10.9.8.7', show(r));
   assert.ok(r.findings.some((f) => f.status === 'ok' && f.check === 'server certificate' && f.message === 'covers localhost'), show(r));
   assertHealthy(await doctor(['--config', file, '--hostname', 'localhost', '--hostname', '127.0.0.1'], s.dir));
+  // the fix is a command that works as printed: afterwards the certificate covers the new name and keeps the old ones
+  const fixed = await brokerAsync([...(f.fix ?? '').split(' ').slice(1), '--dir', s.pki.dir], { cwd: s.dir });
+  assert.equal(fixed.code, 0, fixed.stderr);
+  assertHealthy(await doctor(['--config', file, '--hostname', 'localhost', '--hostname', '127.0.0.1', '--hostname', 'other.example'], s.dir));
 });
 
 test('server: --firewall prints an nftables snippet for the listen and admin ports', async (t) => {

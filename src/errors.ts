@@ -122,7 +122,7 @@ export const ERRORS = {
   BRK_ERR_FORWARD_QUOTA: { exit: 1, status: 429, public: 'traffic quota spent', hint: 'this identity sent or received its forward.limits.quota (or roles.*.forward.quota) for the current window; wait for the window to end (Retry-After) or ask the operator for a larger quota' },
   BRK_ERR_FORWARD_UPSTREAM: { exit: 1, status: 502, public: 'destination unreachable', hint: 'the broker could not connect to the destination it checked within forward.connectTimeout (refused, unreachable or timed out), or the destination dropped the exchange; check that it runs' },
   BRK_ERR_DOCTOR_PROBLEMS: { exit: 3, hint: 'each FAIL line above says what to do' },
-  BRK_ERR_NODE_VERSION: { exit: 1, hint: 'run through npm (npx broker, npm run ...) so the project\'s Node 24 is used, or install Node 24' },
+  BRK_ERR_NODE_VERSION: { exit: 1, hint: 'use the installed "broker" command (or npx broker / npm run in a clone), which runs on the Node 24 the package brings; reinstall it with install scripts allowed if it cannot, or install Node 24' },
   BRK_ERR_INTERNAL: { exit: 1, hint: 'an unexpected error; please report it with the log line' },
 } as const satisfies Record<string, { exit: number; hint: string; status?: number; public?: string }>;
 

@@ -25,7 +25,7 @@ export const ERRORS = {
   BRK_ERR_PKI_FILE_WRITE: { exit: 1, hint: 'check free disk space and permissions on the store; nothing was changed' },
   BRK_ERR_PKI_LOCKED: { exit: 1, hint: 'another broker pki command holds the store lock; retry when it is done' },
   BRK_ERR_PKI_LOCK_LOST: { exit: 1, hint: 'this command lost the store lock (it was stalled past the lock\'s stale time, or the lock was removed) and stopped before changing anything; run it again' },
-  BRK_ERR_PKI_IDENTITY_EXISTS: { exit: 1, hint: 'this name already has a valid certificate; use "broker pki renew NAME", or revoke it first' },
+  BRK_ERR_PKI_IDENTITY_EXISTS: { exit: 1, hint: 'this name already has a valid certificate; use "broker pki renew NAME" (for a server certificate\'s names: "broker pki rotate server NAME --dns HOST --ip ADDR"), or revoke it first' },
   BRK_ERR_PKI_IDENTITY_NOT_FOUND: { exit: 1, hint: 'no certificate with that name or serial; see "broker pki list"' },
   BRK_ERR_PKI_ALREADY_REVOKED: { exit: 1, hint: 'that certificate is already revoked; nothing to do' },
   BRK_ERR_PKI_CRL_TOO_SHORT: { exit: 2, hint: 'give a CRL lifetime of 1h or more (e.g. 7d, republished daily), or pass --force if a shorter one is really meant' },
@@ -134,7 +134,7 @@ export const ERRORS = {
   BRK_ERR_FORWARD_AUTH_REQUIRED: { exit: 1, status: 407, public: 'proxy authentication required', hint: 'the forward listener needs a client certificate, or Proxy-Authorization with a credential from "broker keys create" (Basic name:password, Basic name:API-key, or Bearer API-key) on a rule whose auth lists apiKey or basic; curl: --proxy-user NAME:SECRET' },
   BRK_ERR_FORWARD_AUTH_INVALID: { exit: 1, status: 407, public: 'proxy authentication failed', hint: 'the Proxy-Authorization credential is wrong, unknown, expired, revoked, malformed or repeated, or its user name is not the identity of the API key; the auth log has the reason (ask the operator for a new credential: broker keys create)' },
   BRK_ERR_DOCTOR_PROBLEMS: { exit: 3, hint: 'each FAIL line above says what to do' },
-  BRK_ERR_NODE_VERSION: { exit: 1, hint: 'run through npm (npx broker, npm run ...) so the project\'s Node 24 is used, or install Node 24' },
+  BRK_ERR_NODE_VERSION: { exit: 1, hint: 'use the installed "broker" command (or npx broker / npm run in a clone), which runs on the Node 24 the package brings; reinstall it with install scripts allowed if it cannot, or install Node 24' },
   BRK_ERR_INTERNAL: { exit: 1, hint: 'an unexpected error; please report it with the log line' },
 } as const satisfies Record<string, { exit: number; hint: string; status?: number; public?: string }>;
 

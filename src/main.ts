@@ -8,7 +8,8 @@ const major = Number(process.versions.node.split('.')[0]);
 if (major < 24) {
   process.stderr.write(
     `error BRK_ERR_NODE_VERSION: broker needs Node 24 or later, this is Node ${process.versions.node} ` +
-      `(run it through npm — "npx broker" or "npm run" — so the project's own Node 24 is used, or install Node 24)\n`,
+      `(use the installed "broker" command, or "npx broker" / "npm run" in a clone: they run on the Node 24 the package brings; ` +
+      `if the installed command got here, reinstall it with install scripts allowed so that Node 24 is set up, or install Node 24)\n`,
   );
   process.exit(1);
 }

@@ -13,6 +13,8 @@ import { isLoopbackHost, type BrokerConfig } from '../config/index.ts';
 import { materialFiles, revokedSerials, subjectKey } from '../tls/material.ts';
 import { tcpReachable } from '../admin/readiness.ts';
 import { portOwner } from './port-owner.ts';
+import { CaStore } from '../pki/store.ts';
+import { statusOf } from '../pki/inventory.ts';
 import { fail, ok, warn, type Finding } from './finding.ts';
 
 const DAY = 86_400_000;
@@ -82,6 +84,35 @@ export function nftablesSnippet(c: BrokerConfig): string {
   ].join('\n');
 }
 
+/**
+ * How to get back the files of a store server certificate (missing or unreadable): "pki server"
+ * refuses a name that still has a valid certificate in the inventory; "pki rotate server" rewrites
+ * the files of that one.
+ */
+function missingFix(c: BrokerConfig, name: string): string {
+  try {
+    const listed = CaStore.open(c.pki.dir).readInventory().certs.some((r) => r.name === name && r.type === 'server' && statusOf(r) === 'valid');
+    if (listed) return `broker pki rotate server ${name} --dir ${c.pki.dir}`;
+  } catch {
+    // no readable store here (only its public files, or none): issuing is the way
+  }
+  return `broker pki server ${name} --dns HOST`;
+}
+
+/**
+ * How to add HOST to the server certificate's names. For a store certificate: rotate it with every
+ * name it has plus HOST (--dns/--ip replace the names as a whole, so the old ones are repeated).
+ */
+function addNameFix(c: BrokerConfig, leaf: X509Certificate, host: string): string {
+  const flag = (h: string) => `${isIP(h) ? '--ip' : '--dns'} ${h}`;
+  if (!c.tls.server) return `replace ${c.tls.cert ?? 'tls.cert'} with a certificate that also names ${host} (${flag(host)})`;
+  const names = (leaf.subjectAltName ?? '')
+    .split(', ')
+    .map((n) => /^(?:DNS:|IP Address:)(.+)$/.exec(n)?.[1])
+    .filter((n): n is string => n !== undefined && n.length > 0);
+  return `broker pki rotate server ${c.tls.server} --dir ${c.pki.dir} ${[...new Set([...names, host])].map(flag).join(' ')}`;
+}
+
 function certFindings(c: BrokerConfig, warnDays: number, hostnames: readonly string[]): Finding[] {
   const f = materialFiles(c);
   const out: Finding[] = [];
@@ -90,7 +121,7 @@ function certFindings(c: BrokerConfig, warnDays: number, hostnames: readonly str
   const certPem = read(f.cert);
   const keyPem = read(f.key);
   if (!certPem || !keyPem) {
-    out.push(fail('server certificate', `missing ${!certPem ? f.cert : f.key}`, c.tls.server ? `broker pki server ${c.tls.server} --dns HOST` : 'point tls.cert / tls.key at existing files'));
+    out.push(fail('server certificate', `missing ${!certPem ? f.cert : f.key}`, c.tls.server ? missingFix(c, c.tls.server) : 'point tls.cert / tls.key at existing files'));
     return out;
   }
   const blocks = certPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
@@ -98,7 +129,7 @@ function certFindings(c: BrokerConfig, warnDays: number, hostnames: readonly str
   try {
     leaf = new X509Certificate(blocks[0] ?? certPem);
   } catch (e) {
-    out.push(fail('server certificate', `${f.cert} is not a readable PEM certificate (${(e as Error).message})`, c.tls.server ? `broker pki server ${c.tls.server} --dns HOST` : 'point tls.cert at the PEM certificate chain'));
+    out.push(fail('server certificate', `${f.cert} is not a readable PEM certificate (${(e as Error).message})`, c.tls.server ? missingFix(c, c.tls.server) : 'point tls.cert at the PEM certificate chain'));
     return out;
   }
   try {
@@ -111,7 +142,7 @@ function certFindings(c: BrokerConfig, warnDays: number, hostnames: readonly str
   for (const h of hostnames) {
     // checkIP throws on anything but an IP address, and checkHost does not match IP SANs
     const covered = isIP(h) ? leaf.checkIP(h) : leaf.checkHost(h);
-    out.push(covered ? ok('server certificate', `covers ${h}`) : fail('server certificate', `does not cover ${h} (SANs: ${leaf.subjectAltName ?? 'none'})`, `issue one with ${isIP(h) ? '--ip' : '--dns'} ${h}`));
+    out.push(covered ? ok('server certificate', `covers ${h}`) : fail('server certificate', `does not cover ${h} (SANs: ${leaf.subjectAltName ?? 'none'})`, addNameFix(c, leaf, h)));
   }
   // the chain: every certificate after the leaf signs the one before, up to a CA of the client CA bundle
   const caPem = read(f.ca) ?? '';

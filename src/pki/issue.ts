@@ -225,16 +225,19 @@ export async function signCsr(store: CaStore, o: { csr: Buffer; csrFile: string;
 /**
  * A new certificate for NAME with the same type, roles (and SANs); a new key unless a CSR is given.
  * The old certificate stays valid until it expires or is revoked, so both can be rolled out.
+ * `sans` gives a server certificate new names instead of its current ones.
  */
-export async function renew(store: CaStore, o: { name: string; ttlMs: number; csr?: Buffer; csrFile?: string; passphrase?: string } & Partial<Handout>): Promise<IssueResult> {
+export async function renew(store: CaStore, o: { name: string; ttlMs: number; csr?: Buffer; csrFile?: string; passphrase?: string; sans?: { dns: string[]; ip: string[] } } & Partial<Handout>): Promise<IssueResult> {
   const name = checkName(o.name);
+  const sans = o.sans ? checkSans(o.sans.dns, o.sans.ip) : undefined;
   const publicKeyFromCsr = o.csr ? await readCsr(o.csr, o.csrFile ?? 'CSR') : undefined;
   return store.mutate('renew', o.passphrase, async (ctx) => {
     const current = ctx.inventory.certs.filter((c) => c.name === name && !c.revokedAt).sort((a, b) => Date.parse(b.notAfter) - Date.parse(a.notAfter));
     const prev = current[0];
     if (!prev) throw new BrokerError('BRK_ERR_PKI_IDENTITY_NOT_FOUND', `no unrevoked certificate named ${name} to renew`);
+    if (sans && prev.type !== 'server') throw new BrokerError('BRK_ERR_PKI_SAN_INVALID', `${name} is a ${prev.type} certificate: only server certificates have DNS and IP names`);
     if (prev.type === 'server') {
-      return mintServer(ctx, { name, dns: prev.dns ?? [], ip: prev.ip ?? [], ttlMs: o.ttlMs, source: 'renew', ...(o.outDir ? { outDir: o.outDir } : {}), force: o.force ?? false });
+      return mintServer(ctx, { name, dns: sans?.dns ?? prev.dns ?? [], ip: sans?.ip ?? prev.ip ?? [], ttlMs: o.ttlMs, source: 'renew', ...(o.outDir ? { outDir: o.outDir } : {}), force: o.force ?? false });
     }
     const keys = publicKeyFromCsr ? undefined : await generateKeyPair(ctx.inventory.ca.keyType);
     const publicKey = publicKeyFromCsr ?? (keys as CryptoKeyPair).publicKey;

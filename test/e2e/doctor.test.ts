@@ -10,7 +10,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as netConnect, createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { join } from 'node:path';
@@ -172,7 +172,24 @@ test('server: a server certificate file that is not a certificate fails "server 
   const r = await doctor(['--config', s.config()], s.dir);
   const f = assertProblem(r, 'server certificate', /is not a readable PEM certificate/);
   assert.ok(f.message.startsWith(cert), f.message);
-  assert.equal(f.fix, 'broker pki server localhost --dns HOST');
+  // the store still lists a valid certificate for the name, so "pki server" would refuse it: rotate rewrites the files
+  assert.equal(f.fix, `broker pki rotate server localhost --dir ${s.pki.dir}`);
+  const fixed = await brokerAsync((f.fix ?? '').split(' ').slice(1), { cwd: s.dir });
+  assert.equal(fixed.code, 0, fixed.stderr);
+  assertHealthy(await doctor(['--config', s.config()], s.dir));
+});
+
+test('server: a missing server certificate file fails "server certificate"; the fix issues one, or rotates the one the store still lists', async (t) => {
+  const s = await site(t);
+  rmSync(s.pki.store.layout.serverCert('localhost'));
+  const r = await doctor(['--config', s.config()], s.dir);
+  const f = assertProblem(r, 'server certificate', /^missing .*localhost\.crt$/);
+  assert.equal(f.fix, `broker pki rotate server localhost --dir ${s.pki.dir}`);
+  assert.equal((await brokerAsync((f.fix ?? '').split(' ').slice(1), { cwd: s.dir })).code, 0);
+  assertHealthy(await doctor(['--config', s.config()], s.dir));
+  // a name the store has no certificate for: issue one
+  const other = assertProblem(await doctor(['--config', s.config({ tls: { server: 'edge' } })], s.dir), 'server certificate', /^missing .*edge\.crt$/);
+  assert.equal(other.fix, 'broker pki server edge --dns HOST');
 });
 
 test('server: a CRL bundle without the root\'s CRL fails "CRL" naming the missing level', async (t) => {
@@ -207,11 +224,15 @@ test('server: --hostname a name the certificate does not cover fails "server cer
   const file = s.config();
   const r = await doctor(['--config', file, '--hostname', 'localhost', '--hostname', 'other.example', '--hostname', '10.9.8.7'], s.dir);
   const f = assertProblem(r, 'server certificate', /^does not cover other\.example \(SANs: DNS:localhost, IP Address:127\.0\.0\.1\)/);
-  assert.equal(f.fix, 'issue one with --dns other.example');
+  assert.equal(f.fix, `broker pki rotate server localhost --dir ${s.pki.dir} --dns localhost --ip 127.0.0.1 --dns other.example`);
   const ip = r.findings.find((x) => x.status === 'fail' && x.message.startsWith('does not cover 10.9.8.7'));
-  assert.equal(ip?.fix, 'issue one with --ip 10.9.8.7', show(r));
+  assert.equal(ip?.fix, `broker pki rotate server localhost --dir ${s.pki.dir} --dns localhost --ip 127.0.0.1 --ip 10.9.8.7`, show(r));
   assert.ok(r.findings.some((f) => f.status === 'ok' && f.check === 'server certificate' && f.message === 'covers localhost'), show(r));
   assertHealthy(await doctor(['--config', file, '--hostname', 'localhost', '--hostname', '127.0.0.1'], s.dir));
+  // the fix is a command that works as printed: afterwards the certificate covers the new name and keeps the old ones
+  const fixed = await brokerAsync((f.fix ?? '').split(' ').slice(1), { cwd: s.dir });
+  assert.equal(fixed.code, 0, fixed.stderr);
+  assertHealthy(await doctor(['--config', file, '--hostname', 'localhost', '--hostname', '127.0.0.1', '--hostname', 'other.example'], s.dir));
 });
 
 test('server: --firewall prints an nftables snippet for the listen and admin ports', async (t) => {

@@ -1,13 +1,17 @@
 /**
  * Rotation flows with the built CLI: the server certificate (plan, dry run, replacement), the
- * issuing CA with an overlap (old and new both trusted, then the old one retired), and renewing
+ * names of a running broker's certificate changed in place, the issuing CA with an overlap (old
+ * and new both trusted, then the old one retired), and renewing
  * everything that expires within a window.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect as tlsConnect, type PeerCertificate } from 'node:tls';
 import { openssl } from '../helpers/cli.ts';
+import { serve } from '../helpers/serve.ts';
+import { eventually } from '../helpers/within.ts';
 import { json, makeCa, pemBlocks, snapshot, type ListRow, type TestCa } from '../helpers/pki.ts';
 import { readCrl } from '../../src/tls/crl-der.ts';
 
@@ -107,6 +111,49 @@ test('rotate server: plan, dry run, then a new key and certificate with the same
   const key = openssl(['pkey', '-in', ca.file('servers', 'edge.key'), '-pubout']).stdout;
   assert.equal(openssl(['x509', '-in', ca.file('servers', 'edge.crt'), '-noout', '-pubkey']).stdout, key, 'the new key matches the new certificate');
   assert.equal(ca.run(['pki', 'rotate', 'server', 'nosuch']).code, 1);
+});
+
+/** The certificate a broker on 127.0.0.1:PORT presents for SERVERNAME (verified against the store's ca.crt). */
+function served(port: number, ca: TestCa, servername: string): Promise<PeerCertificate & { authorizationError?: Error }> {
+  return new Promise((resolve, reject) => {
+    const s = tlsConnect({ host: '127.0.0.1', port, servername, ca: readFileSync(ca.file('ca.crt')), rejectUnauthorized: false }, () => {
+      const cert = s.getPeerCertificate();
+      const authorizationError = s.authorized ? undefined : (s.authorizationError ?? new Error('not authorized'));
+      s.destroy();
+      resolve({ ...cert, ...(authorizationError ? { authorizationError } : {}) });
+    });
+    s.setTimeout(5_000, () => s.destroy(new Error('TLS handshake timed out')));
+    s.once('error', reject);
+  });
+}
+
+test('rotate server --dns/--ip: a running broker serves the new names after its reload, and the old certificate is revoked (superseded)', async (t) => {
+  const ca = makeCa(t);
+  assert.equal(ca.signing(['pki', 'server', 'localhost', '--dns', 'localhost', '--ip', '127.0.0.1']).code, 0);
+  const old = json<ListRow[]>(ca.run(['pki', 'list', '--json'])).find((r) => r.name === 'localhost' && r.type === 'server');
+  const config = ['listen: { host: 127.0.0.1, port: 0 }', 'admin: { enabled: false }', 'pki: { dir: ./pki }', 'tls: { server: localhost }', 'routes:', '  - { name: r, path: /r, upstream: "http://127.0.0.1:9", roles: [r] }', ''].join('\n');
+  const b = await serve(t, ca.root, config);
+  const before = await served(b.port, ca, 'localhost');
+  assert.equal(before.subjectaltname, 'DNS:localhost, IP Address:127.0.0.1');
+
+  const dry = ca.run(['pki', 'rotate', 'server', 'localhost', '--dns', 'broker.test', '--ip', '127.0.0.1', '--dry-run']);
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.match(dry.stdout, /new key and certificate for DNS:broker\.test, IP:127\.0\.0\.1, valid .* \(now DNS:localhost, IP:127\.0\.0\.1\)/);
+  assert.match(dry.stdout, /is revoked \(superseded\)/);
+  const r = ca.signing(['pki', 'rotate', 'server', 'localhost', '--dns', 'broker.test', '--ip', '127.0.0.1']);
+  assert.equal(r.code, 0, r.stderr);
+
+  // the running broker picks the new certificate up by itself (file watching); a TLS client sees the new names
+  let now = before;
+  await eventually(async () => (now = await served(b.port, ca, 'broker.test')).serialNumber !== before.serialNumber, 'the broker serves the rotated certificate', 15_000);
+  assert.equal(now.subjectaltname, 'DNS:broker.test, IP Address:127.0.0.1', 'the names given replace the old ones (localhost is gone)');
+  assert.equal(now.authorizationError, undefined, 'the new chain verifies against ca.crt');
+
+  const rows = json<ListRow[]>(ca.run(['pki', 'list', '--json'])).filter((x) => x.name === 'localhost');
+  assert.equal(rows.find((x) => x.serial === old?.serial)?.status, 'revoked', 'the old certificate is revoked after the swap');
+  assert.match(openssl(['crl', '-in', ca.file('crl.pem'), '-noout', '-text']).stdout, /Superseded/);
+  assert.equal(rows.filter((x) => x.status === 'valid').length, 1);
+  assert.equal(ca.run(['pki', 'rotate', 'server', 'localhost', '--dns', 'not a name']).code, 2, 'an invalid name is a usage error');
 });
 
 test('renew --expiring renews exactly the identities inside the window, with progress', (t) => {

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { caPassphrase, examples, openStore, rootPassphrase, storeOptions, ttl, type StoreOptions } from './common.ts';
+import { caPassphrase, collect, examples, openStore, rootPassphrase, storeOptions, ttl, type StoreOptions } from './common.ts';
 import { printIssued } from './handout.ts';
 
 interface Opts extends StoreOptions {
@@ -8,6 +8,13 @@ interface Opts extends StoreOptions {
   overlap?: string;
   publishAhead?: string;
   alg?: string;
+  dns?: string[];
+  ip?: string[];
+}
+
+/** "DNS:a, IP:b" as the plan prints a certificate's names. */
+function sanList(dns: readonly string[] = [], ip: readonly string[] = []): string {
+  return [...dns.map((d) => `DNS:${d}`), ...ip.map((a) => `IP:${a}`)].join(', ');
 }
 
 /** Where a plan is printed: stdout, or stderr with --json so that stdout stays one JSON document. */
@@ -18,14 +25,16 @@ function planPrinter(opts: Opts, printLines: (...l: string[]) => void): (...l: s
 export function register(pki: Command): void {
   const rotate = pki.command('rotate').summary('planned key rotation').description('Rotate keys with a plan printed before acting; --dry-run prints the plan only.');
   storeOptions(rotate.command('server'), { json: true })
-    .summary('new key and certificate for a broker server certificate')
-    .description('Issue a new key and certificate for server certificate NAME with the same SANs and replace servers/NAME.{crt,key} in the store. A running broker picks it up by itself (file watching), or on SIGHUP / POST /reload; connections already open keep their old session.')
+    .summary('new key and certificate for a broker server certificate (optionally with new names)')
+    .description('Issue a new key and certificate for server certificate NAME and replace servers/NAME.{crt,key} in the store. Without --dns/--ip it keeps its names and the old certificate stays valid until it expires. With --dns/--ip the new certificate has exactly the names given (repeat the ones to keep), and the old certificate is revoked (superseded) once the new files are in place. A running broker picks it up by itself (file watching), or on SIGHUP / POST /reload; connections already open keep their old session.')
     .argument('<name>', 'server certificate name (tls.server in the config)')
+    .option('--dns <host>', 'DNS name of the new certificate (repeat for more); with --ip, replaces all its names', collect)
+    .option('--ip <addr>', 'IP address of the new certificate (repeat for more); with --dns, replaces all its names', collect)
     .option('--ttl <duration>', 'lifetime of the new certificate', '90d')
     .option('--dry-run', 'print the plan and change nothing')
-    .addHelpText('after', examples('broker pki rotate server broker --dry-run', 'broker pki rotate server broker --ttl 60d'))
+    .addHelpText('after', examples('broker pki rotate server broker --dry-run', 'broker pki rotate server broker --ttl 60d', 'broker pki rotate server broker --dns broker.acme.example --dns broker.internal --ip 10.0.0.5'))
     .action(async (name: string, opts: Opts) => {
-      const [{ renew }, { statusOf }, { BrokerError }, out] = await Promise.all([import('../../pki/issue.ts'), import('../../pki/inventory.ts'), import('../../errors.ts'), import('../output.ts')]);
+      const [{ renew }, { revoke }, { statusOf }, { BrokerError }, out] = await Promise.all([import('../../pki/issue.ts'), import('../../pki/revoke.ts'), import('../../pki/inventory.ts'), import('../../errors.ts'), import('../output.ts')]);
       const store = await openStore(opts);
       const current = store
         .readInventory()
@@ -33,16 +42,23 @@ export function register(pki: Command): void {
         .sort((a, b) => Date.parse(b.notAfter) - Date.parse(a.notAfter))[0];
       if (!current) throw new BrokerError('BRK_ERR_PKI_IDENTITY_NOT_FOUND', `no valid server certificate named ${name}`);
       const ttlMs = await ttl(opts.ttl, 90 * 86_400_000);
+      // new names replace the old ones as a whole: a name left out must stop being served
+      const sans = opts.dns || opts.ip ? { dns: opts.dns ?? [], ip: opts.ip ?? [] } : undefined;
       const say = planPrinter(opts, out.printLines);
       say(
         `plan: rotate server certificate ${name}`,
-        `  1. new key and certificate for ${[...(current.dns ?? []).map((d) => `DNS:${d}`), ...(current.ip ?? []).map((a) => `IP:${a}`)].join(', ')}, valid ${out.days(ttlMs)}`,
+        `  1. new key and certificate for ${sans ? sanList(sans.dns, sans.ip) : sanList(current.dns, current.ip)}, valid ${out.days(ttlMs)}${sans ? ` (now ${sanList(current.dns, current.ip)})` : ''}`,
         `  2. replace ${store.layout.serverCert(name)} and ${store.layout.serverKey(name)} (atomically)`,
-        `  3. running brokers reload it (file watching, SIGHUP or POST /reload); the old certificate (serial ${current.serial}) stays valid until ${current.notAfter} and is not revoked`,
+        sans
+          ? `  3. running brokers reload it (file watching, SIGHUP or POST /reload); then the old certificate (serial ${current.serial}) is revoked (superseded) and the CRLs are republished`
+          : `  3. running brokers reload it (file watching, SIGHUP or POST /reload); the old certificate (serial ${current.serial}) stays valid until ${current.notAfter} and is not revoked`,
       );
       if (opts.dryRun) return say('dry run: nothing changed');
       const passphrase = await caPassphrase(store, opts);
-      const r = await renew(store, { name, ttlMs, ...(passphrase === undefined ? {} : { passphrase }) });
+      const secret = passphrase === undefined ? {} : { passphrase };
+      const r = await renew(store, { name, ttlMs, ...(sans ? { sans } : {}), ...secret });
+      // after the swap: the store already serves the new names, so revoking cannot leave the broker without a certificate
+      if (sans) await revoke(store, { target: current.serial, reason: 'superseded', ...secret });
       await printIssued(r, opts);
     });
 

@@ -87,7 +87,7 @@ process.stdout.write(`build:sea: ${files.length} files, ${(archive.length / 1e6)
 const inject = postject();
 if (!inject) {
   fail(
-    'Node 24 cannot inject the blob by itself and postject is not installed. Install it (npm install --no-save postject) ' +
+    'Node 24 cannot inject the blob by itself and postject is not installed. Install the dev dependencies (npm ci) ' +
       `or set POSTJECT, then run again; or by hand: cp "${process.execPath}" ${OUT} && postject ${OUT} NODE_SEA_BLOB ${config.output} --sentinel-fuse ${FUSE}`,
   );
 }

@@ -21,7 +21,7 @@ const TIERS: Record<string, number> = {
   config: 1, request: 1, identity: 1,
   pki: 2, acl: 2, ratelimit: 2, filter: 2, auth: 2,
   tls: 3, proxy: 3, forward: 3, observability: 3, enroll: 3,
-  pipeline: 4,
+  pipeline: 4, console: 4,
   admin: 5, server: 5, lifecycle: 5,
   connect: 6, doctor: 6,
   cli: 7,

@@ -5,34 +5,15 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
 import { renameSync, writeFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { brokerAsync, errorCode, tempDir } from '../helpers/cli.ts';
 import { plainUpstream, serve } from '../helpers/serve.ts';
 import { eventually } from '../helpers/within.ts';
+import { startWebhook, type AlertBody } from '../helpers/webhook.ts';
 
-type Body = { alert: string; severity: string; key: string; details: Record<string, unknown> };
+type Body = AlertBody;
 
-async function startWebhook(t: TestContext): Promise<{ url: string; bodies: Body[] }> {
-  const bodies: Body[] = [];
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      bodies.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Body);
-      res.statusCode = 204;
-      res.end();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(async () => {
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`, bodies };
-}
 
 test('broker serve: a CRL republished for 30 minutes (--force) raises crl_expiring at the webhook on the reload; a broken config raises reload_failed', async (t) => {
   const dir = tempDir(t);

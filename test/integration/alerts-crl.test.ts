@@ -5,33 +5,13 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { makePki, startBroker, type RunningBroker } from '../helpers/broker.ts';
 import { eventually } from '../helpers/within.ts';
 import { publishCrl } from '../../src/pki/revoke.ts';
+import { startWebhook, type AlertBody } from '../helpers/webhook.ts';
 
-type Body = { alert: string; severity: string; key: string; message: string; details: Record<string, unknown> };
+type Body = AlertBody;
 
-/** A webhook that records every POSTed JSON body and answers 204. */
-async function startWebhook(t: TestContext): Promise<{ url: string; bodies: Body[] }> {
-  const bodies: Body[] = [];
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      bodies.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Body);
-      res.statusCode = 204;
-      res.end();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(async () => {
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`, bodies };
-}
 
 const MIN = 60_000;
 const settled = (b: RunningBroker) => eventually(() => b.broker.alerts.pending() === 0, 'no delivery left');

@@ -5,32 +5,13 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer as createHttpServer } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { makePki, request, startBroker, startUpstream, type Identity, type RunningBroker, type TestPki, deadPort } from '../helpers/broker.ts';
 import { eventually } from '../helpers/within.ts';
+import { startWebhook, type AlertBody } from '../helpers/webhook.ts';
 
-type Body = Record<string, unknown> & { alert: string; details: Record<string, unknown> };
+type Body = AlertBody;
 
-/** A webhook that records every POSTed JSON body and answers 204. */
-async function startWebhook(t: TestContext): Promise<{ url: string; bodies: Body[] }> {
-  const bodies: Body[] = [];
-  const server = createHttpServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      if (req.method === 'POST' && req.headers['content-type'] === 'application/json') bodies.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Body);
-      res.statusCode = 204;
-      res.end();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(async () => {
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`, bodies };
-}
 
 
 /** A server that accepts TCP connections and never answers; holds them until the test ends. */

@@ -9,35 +9,16 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer as createHttpServer } from 'node:http';
 import { join } from 'node:path';
-import type { AddressInfo } from 'node:net';
 import { makePki, startBroker, type TestPki } from '../helpers/broker.ts';
 import { scrape } from '../helpers/admin.ts';
 import { eventually } from '../helpers/within.ts';
 import { issueClient, renew } from '../../src/pki/issue.ts';
+import { startWebhook, type AlertBody } from '../helpers/webhook.ts';
 
-type Body = { alert: string; severity: string; key: string; details: Record<string, unknown> };
+type Body = AlertBody;
 const DAY = 86_400_000;
 
-async function startWebhook(t: TestContext): Promise<{ url: string; bodies: Body[] }> {
-  const bodies: Body[] = [];
-  const server = createHttpServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      if (req.method === 'POST') bodies.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Body);
-      res.statusCode = 204;
-      res.end();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(async () => {
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`, bodies };
-}
 
 let n = 0;
 async function issue(pki: TestPki, name: string, ttlMs: number, contact?: string) {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { NODE, ROOT, tempDir } from '../helpers/cli.ts';
+import { NODE, ROOT, runAsync, tempDir } from '../helpers/cli.ts';
 import { request } from '../helpers/broker.ts';
 import { plainUpstream } from '../helpers/serve.ts';
 
@@ -20,15 +20,7 @@ interface Ran {
 }
 
 function run(cmd: string, args: string[], o: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: o.cwd, env: o.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], timeout: o.timeoutMs ?? 60_000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runAsync(cmd, args, { ...o, timeoutMs: o.timeoutMs ?? 60_000 });
 }
 
 /** PATH with a `node` first that is not the one to use: it fails loudly if the command reaches for it. */

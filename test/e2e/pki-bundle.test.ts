@@ -7,10 +7,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, NODE, errorCode } from '../helpers/cli.ts';
+import { BIN, NODE, errorCode, runAsync } from '../helpers/cli.ts';
 import { json, makeCa, type IssuedJson, type ListRow } from '../helpers/pki.ts';
 import { plainUpstream, serve } from '../helpers/serve.ts';
 import { within } from '../helpers/within.ts';
@@ -26,16 +26,7 @@ const GO = has('go', ['version']);
 
 /** Runs a command without blocking this process (the upstream lives here); bounded in time. */
 function run(cmd: string, args: string[], cwd: string, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const p = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-  return within(p, 120_000, `${cmd} ${args.join(' ')}`);
+  return within(runAsync(cmd, args, { cwd, env: { ...process.env, ...env } }), 120_000, `${cmd} ${args.join(' ')}`);
 }
 
 const ANSWER = 'hello from the partner API';

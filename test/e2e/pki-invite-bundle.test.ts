@@ -8,12 +8,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { BIN, NODE, errorCode, tempDir } from '../helpers/cli.ts';
+import { BIN, NODE, errorCode, runAsync, tempDir } from '../helpers/cli.ts';
 import { json, makeCa, type TestCa } from '../helpers/pki.ts';
 import { plainUpstream, serve } from '../helpers/serve.ts';
 import { within } from '../helpers/within.ts';
@@ -32,16 +32,7 @@ type Ran = { code: number | null; stdout: string; stderr: string };
 function run(cmd: string, args: string[], cwd: string, env: Record<string, string | undefined> = {}): Promise<Ran> {
   const full: NodeJS.ProcessEnv = { ...process.env, BROKER_P12_PASSWORD: undefined, BROKER_ENROLL_TOKEN: undefined, ...env };
   for (const k of Object.keys(full)) if (full[k] === undefined) delete full[k];
-  const p = new Promise<Ran>((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd, env: full, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-  return within(p, 120_000, `${cmd} ${args.join(' ')}`);
+  return within(runAsync(cmd, args, { cwd, env: full }), 120_000, `${cmd} ${args.join(' ')}`);
 }
 
 /** A port free right now on 127.0.0.1 (the config names the certificate-optional port, as an operator's does). */

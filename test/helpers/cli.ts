@@ -34,18 +34,23 @@ export function broker(args: string[], o: CliOptions = {}): CliResult {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** The same, without blocking the event loop: for running many at once. */
-export function brokerAsync(args: string[], o: CliOptions = {}): Promise<CliResult> {
+/** Runs any command without blocking the event loop: its exit code and output (killed after `timeoutMs`). */
+export function runAsync(cmd: string, args: string[], o: { cwd?: string | undefined; env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(NODE, [BIN, ...args], { cwd: o.cwd, env: childEnv(o.env), stdio: ['pipe', 'pipe', 'pipe'], timeout: o.timeoutMs ?? 120_000 });
+    const child = spawn(cmd, args, { cwd: o.cwd, env: o.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], timeout: o.timeoutMs ?? 120_000 });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code) => resolvePromise({ code, stdout, stderr }));
-    child.stdin.end(o.input ?? '');
+    child.stdin.on('error', () => {}).end(o.input ?? '');
   });
+}
+
+/** The broker CLI without blocking the event loop: for running many at once. */
+export function brokerAsync(args: string[], o: CliOptions = {}): Promise<CliResult> {
+  return runAsync(NODE, [BIN, ...args], { cwd: o.cwd, env: childEnv(o.env), ...(o.input !== undefined ? { input: o.input } : {}), ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}) });
 }
 
 /** Anything that runs cleanups at its end: a TestContext, or node:test's top-level `after`. */

@@ -23,7 +23,7 @@ th { background: #eef1f5; font-weight: 600; font-size: 13px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; word-break: break-all; }
 ul.credentials { list-style: none; margin: 0; padding: 0; }
-ul.credentials li { margin: 2px 0; }
+ul.credentials li { margin: 2px 0 6px; }
 .kind { color: var(--muted); }
 .status { padding: 0 6px; border-radius: 8px; font-size: 12px; }
 .status.valid { background: #e3f1e4; color: var(--ok); }

@@ -55,7 +55,7 @@ export function certificatesBody(v: CertificatesView): Html {
     return html`<tr data-serial="${t.serial ?? ''}" class="${t.retiring ? 'retiring' : ''}"><td class="kind">${t.kind}</td><td class="name">${t.name}</td><td><code class="serial">${t.serial ?? '—'}</code></td><td class="not-after">${when(t.notAfter)}</td><td class="num days-left ${cls}">${left}</td><td>${t.retiring ? 'retiring' : ''}</td></tr>`;
   });
   const invitations = v.invitations.map(
-    (i) => html`<tr data-invitation="${i.id}"><td><code>${i.id}</code></td><td class="name">${i.name}</td><td class="roles">${i.roles.join(', ')}</td><td class="status">${i.status}</td><td class="expires">${when(i.expiresAt)}</td><td class="contact">${i.contact ?? ''}</td></tr>`,
+    (i) => html`<tr data-invitation="${i.id}"><td><code>${i.id}</code></td><td class="name">${i.name}</td><td class="roles">${i.roles.join(', ')}</td><td class="state">${i.status}</td><td class="expires">${when(i.expiresAt)}</td><td class="contact">${i.contact ?? ''}</td></tr>`,
   );
   return html`<p class="generated">As of ${when(v.generatedAt)}; soonest expiry first.</p>
 <h2>Expiry timeline</h2>

@@ -30,6 +30,8 @@ import { LiveConnections } from './proxy/live.ts';
 import { reloader, type Current, type ReloadResult } from './lifecycle/reload.ts';
 import { assertionKeeper, type PreparedAssertions } from './lifecycle/assertion-keys.ts';
 import { createForwardListener, type ForwardListener, type LookupFn } from './forward/index.ts';
+import type { ConsoleSource } from './console/model.ts';
+import { consolePages, sessionKey } from './console/web/index.ts';
 
 export type { ReloadResult } from './lifecycle/reload.ts';
 
@@ -75,6 +77,8 @@ export interface BuildOptions {
   forwardLookup?: LookupFn;
   /** Features switched off to measure their cost (default: BROKER_ABLATE; benchmark only). */
   ablations?: Ablations;
+  /** The data behind the console pages (tests: a double); default the broker's own. */
+  consoleSource?: ConsoleSource;
 }
 
 /**
@@ -235,11 +239,15 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     }
   };
 
+  const adminToken = initial.admin.tokenFile ? readFileSync(initial.admin.tokenFile, 'utf8').split(/\r?\n/, 1)[0] : undefined;
+  // the console pages (admin.console, on unless false; the key is read defensively until the schema has it)
+  const consoleSource = (initial.admin as { console?: boolean }).console !== false ? o.consoleSource : undefined;
   const admin = initial.admin.enabled
     ? await buildAdmin({
         registry: metrics.registry,
         scrape: metrics.scrape,
-        token: initial.admin.tokenFile ? readFileSync(initial.admin.tokenFile, 'utf8').split(/\r?\n/, 1)[0] : undefined,
+        token: adminToken,
+        console: consoleSource !== undefined,
         allowedHosts: initial.admin.allowedHosts,
         jwks: () => assertions.jwks(),
         readiness: readiness({
@@ -250,6 +258,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
           store,
         }),
         extend(adminApp) {
+          if (consoleSource) void adminApp.register(consolePages, { source: consoleSource, token: adminToken, sessionKey: sessionKey(current.material.key, adminToken), audit: loggers.audit });
           adminApp.post('/reload', async (_request, reply) => {
             const r = await reload(undefined, 'admin');
             loggers.audit.info({ event: 'admin', action: 'reload', outcome: r.ok ? 'ok' : 'failed' }, 'reload requested on the admin listener');

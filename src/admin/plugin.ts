@@ -42,6 +42,12 @@ export interface AdminDeps {
    * admin token. Read on every request: it changes on reload and when a replaced key retires.
    */
   jwks?(): { keys: readonly object[] };
+  /**
+   * The console pages are served (src/console/web): /console and /console/* check their own login
+   * (a session cookie after the admin token was given on a form) and per-session CSRF token instead
+   * of the bearer token and X-Broker-Admin header, which a browser cannot send. Host and Origin rules still apply.
+   */
+  console?: boolean;
   /** Admin actions (reload, …) are registered by their owners. */
   extend?(app: FastifyInstance): void;
 }
@@ -80,7 +86,8 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     if (!adminHostAllowed(host, names)) return refuse(reply, 'BRK_ERR_ADMIN_HOST');
     // Without a token the listener is for loopback only, whatever address it was bound to.
     if (want === undefined && !isLoopbackAddress(request.socket.localAddress ?? '')) return refuse(reply, 'BRK_ERR_ADMIN_NOT_LOOPBACK');
-    if (want !== undefined && !OPEN_PATHS.has(request.url)) {
+    const byConsole = deps.console === true && (request.url === '/console' || request.url.startsWith('/console/'));
+    if (want !== undefined && !OPEN_PATHS.has(request.url) && !byConsole) {
       const auth = request.headers.authorization ?? '';
       const given = auth.startsWith('Bearer ') ? digest(auth.slice(7)) : undefined;
       if (!given || !timingSafeEqual(given, want)) return refuse(reply, 'BRK_ERR_ADMIN_UNAUTHORIZED');
@@ -88,7 +95,7 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       const origin = request.headers.origin;
       if (origin !== undefined && origin.toLowerCase() !== `http://${(host as string).toLowerCase()}`) return refuse(reply, 'BRK_ERR_ADMIN_CROSS_SITE');
-      if (want === undefined && request.headers[ADMIN_HEADER] !== '1') return refuse(reply, 'BRK_ERR_ADMIN_CROSS_SITE');
+      if (want === undefined && !byConsole && request.headers[ADMIN_HEADER] !== '1') return refuse(reply, 'BRK_ERR_ADMIN_CROSS_SITE');
     }
     done();
   });

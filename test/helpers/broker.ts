@@ -21,7 +21,7 @@ import { revoke } from '../../src/pki/revoke.ts';
 import { createLeaf, randomSerial } from '../../src/pki/certs.ts';
 import { generateKeyPair, privateKeyPem } from '../../src/pki/keys.ts';
 import { validateConfig } from '../../src/config/index.ts';
-import { buildBroker, type Broker } from '../../src/server.ts';
+import { buildBroker, type Broker, type BuildOptions } from '../../src/server.ts';
 import type { Loggers } from '../../src/observability/loggers.ts';
 
 export interface Identity {
@@ -183,11 +183,11 @@ export const LENIENT = {
 } as const;
 
 /** Validates `raw` as a config (pki.dir and listen default to the test's; abuse limits LENIENT) and starts the broker. */
-export async function startBroker(t: TestContext, pki: TestPki, raw: Record<string, unknown>): Promise<RunningBroker> {
+export async function startBroker(t: TestContext, pki: TestPki, raw: Record<string, unknown>, options: Omit<BuildOptions, 'loggers'> = {}): Promise<RunningBroker> {
   const { config, problems } = validateConfig({ listen: { host: '127.0.0.1', port: 0 }, admin: { port: 0 }, pki: { dir: pki.dir }, tls: { server: 'localhost' }, ...LENIENT, ...raw }, pki.dir);
   if (!config) throw new Error(`test config invalid:\n${problems.join('\n')}`);
   const { loggers, sink } = captureLoggers();
-  const broker = await buildBroker(config, { loggers });
+  const broker = await buildBroker(config, { ...options, loggers });
   const { port } = await broker.listen();
   t.after(() => broker.close());
   return { broker, port, url: `https://localhost:${port}`, logs: sink };

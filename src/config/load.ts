@@ -226,6 +226,7 @@ function resolvePaths(c: BrokerConfig, base: string): void {
   const abs = (p: unknown) => (typeof p !== 'string' ? p : isAbsolute(p) ? p : resolve(base, p)) as string;
   if (c.pki && typeof c.pki === 'object') c.pki.dir = abs(c.pki.dir);
   if (c.enrollment && typeof c.enrollment === 'object' && c.enrollment.passphraseFile) c.enrollment.passphraseFile = abs(c.enrollment.passphraseFile);
+  if (c.admin && typeof c.admin === 'object' && c.admin.consolePassphraseFile) c.admin.consolePassphraseFile = abs(c.admin.consolePassphraseFile);
   if (c.tls && typeof c.tls === 'object') {
     for (const k of ['cert', 'key', 'clientCa', 'crl'] as const) {
       const v = c.tls[k];

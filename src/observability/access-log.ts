@@ -137,6 +137,8 @@ export function accessLogger(o: AccessLogOptions): AccessLog {
         durationMs,
         ...(upstreamMs !== undefined ? { upstreamMs } : {}),
         remoteIp: ctx.req.socket?.remoteAddress,
+        reqId: ctx.id,
+        ...(ctx.principal ? { certificate: { subject: ctx.principal.subject, serial: ctx.principal.serial, fingerprint: ctx.principal.fingerprint } } : {}),
       } satisfies RequestEvent);
     }
     const kind = denial ? REJECT_KIND[denial.code] : undefined;

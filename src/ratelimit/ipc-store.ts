@@ -17,6 +17,7 @@ type Op =
   | { op: 'bytes'; counts: ByteCount[] }
   | { op: 'failure'; ip: string; windowMs: number }
   | { op: 'ban'; ip: string; ms: number }
+  | { op: 'unban'; key: string }
   | { op: 'bans' };
 
 interface Request {
@@ -45,6 +46,7 @@ export function serveStore(store: MemoryStore, worker: Worker): void {
       case 'bytes': result = store.addBytes(c.counts); break;
       case 'failure': result = store.countFailure(c.ip, c.windowMs); break;
       case 'ban': store.ban(c.ip, c.ms); result = true; break;
+      case 'unban': store.unban(c.key); result = true; break;
       case 'bans': result = store.activeBans(); break;
     }
     if (worker.isConnected()) worker.send({ tag: TAG, id: m.id, result } satisfies Reply);
@@ -113,6 +115,10 @@ export class IpcStore implements SharedStore {
 
   async ban(ip: string, ms: number): Promise<void> {
     await this.#call({ op: 'ban', ip, ms });
+  }
+
+  async unban(key: string): Promise<void> {
+    await this.#call({ op: 'unban', key });
   }
 
   onBan(listener: (ip: string, until: number) => void): void {

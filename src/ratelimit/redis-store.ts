@@ -306,6 +306,16 @@ export class RedisStore implements SharedStore {
     }
   }
 
+  async unban(key: string): Promise<void> {
+    try {
+      await this.#client.del(`ban:${key}`, `fail:handshake:${key}`, `fail:request:${key}`);
+      await this.#client.publish(this.#channel, `${key} 0`);
+    } catch (err) {
+      this.#outage(err);
+      for (const l of this.#banListeners) l(key, 0); // this replica at least
+    }
+  }
+
   onBan(listener: (ip: string, until: number) => void): void {
     this.#banListeners.push(listener);
   }

@@ -8,7 +8,7 @@
  * Per process: with --workers each worker keeps its own (the admin listener is the primary's in
  * cluster mode, which serves no requests), nothing is aggregated or persisted.
  */
-import { channels, type BanEvent, type ForwardEvent, type HandshakeEvent, type RejectEvent, type RequestEvent } from '../channels.ts';
+import { channels, type BanEvent, type ForwardEvent, type HandshakeEvent, type RejectEvent, type ReloadEvent, type RequestEvent } from '../channels.ts';
 import type { LivePoint, RefusalView } from './model.ts';
 
 const MINUTE = 60_000;
@@ -98,6 +98,8 @@ export interface Activity {
   series(): LivePoint[];
   /** Newest first. */
   refusals(): RefusalView[];
+  /** Reloads of this process since it started (the last 50), newest first. */
+  reloads(): Array<{ time: string; outcome: 'ok' | 'failed'; trigger: string | null; problems: string[] }>;
   close(): void;
 }
 
@@ -118,6 +120,7 @@ export function createActivity(now: () => number = Date.now): Activity {
   /** The slowest request per interval index, for the open-ended top bucket and to cap the bounds. */
   const slowest = new Map<number, number>();
   const refusals: RefusalView[] = [];
+  const reloads: ReturnType<Activity['reloads']> = [];
 
   const identity = (key: string): IdentityActivity => {
     let a = identities.get(key);
@@ -212,7 +215,14 @@ export function createActivity(now: () => number = Date.now): Activity {
     refused({ time: new Date(now()).toISOString(), reqId: null, principal: null, remoteIp: e.remoteIp, code: 'ban', reason: `banned for ${Math.round(e.durationMs / 1000)} s: ${e.reason}`, certificate: null });
   };
 
+  const onReload = (message: unknown) => {
+    const e = message as ReloadEvent;
+    reloads.unshift({ time: new Date(now()).toISOString(), outcome: e.outcome, trigger: e.trigger ?? null, problems: e.problems ?? [] });
+    if (reloads.length > 50) reloads.pop();
+  };
+
   channels.request.subscribe(onRequest);
+  channels.reload.subscribe(onReload);
   channels.handshake.subscribe(onHandshake);
   channels.forward.subscribe(onForward);
   channels.reject.subscribe(onReject);
@@ -261,8 +271,12 @@ export function createActivity(now: () => number = Date.now): Activity {
     refusals() {
       return refusals.map((r) => ({ ...r }));
     },
+    reloads() {
+      return reloads.map((r) => ({ ...r, problems: [...r.problems] }));
+    },
     close() {
       channels.request.unsubscribe(onRequest);
+      channels.reload.unsubscribe(onReload);
       channels.handshake.unsubscribe(onHandshake);
       channels.forward.unsubscribe(onForward);
       channels.reject.unsubscribe(onReject);

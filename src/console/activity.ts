@@ -5,8 +5,8 @@
  * intervals over the last 15 minutes); and the most recent refusals. Only created when
  * `admin.console` is on, so the request path publishes to no one otherwise.
  *
- * Per process: with --workers each worker keeps its own (the admin listener is the primary's in
- * cluster mode, which serves no requests), nothing is aggregated or persisted.
+ * Per process: with --workers each worker keeps its own and the workers share the admin port, so a
+ * view shows the worker that answered; nothing is aggregated or persisted.
  */
 import { channels, type BanEvent, type ForwardEvent, type HandshakeEvent, type RejectEvent, type ReloadEvent, type RequestEvent } from '../channels.ts';
 import type { LivePoint, RefusalView } from './model.ts';

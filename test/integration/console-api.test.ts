@@ -14,6 +14,8 @@ import type { AddressInfo } from 'node:net';
 import { request as httpRequest } from 'node:http';
 import { makePki, request, startBroker, startUpstream, type RunningBroker } from '../helpers/broker.ts';
 import { tempDir } from '../helpers/cli.ts';
+import { redisMissing, startRedis } from '../helpers/redis.ts';
+import { within } from '../helpers/within.ts';
 import { createKey } from '../../src/pki/credentials.ts';
 import { issueClient } from '../../src/pki/issue.ts';
 import type { CertificatesView, ChangesView, LiveView, PartnersView, ActionResult } from '../../src/console/model.ts';
@@ -237,4 +239,49 @@ test('revoke-certificate without a CA passphrase says how to enable it, and chan
   assert.match(r.body.message, /admin\.consolePassphraseFile/);
   assert.equal(pki.store.readInventory().certs.find((c) => c.serial === alice.serial)?.revokedAt, undefined);
   assert.equal((await request(b.port, { id: alice, ca: pki.ca, path: '/api/1' })).status, 200);
+});
+
+test('console lift-ban with replicas sharing Redis: lifted on every replica', { skip: redisMissing }, async (t) => {
+  const redis = await startRedis(t);
+  const pki = await makePki(t);
+  const dir = tempDir(t, 'console-');
+  const tokenFile = join(dir, 'token');
+  writeFileSync(tokenFile, `${TOKEN}\n`);
+  const up = await startUpstream(t);
+  const alice = await pki.issue('alice', ['user']);
+  const bob = await pki.issue('bob', ['other']);
+  const raw = {
+    admin: { port: 0, tokenFile },
+    routes: [{ name: 'api', path: '/api', upstream: up.url, roles: ['user'] }],
+    rateLimit: { store: redis.url, rate: 1000, per: '1s', burst: 1000 },
+    bans: { enabled: true, window: '1m', deniedRequests: 2, failedHandshakes: 1000, duration: '1h' },
+  };
+  const a = await startBroker(t, pki, raw);
+  const b = await startBroker(t, pki, raw);
+  const far = '127.0.0.3';
+  for (let i = 0; i < 2; i++) assert.equal((await request(a.port, { id: bob, ca: pki.ca, path: '/api/x', localAddress: far })).status, 403);
+  await a.logs.waitFor((l) => l.event === 'ban');
+  await within(
+    (async () => {
+      while (!(await api<LiveView>(b, '/api/console/live')).body.bans.some((x) => x.key === far)) await new Promise((r) => setTimeout(r, 50));
+    })(),
+    10_000,
+    'replica B hears the ban',
+  );
+  await assert.rejects(request(b.port, { id: alice, ca: pki.ca, path: '/api/1', localAddress: far }), 'B refuses the banned address');
+
+  const r = await action(b, 'lift-ban', { key: far });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal((await request(b.port, { id: alice, ca: pki.ca, path: '/api/2', localAddress: far })).status, 200, 'B admits it at once');
+  await within(
+    (async () => {
+      while ((await api<LiveView>(a, '/api/console/live')).body.bans.length) await new Promise((r) => setTimeout(r, 50));
+    })(),
+    10_000,
+    'replica A hears the lift',
+  );
+  assert.equal((await request(a.port, { id: alice, ca: pki.ca, path: '/api/3', localAddress: far })).status, 200, 'A admits it too');
+  // the shared failure count went with the ban: one more denial on A does not ban again
+  assert.equal((await request(a.port, { id: bob, ca: pki.ca, path: '/api/x', localAddress: far })).status, 403);
+  assert.equal((await request(b.port, { id: alice, ca: pki.ca, path: '/api/4', localAddress: far })).status, 200);
 });

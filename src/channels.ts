@@ -37,8 +37,8 @@ export interface RequestEvent {
   remoteIp?: string | undefined;
   /** The request id (access log `reqId`). */
   reqId?: string;
-  /** The client certificate of the connection, when there is one. */
-  certificate?: { subject: string; serial: string; fingerprint: string };
+  /** The client certificate of the connection, when there is one (the Principal itself: read, do not keep). */
+  certificate?: { readonly subject: string; readonly serial: string; readonly fingerprint: string };
 }
 
 export interface RejectEvent {

@@ -173,7 +173,7 @@ export function createActivity(now: () => number = Date.now): Activity {
         remoteIp: e.remoteIp ?? null,
         code: e.code as string,
         reason: `${e.status} on ${e.route === null ? 'no route' : `route ${e.route}`}`,
-        certificate: e.certificate ? { ...e.certificate } : null,
+        certificate: e.certificate ? { subject: e.certificate.subject, serial: e.certificate.serial, fingerprint: e.certificate.fingerprint } : null,
       });
     }
   };

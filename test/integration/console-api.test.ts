@@ -12,12 +12,13 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { request as httpRequest } from 'node:http';
-import { makePki, request, startBroker, startUpstream, type RunningBroker } from '../helpers/broker.ts';
+import { makePki, openConnection, request, startBroker, startUpstream, type RunningBroker } from '../helpers/broker.ts';
 import { tempDir } from '../helpers/cli.ts';
 import { redisMissing, startRedis } from '../helpers/redis.ts';
 import { within } from '../helpers/within.ts';
 import { createKey } from '../../src/pki/credentials.ts';
 import { issueClient } from '../../src/pki/issue.ts';
+import { createInvitation } from '../../src/pki/invitations.ts';
 import type { CertificatesView, ChangesView, LiveView, PartnersView, ActionResult } from '../../src/console/model.ts';
 
 const TOKEN = 'console-test-token';
@@ -79,6 +80,7 @@ async function setup(t: TestContext, admin: Record<string, unknown> = {}, extra:
 
 test('the console API reports the partners, certificates, traffic and changes the test made', async (t) => {
   const { pki, alice, bob, key, b, opt } = await setup(t);
+  const invited = await createInvitation(pki.store, { name: 'dave', roles: ['user'], expiresMs: 86_400_000, certTtlMs: 86_400_000, contact: 'dave@example.com' });
   for (let i = 0; i < 5; i++) assert.equal((await request(b.port, { id: alice, ca: pki.ca, path: `/api/${i}` })).status, 200);
   for (let i = 0; i < 3; i++) assert.equal((await request(b.port, { id: bob, ca: pki.ca, path: '/api/no' })).status, 403);
   for (let i = 0; i < 2; i++) assert.equal((await request(opt, { ca: pki.ca, path: '/k/x', headers: { 'x-api-key': key.secret } })).status, 200);
@@ -99,6 +101,11 @@ test('the console API reports the partners, certificates, traffic and changes th
   assert.deepEqual(a.credentials, [{ kind: 'certificate', id: alice.serial, status: 'valid', notAfter: certOf('alice')?.notAfter, fingerprint: certOf('alice')?.fingerprint }]);
   assert.ok(a.rateLimit && a.rateLimit.limit > 0 && a.rateLimit.remaining <= a.rateLimit.limit, JSON.stringify(a.rateLimit));
   assert.equal(a.openConnections, 0, 'every request above ran on its own connection, closed since');
+  const kept = await openConnection(t, b.port, pki.ca, alice, '/api/kept');
+  const withOne = new Map((await api<PartnersView>(b, '/api/console/partners')).body.partners.map((p) => [p.name, p]));
+  assert.equal(withOne.get('alice')?.openConnections, 1);
+  assert.deepEqual(withOne.get('alice')?.requests, { hour: 6, day: 6 });
+  kept.agent.destroy();
   const bp = byName.get('bob');
   assert.deepEqual(bp?.requests, { hour: 0, day: 0 });
   assert.deepEqual(bp?.refusals, { hour: 3, day: 3 });
@@ -120,15 +127,16 @@ test('the console API reports the partners, certificates, traffic and changes th
   assert.equal(tl.find((i) => i.kind === 'client' && i.name === 'carol')?.notAfter, certOf('carol')?.notAfter);
   assert.equal(tl.find((i) => i.kind === 'server')?.name, 'localhost');
   assert.equal(tl.find((i) => i.kind === 'crl')?.notAfter, b.broker.material.crlNextUpdate?.toISOString());
+  assert.deepEqual(certs.body.invitations, [{ id: invited.record.id, name: 'dave', roles: ['user'], status: 'open', expiresAt: invited.record.expires, contact: 'dave@example.com' }]);
 
   const live = await api<LiveView>(b, '/api/console/live');
   assert.equal(live.status, 200);
   assert.equal(live.body.intervalSeconds, 10);
   assert.equal(live.body.series.length, 90);
   const total = (f: (p: LiveView['series'][number]) => number) => Math.round(live.body.series.reduce((n, p) => n + f(p) * live.body.intervalSeconds, 0));
-  assert.equal(total((p) => p.requestsPerSecond), 10, '5 by alice, 3 by bob, 2 with the API key');
+  assert.equal(total((p) => p.requestsPerSecond), 11, '6 by alice, 3 by bob, 2 with the API key');
   assert.equal(total((p) => p.errorsPerSecond), 0);
-  assert.equal(total((p) => p.handshakesPerSecond), 10, 'one connection per request');
+  assert.equal(total((p) => p.handshakesPerSecond), 11, 'one connection per request');
   assert.ok(live.body.series.some((p) => p.p50Ms !== null && p.p99Ms !== null && p.p99Ms >= p.p50Ms));
   const refusals = live.body.refusals;
   assert.equal(refusals.length, 3);
@@ -163,6 +171,12 @@ test('console actions: a revoked certificate is refused at its next handshake, a
   const refused = await request(b.port, { id: alice, ca: pki.ca, path: '/api/2' });
   assert.equal(refused.status, 495, 'the next handshake is refused');
   assert.equal(refused.json().reason, 'certificate revoked');
+  const after = (await api<PartnersView>(b, '/api/console/partners')).body.partners.find((p) => p.name === 'alice');
+  assert.deepEqual(after?.refusals, { hour: 1, day: 1 }, 'the refused handshake counts against alice');
+  assert.equal(after?.credentials[0]?.status, 'revoked');
+  const lastRefusal = (await api<LiveView>(b, '/api/console/live')).body.refusals[0];
+  assert.equal(lastRefusal?.code, 'BRK_ERR_TLS_CLIENT_CERT_REFUSED');
+  assert.equal(lastRefusal?.certificate?.serial, alice.serial);
   const again = await action(b, 'revoke-certificate', { serial: alice.serial });
   assert.equal(again.status, 404);
   assert.equal(again.body.code, 'BRK_ERR_CONSOLE_NOT_FOUND');

@@ -162,8 +162,8 @@ export function createConsoleSource(d: ConsoleDeps): ConsoleSource {
       };
       for (const cert of inv?.certs ?? []) if (cert.type === 'client') entry(cert.name).certs.push(cert);
       for (const k of keys) entry(k.name).keys.push(k);
-      const partners: PartnerView[] = [];
-      for (const [name, e] of [...byName].sort(([a], [b]) => a.localeCompare(b))) {
+      // One store read per partner (a round trip with Redis or --workers): all at once.
+      const view = async ([name, e]: [string, { certs: CertRecord[]; keys: KeyInfo[] }]): Promise<PartnerView> => {
         const credentials: CredentialView[] = [
           ...e.certs.map((cert): CredentialView => ({ kind: 'certificate', id: cert.serial, status: statusOf(cert, now), notAfter: cert.notAfter, fingerprint: cert.fingerprint })),
           ...e.keys.map((k): CredentialView => ({ kind: k.kind, id: k.id, status: k.status, notAfter: k.expires ?? null })),
@@ -174,15 +174,16 @@ export function createConsoleSource(d: ConsoleDeps): ConsoleSource {
         const contact = newest.find((cert) => cert.contact)?.contact ?? null;
         const counts = d.activity.of(name, e.certs.map((cert) => cert.serial));
         const check = limits.plan(name, roles, undefined).checks[0];
-        const state = check ? d.store.peekBucket?.(check.key) : undefined;
+        const state = check ? await d.store.peekBucket?.(check.key) : undefined;
         const rateLimit =
           check && state
             ? { limit: check.spec.burst, remaining: Math.floor(Math.min(check.spec.burst, state.tokens + Math.max(0, now - state.at) * refillPerMs(check.spec))) }
             : null;
         let openConnections = 0;
         for (const cert of validCerts) openConnections += d.openConnectionsOf(cert.serial);
-        partners.push({ name, roles, contact, credentials, lastSeen: counts.lastSeen, requests: counts.requests, refusals: counts.refusals, rateLimit, openConnections });
-      }
+        return { name, roles, contact, credentials, lastSeen: counts.lastSeen, requests: counts.requests, refusals: counts.refusals, rateLimit, openConnections };
+      };
+      const partners = await Promise.all([...byName].sort(([a], [b]) => a.localeCompare(b)).map(view));
       return { generatedAt: iso(now), partners };
     },
 

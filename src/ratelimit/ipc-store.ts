@@ -6,7 +6,7 @@
 import type { Worker } from 'node:cluster';
 import type { LimitCheck } from './policy.ts';
 import type { MemoryStore } from './memory-store.ts';
-import type { ByteCount, ByteTotal, SharedStore, Verdict } from './store.ts';
+import type { BucketState, ByteCount, ByteTotal, SharedStore, Verdict } from './store.ts';
 
 const TAG = 'broker-store';
 
@@ -18,6 +18,7 @@ type Op =
   | { op: 'failure'; ip: string; windowMs: number }
   | { op: 'ban'; ip: string; ms: number }
   | { op: 'unban'; key: string }
+  | { op: 'peek'; key: string }
   | { op: 'bans' };
 
 interface Request {
@@ -47,6 +48,7 @@ export function serveStore(store: MemoryStore, worker: Worker): void {
       case 'failure': result = store.countFailure(c.ip, c.windowMs); break;
       case 'ban': store.ban(c.ip, c.ms); result = true; break;
       case 'unban': store.unban(c.key); result = true; break;
+      case 'peek': result = store.peekBucket(c.key) ?? null; break;
       case 'bans': result = store.activeBans(); break;
     }
     if (worker.isConnected()) worker.send({ tag: TAG, id: m.id, result } satisfies Reply);
@@ -119,6 +121,10 @@ export class IpcStore implements SharedStore {
 
   async unban(key: string): Promise<void> {
     await this.#call({ op: 'unban', key });
+  }
+
+  async peekBucket(key: string): Promise<BucketState | undefined> {
+    return (await this.#call<BucketState | null>({ op: 'peek', key })) ?? undefined;
   }
 
   onBan(listener: (ip: string, until: number) => void): void {

@@ -63,8 +63,8 @@ export interface SharedStore {
    * `onBan` listeners hear it as a ban until 0. Every store here implements it.
    */
   unban?(key: string): void | Promise<void>;
-  /** A bucket's state without taking from it (the operator's console); absent where a read costs a round trip. */
-  peekBucket?(key: string): BucketState | undefined;
+  /** A bucket's state without taking from it (the operator's console); undefined when unknown or unreachable. */
+  peekBucket?(key: string): BucketState | undefined | Promise<BucketState | undefined>;
   /** Bans in force now (for a replica that starts later). */
   activeBans(): Array<[string, number]> | Promise<Array<[string, number]>>;
   close(): Promise<void>;

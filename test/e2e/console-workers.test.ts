@@ -92,5 +92,10 @@ test('serve --workers 2: a ban lifted from the console is lifted on both workers
     admittedInARow = status === 200 ? admittedInARow + 1 : 0;
   }
   for (let i = 0; i < 2; i++) assert.deepEqual((await httpGet(adminPort, '/api/console/live')).json().bans, [], 'neither worker lists the ban');
+  // the identity's bucket is the primary's: either worker reads it
+  for (let i = 0; i < 2; i++) {
+    const partners = (await httpGet(adminPort, '/api/console/partners')).json().partners as Array<{ name: string; rateLimit: { limit: number } | null }>;
+    assert.equal(partners.find((p) => p.name === 'acme')?.rateLimit?.limit, 60, JSON.stringify(partners));
+  }
   child.kill('SIGTERM');
 });

@@ -298,4 +298,9 @@ test('console lift-ban with replicas sharing Redis: lifted on every replica', { 
   // the shared failure count went with the ban: one more denial on A does not ban again
   assert.equal((await request(a.port, { id: bob, ca: pki.ca, path: '/api/x', localAddress: far })).status, 403);
   assert.equal((await request(b.port, { id: alice, ca: pki.ca, path: '/api/4', localAddress: far })).status, 200);
+  // the identity's bucket is read from Redis: the same on both replicas
+  for (const r of [a, b]) {
+    const p = (await api<PartnersView>(r, '/api/console/partners')).body.partners.find((x) => x.name === 'alice');
+    assert.equal(p?.rateLimit?.limit, 1000, JSON.stringify(p));
+  }
 });

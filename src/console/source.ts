@@ -265,7 +265,9 @@ export function createConsoleSource(d: ConsoleDeps): ConsoleSource {
           throw new BrokerError('BRK_ERR_CONSOLE_REVOKE_DISABLED', 'the CA key is encrypted and admin.consolePassphraseFile (or enrollment.passphraseFile) is not set');
         }
         await revoke(new CaStore(c.pki.dir), { target, reason: 'unspecified', ...(passphrase !== undefined ? { passphrase } : {}), via: 'console' });
-        return act(action, target, { ok: true, action, target, message: await afterReload(`certificate ${target} of ${cert.name} revoked`) });
+        // An explicit CRL file is not the store's: the broker cannot know of this revocation until it is copied there.
+        const explicit = c.tls.crl ? ` (the broker reads its CRL from tls.crl ${c.tls.crl}: copy the store's crl.pem there, then reload)` : '';
+        return act(action, target, { ok: true, action, target, message: await afterReload(`certificate ${target} of ${cert.name} revoked${explicit}`) });
       } catch (err) {
         return act(action, target, failure(action, target, err));
       }

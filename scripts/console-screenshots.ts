@@ -15,7 +15,7 @@ import { browserMissing, startBrowser } from '../test/helpers/browser.ts';
 import { consoleData, fakeConsoleSource } from '../test/helpers/console-source.ts';
 
 /** false: the console reads demo data (test/helpers/console-source.ts); true: the broker's own source. */
-const REAL_SOURCE = false;
+const REAL_SOURCE = true;
 const OUT = resolve(import.meta.dirname, '..', 'docs', 'console');
 const TOKEN = 'demo-console-token';
 

@@ -11,6 +11,9 @@ export interface HandshakeEvent {
   remoteIp?: string | undefined;
   principal?: string;
   serial?: string;
+  /** The presented certificate's subject and SHA-256 fingerprint (hex), when a refused client sent one. */
+  subject?: string;
+  fingerprint?: string;
 }
 
 /** A credential checked on a request (API key, bearer token, Basic; certificates are handshakes). */
@@ -32,6 +35,10 @@ export interface RequestEvent {
   durationMs: number;
   upstreamMs?: number;
   remoteIp?: string | undefined;
+  /** The request id (access log `reqId`). */
+  reqId?: string;
+  /** The client certificate of the connection, when there is one (the Principal itself: read, do not keep). */
+  certificate?: { readonly subject: string; readonly serial: string; readonly fingerprint: string };
 }
 
 export interface RejectEvent {

@@ -30,6 +30,9 @@ import { LiveConnections } from './proxy/live.ts';
 import { reloader, type Current, type ReloadResult } from './lifecycle/reload.ts';
 import { assertionKeeper, type PreparedAssertions } from './lifecycle/assertion-keys.ts';
 import { createForwardListener, type ForwardListener, type LookupFn } from './forward/index.ts';
+import { createActivity, type Activity } from './console/activity.ts';
+import { createConsoleSource } from './console/source.ts';
+import { registerConsoleApi } from './console/api.ts';
 import type { ConsoleSource } from './console/model.ts';
 import { consolePages, sessionKey } from './console/web/index.ts';
 
@@ -53,6 +56,8 @@ export interface Broker {
   metrics: Metrics;
   alerts: AlertEngine;
   admin: FastifyInstance | undefined;
+  /** The operator's console data (admin.console with the admin listener on): what /api/console/* and /console/ show. */
+  console: ConsoleSource | undefined;
   /** Starts listening (and the admin listener); resolves with the bound addresses. */
   listen(): Promise<{ host: string; port: number; adminPort?: number; optionalPort?: number; forwardPort?: number }>;
   /**
@@ -240,8 +245,25 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
   };
 
   const adminToken = initial.admin.tokenFile ? readFileSync(initial.admin.tokenFile, 'utf8').split(/\r?\n/, 1)[0] : undefined;
-  // the console pages (admin.console, on unless false; the key is read defensively until the schema has it)
-  const consoleSource = (initial.admin as { console?: boolean }).console !== false ? o.consoleSource : undefined;
+  // ---- the operator's console: activity is only listened for when it is served, so the request path publishes to no one otherwise
+  const activity: Activity | undefined = initial.admin.enabled && initial.admin.console ? createActivity() : undefined;
+  const consoleSource: ConsoleSource | undefined = o.consoleSource ?? (activity
+    ? createConsoleSource({
+        config: () => current.config,
+        material: () => current.material,
+        activity,
+        store,
+        guard,
+        openConnectionsOf: (serial) => {
+          let n = 0;
+          for (const s of listeners.all) n += s.openConnectionsOf?.(serial) ?? 0;
+          return n + (forward?.server.openConnectionsOf?.(serial) ?? 0);
+        },
+        reload: (trigger) => reload(undefined, trigger),
+        audit: loggers.audit,
+      })
+    : undefined);
+
   const admin = initial.admin.enabled
     ? await buildAdmin({
         registry: metrics.registry,
@@ -265,6 +287,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
             reply.code(r.ok ? 200 : 422);
             return r;
           });
+          if (consoleSource) registerConsoleApi(adminApp, consoleSource);
         },
       })
     : undefined;
@@ -290,6 +313,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
     metrics,
     alerts,
     admin,
+    console: consoleSource,
     async listen() {
       const bound = await listenAll(listeners, current.config, admin);
       const at = current.config.forward?.listen;
@@ -311,6 +335,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
         // tunnels have no natural end to wait for: the forward listener stops at once
         await Promise.all([drain.stop(listeners.all, graceMs), forward?.close()]);
         alerts.close();
+        activity?.close();
         if (!o.metrics) metrics.close();
         await Promise.all([generations.closeAll(), admin?.close()]);
         await store.close();

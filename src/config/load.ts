@@ -144,6 +144,7 @@ function semanticProblems(c: BrokerConfig): string[] {
     problems.push(`admin.host: ${admin.host} is beyond loopback; set admin.tokenFile so the admin endpoints require a token`);
   }
   if (admin?.tokenFile && !existsSync(admin.tokenFile)) problems.push(`admin.tokenFile: file ${admin.tokenFile} not found`);
+  if (admin?.consolePassphraseFile && !existsSync(admin.consolePassphraseFile)) problems.push(`admin.consolePassphraseFile: file ${admin.consolePassphraseFile} not found`);
   if (admin?.enabled && c.listen && admin.port !== 0 && admin.port === c.listen.port && admin.host === c.listen.host) problems.push('admin.port: the admin listener cannot share the public listener\'s address');
   if (c.redis?.passwordFile && !existsSync(c.redis.passwordFile)) problems.push(`redis.passwordFile: file ${c.redis.passwordFile} not found`);
   for (const k of ['ca', 'cert', 'key'] as const) {
@@ -226,6 +227,7 @@ function resolvePaths(c: BrokerConfig, base: string): void {
   const abs = (p: unknown) => (typeof p !== 'string' ? p : isAbsolute(p) ? p : resolve(base, p)) as string;
   if (c.pki && typeof c.pki === 'object') c.pki.dir = abs(c.pki.dir);
   if (c.enrollment && typeof c.enrollment === 'object' && c.enrollment.passphraseFile) c.enrollment.passphraseFile = abs(c.enrollment.passphraseFile);
+  if (c.admin && typeof c.admin === 'object' && c.admin.consolePassphraseFile) c.admin.consolePassphraseFile = abs(c.admin.consolePassphraseFile);
   if (c.tls && typeof c.tls === 'object') {
     for (const k of ['cert', 'key', 'clientCa', 'crl'] as const) {
       const v = c.tls[k];

@@ -287,6 +287,10 @@ export const AdminSchema = Type.Object(
       description: 'host names the admin listener answers to besides IP addresses and localhost (a Host header naming anything else gets 421: DNS rebinding)',
     }),
     upstreamCheckTimeout: Duration('1s', 'how long /readyz waits for an upstream to accept TCP'),
+    console: Type.Boolean({ default: true, description: 'serve the operator\'s console (/console/) and its JSON API (/api/console/*) on the admin listener, with the same token rules; false: 404' }),
+    consolePassphraseFile: Type.Optional(
+      Type.String({ description: 'file whose first line is the CA passphrase, so the console can revoke certificates (default: enrollment.passphraseFile; not needed for a store made with --no-passphrase)' }),
+    ),
   },
   { ...strict, default: {} },
 );

@@ -117,6 +117,8 @@ export interface ActionResult {
   action: 'revoke-certificate' | 'revoke-credential' | 'lift-ban' | 'reload';
   target: string;
   message: string;
+  /** When refused or failed: the BRK_ERR_* code (additive, set by src/console/source.ts). */
+  code?: string;
 }
 
 /** The data behind the console, implemented in src/console/source.ts. */

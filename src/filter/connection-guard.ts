@@ -260,6 +260,25 @@ export class ConnectionGuard {
     return n;
   }
 
+  /** Bans in force now with their end (ms), as this replica knows them: the address, or `cert:<fingerprint>@<ip>`. */
+  bans(now = Date.now()): Array<[string, number]> {
+    const list: Array<[string, number]> = [];
+    for (const m of [this.#banned, this.#certBanned]) for (const [key, until] of m) if (until > now) list.push([key, until]);
+    return list;
+  }
+
+  /**
+   * Lifts a ban (the operator's console): here at once, and through the store for every replica
+   * (which also forgets its failure counts). False when no such ban is in force here.
+   */
+  async unban(key: string): Promise<boolean> {
+    const had = (this.#banned.get(key) ?? this.#certBanned.get(key) ?? 0) > Date.now();
+    this.#banned.delete(key);
+    this.#certBanned.delete(key);
+    await this.#store.unban?.(key);
+    return had;
+  }
+
   close(): void {
     clearInterval(this.#sweeper);
   }

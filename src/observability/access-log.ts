@@ -137,6 +137,9 @@ export function accessLogger(o: AccessLogOptions): AccessLog {
         durationMs,
         ...(upstreamMs !== undefined ? { upstreamMs } : {}),
         remoteIp: ctx.req.socket?.remoteAddress,
+        reqId: ctx.id,
+        // the principal itself (it has subject, serial, fingerprint): nothing copied per request
+        ...(ctx.principal ? { certificate: ctx.principal } : {}),
       } satisfies RequestEvent);
     }
     const kind = denial ? REJECT_KIND[denial.code] : undefined;

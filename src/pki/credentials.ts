@@ -121,7 +121,7 @@ export function listKeys(store: KeyStore, now = Date.now()): KeyInfo[] {
  * Revokes by id (that one credential; a whole API key is taken as its id) or by name (every
  * credential of that name not yet revoked). Takes effect in a running broker at its next reload.
  */
-export async function revokeKey(store: KeyStore, target: string, o: { now?: number } = {}): Promise<KeyInfo[]> {
+export async function revokeKey(store: KeyStore, target: string, o: { now?: number; via?: string } = {}): Promise<KeyInfo[]> {
   const l = layoutOf(store);
   const id = parseApiKey(target)?.id ?? target;
   const notFound = () => new BrokerError('BRK_ERR_KEYS_NOT_FOUND', `no credential with id or name "${id}"`);
@@ -137,7 +137,7 @@ export async function revokeKey(store: KeyStore, target: string, o: { now?: numb
     const first = open[0] as KeyRecord;
     return {
       result: open.map((k) => keyInfo(k, now)),
-      audit: { name: first.name, roles: first.roles, detail: `keyIds=${open.map((k) => k.id).join(',')} kind=${[...new Set(open.map((k) => k.kind))].join(',')}` },
+      audit: { name: first.name, roles: first.roles, detail: `keyIds=${open.map((k) => k.id).join(',')} kind=${[...new Set(open.map((k) => k.kind))].join(',')}${o.via ? ` via=${o.via}` : ''}` },
     };
   });
 }

@@ -8,9 +8,10 @@ import { checkCrlValidity, storeCrlValidity } from './crl-lifetime.ts';
 
 /**
  * Revokes by serial (that one certificate) or by name (every certificate of that name not yet
- * revoked, so "revoke acme" cuts acme off entirely, renewed overlaps included).
+ * revoked, so "revoke acme" cuts acme off entirely, renewed overlaps included). `via` names where
+ * it was asked for besides the CLI (the audit line's detail says `via=console`).
  */
-export async function revoke(store: CaStore, o: { target: string; reason: RevocationReason; passphrase?: string }): Promise<CertRecord[]> {
+export async function revoke(store: CaStore, o: { target: string; reason: RevocationReason; passphrase?: string; via?: string }): Promise<CertRecord[]> {
   return store.mutate('revoke', o.passphrase, async (ctx) => {
     const found = findCerts(ctx.inventory, o.target);
     if (!found.length) throw new BrokerError('BRK_ERR_PKI_IDENTITY_NOT_FOUND', `no certificate named or numbered "${o.target}"`);
@@ -25,7 +26,7 @@ export async function revoke(store: CaStore, o: { target: string; reason: Revoca
     const first = open[0] as CertRecord;
     return {
       result: open,
-      audit: { name: first.name, serial: open.map((c) => c.serial).join(','), roles: first.roles, detail: `reason=${o.reason}` },
+      audit: { name: first.name, serial: open.map((c) => c.serial).join(','), roles: first.roles, detail: `reason=${o.reason}${o.via ? ` via=${o.via}` : ''}` },
     };
   });
 }

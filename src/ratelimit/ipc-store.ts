@@ -6,7 +6,7 @@
 import type { Worker } from 'node:cluster';
 import type { LimitCheck } from './policy.ts';
 import type { MemoryStore } from './memory-store.ts';
-import type { ByteCount, ByteTotal, SharedStore, Verdict } from './store.ts';
+import type { BucketState, ByteCount, ByteTotal, SharedStore, Verdict } from './store.ts';
 
 const TAG = 'broker-store';
 
@@ -17,6 +17,8 @@ type Op =
   | { op: 'bytes'; counts: ByteCount[] }
   | { op: 'failure'; ip: string; windowMs: number }
   | { op: 'ban'; ip: string; ms: number }
+  | { op: 'unban'; key: string }
+  | { op: 'peek'; key: string }
   | { op: 'bans' };
 
 interface Request {
@@ -45,6 +47,8 @@ export function serveStore(store: MemoryStore, worker: Worker): void {
       case 'bytes': result = store.addBytes(c.counts); break;
       case 'failure': result = store.countFailure(c.ip, c.windowMs); break;
       case 'ban': store.ban(c.ip, c.ms); result = true; break;
+      case 'unban': store.unban(c.key); result = true; break;
+      case 'peek': result = store.peekBucket(c.key) ?? null; break;
       case 'bans': result = store.activeBans(); break;
     }
     if (worker.isConnected()) worker.send({ tag: TAG, id: m.id, result } satisfies Reply);
@@ -113,6 +117,14 @@ export class IpcStore implements SharedStore {
 
   async ban(ip: string, ms: number): Promise<void> {
     await this.#call({ op: 'ban', ip, ms });
+  }
+
+  async unban(key: string): Promise<void> {
+    await this.#call({ op: 'unban', key });
+  }
+
+  async peekBucket(key: string): Promise<BucketState | undefined> {
+    return (await this.#call<BucketState | null>({ op: 'peek', key })) ?? undefined;
   }
 
   onBan(listener: (ip: string, until: number) => void): void {

@@ -81,6 +81,18 @@ export class MemoryStore implements SharedStore {
     for (const l of this.#banListeners) l(ip, until);
   }
 
+  unban(key: string): void {
+    this.#bans.delete(key);
+    this.#failures.delete(`handshake:${key}`);
+    this.#failures.delete(`request:${key}`);
+    for (const l of this.#banListeners) l(key, 0);
+  }
+
+  peekBucket(key: string): BucketState | undefined {
+    const e = this.#buckets.get(key);
+    return e === undefined ? undefined : { tokens: e.tokens, at: e.at };
+  }
+
   onBan(listener: (ip: string, until: number) => void): void {
     this.#banListeners.push(listener);
   }

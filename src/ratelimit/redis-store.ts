@@ -12,7 +12,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BrokerConfig } from '../config/index.ts';
 import { settingsOf } from '../config/compile.ts';
-import { refillPerMs, type TakeResult } from './bucket.ts';
+import { refillPerMs, type BucketState, type TakeResult } from './bucket.ts';
 import type { LimitCheck } from './policy.ts';
 import { combine, type ByteCount, type ByteTotal, type SharedStore, type Verdict } from './store.ts';
 import { channels, type StoreEvent } from '../channels.ts';
@@ -303,6 +303,26 @@ export class RedisStore implements SharedStore {
     } catch (err) {
       this.#outage(err);
       for (const l of this.#banListeners) l(ip, until); // this replica at least
+    }
+  }
+
+  /** The bucket as the take script keeps it (tokens, and when on Redis's clock); undefined if none or Redis is down. */
+  async peekBucket(key: string): Promise<BucketState | undefined> {
+    try {
+      const [tokens, at] = await this.#client.hmget(key, 't', 'a');
+      return tokens === null || at === null ? undefined : { tokens: Number(tokens), at: Number(at) };
+    } catch {
+      return undefined; // the console shows no headroom; the outage is the request path's to report
+    }
+  }
+
+  async unban(key: string): Promise<void> {
+    try {
+      await this.#client.del(`ban:${key}`, `fail:handshake:${key}`, `fail:request:${key}`);
+      await this.#client.publish(this.#channel, `${key} 0`);
+    } catch (err) {
+      this.#outage(err);
+      for (const l of this.#banListeners) l(key, 0); // this replica at least
     }
   }
 

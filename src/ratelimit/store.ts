@@ -5,6 +5,8 @@
 import type { LimitCheck } from './policy.ts';
 import { take, type BucketState, type TakeResult } from './bucket.ts';
 
+export type { BucketState } from './bucket.ts';
+
 export interface Verdict {
   allowed: boolean;
   /** The binding bucket's size, tokens left and ms until full, for the RateLimit-* headers. */
@@ -56,6 +58,13 @@ export interface SharedStore {
    */
   ban(key: string, ms: number): void | Promise<void>;
   onBan(listener: (ip: string, untilMs: number) => void): void;
+  /**
+   * Lifts a ban (and forgets its failure counts, so the next failure does not ban again at once):
+   * `onBan` listeners hear it as a ban until 0. Every store here implements it.
+   */
+  unban?(key: string): void | Promise<void>;
+  /** A bucket's state without taking from it (the operator's console); undefined when unknown or unreachable. */
+  peekBucket?(key: string): BucketState | undefined | Promise<BucketState | undefined>;
   /** Bans in force now (for a replica that starts later). */
   activeBans(): Array<[string, number]> | Promise<Array<[string, number]>>;
   close(): Promise<void>;

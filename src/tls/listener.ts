@@ -212,6 +212,8 @@ export interface ListenerHooks {
 export interface TlsListener extends Server {
   /** Closes every open connection of a certificate serial; returns how many. */
   closeConnectionsOf(serial: string): number;
+  /** Open connections of a certificate serial now (the operator's console). */
+  openConnectionsOf?(serial: string): number;
   /**
    * Closes every open client connection, upgraded ones (WebSockets) included, which Node's
    * closeAllConnections() no longer tracks once upgraded; returns how many.
@@ -292,6 +294,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   // Both modes: the broker, not Node, refuses a certificate that failed verification, so its auth
   // line can carry the certificate (Node's own destroy comes before anything can read it).
   server.on('keylog', keepUnverified);
+  server.openConnectionsOf = (serial) => bySerial.get(serial)?.size ?? 0;
   server.closeConnectionsOf = (serial) => {
     const open = bySerial.get(serial);
     if (!open) return 0;
@@ -344,7 +347,7 @@ export function createTlsServer(c: BrokerConfig, material: TlsMaterial, authLog:
   const report = (socket: TLSSocket, reason: string, detail: string, remoteIp: string | undefined) => {
     const facts = peerFacts(socket);
     authLog.warn({ event: 'handshake', outcome: 'refused', reason, detail, remoteIp, remotePort: socket.remotePort, connId: connectionId(socket), ...facts }, 'client refused');
-    channels.handshake.publish({ outcome: 'refused', reason, remoteIp, ...(facts.serial ? { serial: facts.serial } : {}) } satisfies HandshakeEvent);
+    channels.handshake.publish({ outcome: 'refused', reason, remoteIp, ...(facts.serial ? { serial: facts.serial } : {}), ...(facts.certificate ? { subject: facts.certificate.subject, fingerprint: facts.certificate.fingerprint } : {}) } satisfies HandshakeEvent);
     if (remoteIp) hooks.onRefused?.(remoteIp, presented(socket));
   };
   const refuse = (socket: PrincipalSocket, reason: string, detail: string) => {

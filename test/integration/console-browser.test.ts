@@ -23,7 +23,7 @@ import type { ConsoleSource } from '../../src/console/model.ts';
  * revokes and reloads. true: the broker's own source (broker.console), and every view is compared
  * with the JSON the admin API answers (GET /api/console/<view> with the bearer token).
  */
-const REAL_SOURCE = false;
+const REAL_SOURCE = true;
 
 const TOKEN = 'browser-console-token-0123456789abcdef';
 const ALICE_REQUESTS = 3;

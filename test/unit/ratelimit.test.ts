@@ -319,3 +319,18 @@ test('validateConfig reports every bad address list entry with its path', () => 
     'roles.partner.denyIps[1]: "x" is not an IP address or CIDR block (like 203.0.113.7, 10.0.0.0/8 or 2001:db8::/32)',
   ]);
 });
+
+test('MemoryStore.unban lifts a ban, tells the listeners (a ban until 0) and forgets its failure counts', async () => {
+  const store = new MemoryStore();
+  const heard: Array<[string, number]> = [];
+  store.onBan((key, until) => heard.push([key, until]));
+  store.countFailure('request:192.0.2.1', 60_000);
+  store.countFailure('request:192.0.2.1', 60_000);
+  store.ban('192.0.2.1', 60_000);
+  store.ban('192.0.2.2', 60_000);
+  store.unban('192.0.2.1');
+  assert.deepEqual(store.activeBans().map(([k]) => k), ['192.0.2.2']);
+  assert.deepEqual(heard.at(-1), ['192.0.2.1', 0]);
+  assert.equal(store.countFailure('request:192.0.2.1', 60_000), 1, 'counting starts again');
+  await store.close();
+});

@@ -5,7 +5,7 @@
  */
 import { BrokerError } from './errors.ts';
 
-export const ABLATABLE = ['accessLog', 'authLog', 'metrics', 'limits', 'identityHeaders', 'guard', 'hostCheck', 'upstreamShare', 'traceContext'] as const;
+export const ABLATABLE = ['accessLog', 'authLog', 'metrics', 'limits', 'identityHeaders', 'guard', 'hostCheck', 'upstreamShare', 'traceContext', 'console'] as const;
 export type Ablations = Partial<Record<(typeof ABLATABLE)[number], true>>;
 
 export function ablationsFrom(value: string | undefined): Ablations {

@@ -246,7 +246,7 @@ export async function buildBroker(initial: BrokerConfig, o: BuildOptions = {}): 
 
   const adminToken = initial.admin.tokenFile ? readFileSync(initial.admin.tokenFile, 'utf8').split(/\r?\n/, 1)[0] : undefined;
   // ---- the operator's console: activity is only listened for when it is served, so the request path publishes to no one otherwise
-  const activity: Activity | undefined = initial.admin.enabled && initial.admin.console ? createActivity() : undefined;
+  const activity: Activity | undefined = initial.admin.enabled && initial.admin.console && !ablations.console ? createActivity() : undefined;
   const consoleSource: ConsoleSource | undefined = o.consoleSource ?? (activity
     ? createConsoleSource({
         config: () => current.config,

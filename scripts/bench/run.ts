@@ -22,7 +22,7 @@
  *   auth/access/audit logs to files);
  * - "broker -NAME": the same broker with one feature switched off (env BROKER_ABLATE=NAME; names
  *   from --ablations: accessLog, authLog, metrics, limits, identityHeaders, guard, hostCheck,
- *   upstreamShare), one process
+ *   upstreamShare, traceContext, console (the operator console's activity counters)), one process
  *   per feature, measured in the --ablation-scenarios (ka64 and handshake by default); and with
  *   them "broker (control)", a second broker with every feature on: its "cost" is the noise floor
  *   of the feature costs (--no-control leaves it out).
@@ -106,7 +106,7 @@ const brokerMain = (): string => (a.broker === 'src' ? join(ROOT, 'src', 'main.t
 const NODE = process.execPath;
 const ALL = ['ka64', 'ka16k', 'handshake', 'alloc', 'identities', 'crl', 'idle', 'syscalls', 'profile', 'forward'] as const;
 /** The features the broker can switch off one at a time (env BROKER_ABLATE, comma-separated). */
-const FEATURES = ['accessLog', 'authLog', 'metrics', 'limits', 'identityHeaders', 'guard', 'hostCheck', 'upstreamShare', 'traceContext'] as const;
+const FEATURES = ['accessLog', 'authLog', 'metrics', 'limits', 'identityHeaders', 'guard', 'hostCheck', 'upstreamShare', 'traceContext', 'console'] as const;
 /**
  * Features that are off by default, each measured as one more broker with it switched on (row
  * "broker +NAME", cost = that broker − the broker): the route's identity also as RFC 9440 fields,

@@ -6,11 +6,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { BIN, NODE, broker, tempDir } from '../helpers/cli.ts';
+import { BIN, NODE, cliStore, tempDir } from '../helpers/cli.ts';
 import { request } from '../helpers/broker.ts';
 import { httpGet, httpRequest } from '../helpers/admin.ts';
 
@@ -18,18 +18,9 @@ const FAR = '127.0.0.5';
 
 test('serve --workers 2: a ban lifted from the console is lifted on both workers', async (t) => {
   const dir = tempDir(t);
-  const run = (args: string[]) => {
-    const r = broker(args, { cwd: dir });
-    assert.equal(r.code, 0, r.stderr);
-  };
-  run(['pki', 'init', '--no-passphrase', '--dir', 'pki']);
-  run(['pki', 'server', 'edge', '--dns', 'localhost', '--ip', '127.0.0.1', '--dir', 'pki']);
-  run(['pki', 'issue', 'acme', '--role', 'partner', '--dir', 'pki', '--out', 'acme']);
-  run(['pki', 'issue', 'mallory', '--role', 'other', '--dir', 'pki', '--out', 'mallory']);
-  const ca = readFileSync(join(dir, 'pki', 'ca.crt'), 'utf8');
-  const id = (name: string) => ({ cert: readFileSync(join(dir, name, `${name}.crt`), 'utf8'), key: readFileSync(join(dir, name, `${name}.key`), 'utf8'), serial: '' });
-  const acme = id('acme');
-  const mallory = id('mallory');
+  const { ca, ids } = cliStore(dir, [['acme', 'partner'], ['mallory', 'other']]);
+  const acme = ids.acme!;
+  const mallory = ids.mallory!;
 
   const upstream = createServer((_req, res) => res.end('ok'));
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));

@@ -11,11 +11,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { BIN, NODE, broker, tempDir } from '../helpers/cli.ts';
+import { BIN, NODE, cliStore, tempDir } from '../helpers/cli.ts';
 import { request, type Response } from '../helpers/broker.ts';
 import { redisMissing, startRedis } from '../helpers/redis.ts';
 import { within } from '../helpers/within.ts';
@@ -78,15 +78,8 @@ const redisLines = (r: Replica, outcome: 'down' | 'up') => r.lines.filter((l) =>
 
 test('two broker processes on one Redis admit exactly the burst between them, fail open while Redis is gone and count again once it is back', { skip: redisMissing }, async (t) => {
   const dir = tempDir(t);
-  const run = (args: string[]) => {
-    const r = broker(args, { cwd: dir });
-    assert.equal(r.code, 0, r.stderr);
-  };
-  run(['pki', 'init', '--no-passphrase', '--dir', 'pki']);
-  run(['pki', 'server', 'edge', '--dns', 'localhost', '--ip', '127.0.0.1', '--dir', 'pki']);
-  run(['pki', 'issue', 'acme', '--role', 'partner', '--dir', 'pki', '--out', 'acme']);
-  const id = { cert: readFileSync(join(dir, 'acme', 'acme.crt'), 'utf8'), key: readFileSync(join(dir, 'acme', 'acme.key'), 'utf8'), serial: '' };
-  const ca = readFileSync(join(dir, 'pki', 'ca.crt'), 'utf8');
+  const { ca, ids } = cliStore(dir, [['acme', 'partner']]);
+  const id = ids.acme!;
 
   let forwarded = 0;
   const upstream = createServer((req, res) => {

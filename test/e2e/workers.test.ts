@@ -12,7 +12,7 @@ import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { BIN, NODE, broker, tempDir } from '../helpers/cli.ts';
+import { BIN, NODE, cliStore, tempDir } from '../helpers/cli.ts';
 import { request } from '../helpers/broker.ts';
 import { httpGet, parseMetrics } from '../helpers/admin.ts';
 
@@ -68,15 +68,8 @@ function jsonLines(text: string): LogLine[] {
 
 test('serve --workers 2: one budget of 20 for both workers (20 × 200, 40 × 429 of 60); every scrape counts all 60 requests; SIGTERM ends all three processes with 0', async (t) => {
   const dir = tempDir(t);
-  const run = (args: string[]) => {
-    const r = broker(args, { cwd: dir });
-    assert.equal(r.code, 0, r.stderr);
-  };
-  run(['pki', 'init', '--no-passphrase', '--dir', 'pki']);
-  run(['pki', 'server', 'edge', '--dns', 'localhost', '--ip', '127.0.0.1', '--dir', 'pki']);
-  run(['pki', 'issue', 'acme', '--role', 'partner', '--dir', 'pki', '--out', 'acme']);
-  const ca = readFileSync(join(dir, 'pki', 'ca.crt'), 'utf8');
-  const acme = { cert: readFileSync(join(dir, 'acme', 'acme.crt'), 'utf8'), key: readFileSync(join(dir, 'acme', 'acme.key'), 'utf8'), serial: '' };
+  const { ca, ids } = cliStore(dir, [['acme', 'partner']]);
+  const acme = ids.acme!;
 
   let workerPids: number[] = [];
   const forwardedBy = new Map<number, number | undefined>(); // upstream-side remote port → worker pid

@@ -1,6 +1,6 @@
 /** Runs the built `broker` binary (dist/main.js) on the project's Node 24, the way a user would. */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -73,4 +73,24 @@ export function openssl(args: string[], o: { cwd?: string; input?: string } = {}
 /** The error code on the first `error BRK_ERR_...:` line of stderr. */
 export function errorCode(stderr: string): string | undefined {
   return /^error (BRK_ERR_[A-Z0-9_]+):/m.exec(stderr)?.[1];
+}
+
+/**
+ * A CA store made with the CLI in `dir`/pki (no passphrase): a server certificate "edge" for
+ * localhost and 127.0.0.1, and one client per [name, role] written to `dir`/NAME. Returns the CA
+ * certificate and each client's certificate and key.
+ */
+export function cliStore(dir: string, clients: ReadonlyArray<readonly [string, string]>): { ca: string; ids: Record<string, { cert: string; key: string; serial: string }> } {
+  const run = (args: string[]) => {
+    const r = broker(args, { cwd: dir });
+    if (r.code !== 0) throw new Error(`broker ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  };
+  run(['pki', 'init', '--no-passphrase', '--dir', 'pki']);
+  run(['pki', 'server', 'edge', '--dns', 'localhost', '--ip', '127.0.0.1', '--dir', 'pki']);
+  const ids: Record<string, { cert: string; key: string; serial: string }> = {};
+  for (const [name, role] of clients) {
+    run(['pki', 'issue', name, '--role', role, '--dir', 'pki', '--out', name]);
+    ids[name] = { cert: readFileSync(join(dir, name, `${name}.crt`), 'utf8'), key: readFileSync(join(dir, name, `${name}.key`), 'utf8'), serial: '' };
+  }
+  return { ca: readFileSync(join(dir, 'pki', 'ca.crt'), 'utf8'), ids };
 }

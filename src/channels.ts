@@ -94,3 +94,12 @@ export const channels = {
   reload: channel('broker:reload'),
   forward: channel('broker:forward'),
 } as const;
+
+/** Subscribes each listener to its channel; returns what unsubscribes them all (metrics, alerts, the console). */
+export function listen(listeners: Partial<Record<keyof typeof channels, (message: unknown) => void>>): () => void {
+  const pairs = Object.entries(listeners) as Array<[keyof typeof channels, (message: unknown) => void]>;
+  for (const [name, fn] of pairs) channels[name].subscribe(fn);
+  return () => {
+    for (const [name, fn] of pairs) channels[name].unsubscribe(fn);
+  };
+}

@@ -8,7 +8,7 @@
  * Per process: with --workers each worker keeps its own and the workers share the admin port, so a
  * view shows the worker that answered; nothing is aggregated or persisted.
  */
-import { channels, type BanEvent, type ForwardEvent, type HandshakeEvent, type RejectEvent, type ReloadEvent, type RequestEvent } from '../channels.ts';
+import { listen, type BanEvent, type ForwardEvent, type HandshakeEvent, type RejectEvent, type ReloadEvent, type RequestEvent } from '../channels.ts';
 import type { LivePoint, RefusalView } from './model.ts';
 
 const MINUTE = 60_000;
@@ -221,12 +221,7 @@ export function createActivity(now: () => number = Date.now): Activity {
     if (reloads.length > 50) reloads.pop();
   };
 
-  channels.request.subscribe(onRequest);
-  channels.reload.subscribe(onReload);
-  channels.handshake.subscribe(onHandshake);
-  channels.forward.subscribe(onForward);
-  channels.reject.subscribe(onReject);
-  channels.ban.subscribe(onBan);
+  const unlisten = listen({ request: onRequest, reload: onReload, handshake: onHandshake, forward: onForward, reject: onReject, ban: onBan });
 
   return {
     of(name, serials = []) {
@@ -274,13 +269,6 @@ export function createActivity(now: () => number = Date.now): Activity {
     reloads() {
       return reloads.map((r) => ({ ...r, problems: [...r.problems] }));
     },
-    close() {
-      channels.request.unsubscribe(onRequest);
-      channels.reload.unsubscribe(onReload);
-      channels.handshake.unsubscribe(onHandshake);
-      channels.forward.unsubscribe(onForward);
-      channels.reject.unsubscribe(onReject);
-      channels.ban.unsubscribe(onBan);
-    },
+    close: unlisten,
   };
 }

@@ -113,7 +113,7 @@ export class Meter {
 
 export class ForwardLimiter {
   readonly #store: SharedStore;
-  readonly #failOpen: boolean;
+  #failOpen: boolean;
   #defaults: ForwardLimitNumbers;
   #byRole: ReadonlyMap<string, Partial<ForwardLimitNumbers>>;
   /** Slots expire from a shared store this long after their last change (a replica that died). */
@@ -134,7 +134,8 @@ export class ForwardLimiter {
   }
 
   /** A reloaded config's limits (exchanges already open keep their plan). */
-  update(o: { failOpen?: boolean; defaults: ForwardLimitNumbers; byRole: ReadonlyMap<string, Partial<ForwardLimitNumbers>>; maxDurationMs: number }): void {
+  update(o: { failOpen: boolean; defaults: ForwardLimitNumbers; byRole: ReadonlyMap<string, Partial<ForwardLimitNumbers>>; maxDurationMs: number }): void {
+    this.#failOpen = o.failOpen;
     this.#defaults = o.defaults;
     this.#byRole = o.byRole;
     this.#slotTtlMs = o.maxDurationMs + 60_000;

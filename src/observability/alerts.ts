@@ -5,7 +5,7 @@
  * slow or dead webhook never slows a request.
  */
 import type { Logger } from 'pino';
-import { channels, type CredentialEvent, type ForwardEvent, type HandshakeEvent, type ReloadEvent, type RequestEvent } from '../channels.ts';
+import { listen, type CredentialEvent, type ForwardEvent, type HandshakeEvent, type ReloadEvent, type RequestEvent } from '../channels.ts';
 
 export interface AlertRules {
   webhook?: string | undefined;
@@ -204,11 +204,7 @@ export function createAlerts(rules: AlertRules, log: Logger): AlertEngine {
       details: { trigger: e.trigger ?? null, code: e.code ?? null, problems },
     });
   };
-  channels.handshake.subscribe(onHandshake);
-  channels.credential.subscribe(onCredential);
-  channels.forward.subscribe(onForward);
-  channels.request.subscribe(onRequest);
-  channels.reload.subscribe(onReload);
+  const unlisten = listen({ handshake: onHandshake, credential: onCredential, forward: onForward, request: onRequest, reload: onReload });
 
   return {
     raise,
@@ -292,11 +288,7 @@ export function createAlerts(rules: AlertRules, log: Logger): AlertEngine {
     close() {
       closed = true;
       queue.length = 0;
-      channels.handshake.unsubscribe(onHandshake);
-      channels.credential.unsubscribe(onCredential);
-      channels.forward.unsubscribe(onForward);
-      channels.request.unsubscribe(onRequest);
-      channels.reload.unsubscribe(onReload);
+      unlisten();
     },
   };
 }

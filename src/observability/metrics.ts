@@ -11,7 +11,7 @@
  * shared store, certificate dates), so N workers do not multiply it.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { channels, type BanEvent, type ConnectionEvent, type CredentialEvent, type HandshakeEvent, type RejectEvent, type RequestEvent, type StoreEvent, type ForwardEvent } from '../channels.ts';
+import { listen, type BanEvent, type ConnectionEvent, type CredentialEvent, type HandshakeEvent, type RejectEvent, type RequestEvent, type StoreEvent, type ForwardEvent } from '../channels.ts';
 
 export interface ExpirySource {
   /** [kind, name, notAfter] for every certificate and CRL worth watching. */
@@ -146,18 +146,7 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
     if (e.bytesUp > 0) forwardBytes.inc({ identity, direction: 'up' }, e.bytesUp);
     if (e.bytesDown > 0) forwardBytes.inc({ identity, direction: 'down' }, e.bytesDown);
   };
-  const subs: Array<[keyof typeof channels, (m: unknown) => void]> = [
-    ['handshake', onHandshake],
-    ['credential', onCredential],
-    ['request', onRequest],
-    ['reject', onReject],
-    ['ban', onBan],
-    ['store', onStore],
-    ['connection', onConnection],
-    ['reload', onReload],
-    ['forward', onForward],
-  ];
-  for (const [name, fn] of subs) channels[name].subscribe(fn);
+  const unlisten = listen({ handshake: onHandshake, credential: onCredential, request: onRequest, reject: onReject, ban: onBan, store: onStore, connection: onConnection, reload: onReload, forward: onForward });
 
   return {
     registry,
@@ -166,8 +155,6 @@ export function createMetrics(o: { defaultMetrics?: boolean } = {}): Metrics {
     setExpirySource: (fn) => void (expiry = fn),
     setClientCertSource: (fn) => void (clientCerts = fn),
     setPoolSource: (fn) => void (pools = fn),
-    close() {
-      for (const [name, fn] of subs) channels[name].unsubscribe(fn);
-    },
+    close: unlisten,
   };
 }
